@@ -1,0 +1,309 @@
+// Package store keeps the cluster's objects in a NATS JetStream key-value
+// bucket. A key's revision is the object's resourceVersion: revisions are the
+// bucket stream's sequence numbers, so they grow across the whole cluster as
+// etcd's do, every update is a compare-and-set on the revision read, and a
+// watch resumes from any revision after a reconnect.
+//
+// The store holds bytes; encoding objects is the caller's business.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sentinels, mapped from JetStream's errors in one place (mapErr).
+var (
+	// ErrNotFound: the key does not exist (or was deleted).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: Create found the key already there.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: the revision given to Update or Delete is not the key's
+	// latest; the caller read a stale object.
+	ErrConflict = errors.New("revision conflict")
+)
+
+// Key names one object: resource (plural), namespace ("" when cluster
+// scoped) and name.
+type Key struct {
+	Resource  string
+	Namespace string
+	Name      string
+}
+
+func (k Key) String() string {
+	if k.Namespace == "" {
+		return k.Resource + "/" + k.Name
+	}
+	return k.Resource + "/" + k.Namespace + "/" + k.Name
+}
+
+// Entry is one stored object.
+type Entry struct {
+	Key      Key
+	Value    []byte
+	Revision uint64
+}
+
+// Store is a key-value bucket holding every object of the cluster.
+type Store struct {
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+}
+
+// Config says which bucket to use and how to create it.
+type Config struct {
+	Bucket string // default "skep"
+	// Replicas of the bucket's stream in a clustered NATS; 1 embedded.
+	Replicas int
+}
+
+// Open opens (creating when missing) the bucket on a NATS connection.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = "skep"
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "skep cluster state",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Store{kv: kv, js: js}, nil
+}
+
+// clusterScope stands for the namespace of cluster-scoped objects in keys.
+// Namespace names are DNS labels, which never contain '_'.
+const clusterScope = "_"
+
+// subject turns a key into a KV key "resource.namespace.name". Object names
+// may contain dots, which separate subject tokens, so they become '=',
+// which no Kubernetes name contains.
+func subject(k Key) string {
+	ns := k.Namespace
+	if ns == "" {
+		ns = clusterScope
+	}
+	return k.Resource + "." + ns + "." + strings.ReplaceAll(k.Name, ".", "=")
+}
+
+func parseSubject(s string) (Key, bool) {
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) != 3 {
+		return Key{}, false
+	}
+	k := Key{Resource: parts[0], Namespace: parts[1], Name: strings.ReplaceAll(parts[2], "=", ".")}
+	if k.Namespace == clusterScope {
+		k.Namespace = ""
+	}
+	return k, true
+}
+
+// filter is the subject filter of a resource in a namespace ("" for all).
+func filter(resource, namespace string) string {
+	if namespace == "" {
+		return resource + ".>"
+	}
+	return resource + "." + namespace + ".*"
+}
+
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	case errors.Is(err, jetstream.ErrKeyExists):
+		// Update and Delete with a stale revision also answer "wrong last
+		// sequence", which matches ErrKeyExists by code; callers of those
+		// map it to ErrConflict themselves.
+		return fmt.Errorf("%w: %w", ErrExists, err)
+	}
+	return err
+}
+
+// Get reads one object.
+func (s *Store) Get(ctx context.Context, k Key) (Entry, error) {
+	e, err := s.kv.Get(ctx, subject(k))
+	if err != nil {
+		return Entry{}, mapErr(err)
+	}
+	return Entry{Key: k, Value: e.Value(), Revision: e.Revision()}, nil
+}
+
+// Create writes a new object; ErrExists when the key is taken.
+func (s *Store) Create(ctx context.Context, k Key, value []byte) (uint64, error) {
+	rev, err := s.kv.Create(ctx, subject(k), value)
+	return rev, mapErr(err)
+}
+
+// Update replaces an object if its latest revision is still rev;
+// ErrConflict otherwise, ErrNotFound when it was deleted.
+func (s *Store) Update(ctx context.Context, k Key, value []byte, rev uint64) (uint64, error) {
+	n, err := s.kv.Update(ctx, subject(k), value, rev)
+	if err != nil {
+		if _, gerr := s.kv.Get(ctx, subject(k)); errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted) {
+			return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return 0, fmt.Errorf("%w: %w", ErrConflict, err)
+		}
+		return 0, mapErr(err)
+	}
+	return n, nil
+}
+
+// Delete removes an object if its latest revision is rev (any revision when
+// rev is 0). It returns the revision of the delete.
+func (s *Store) Delete(ctx context.Context, k Key, rev uint64) error {
+	var opts []jetstream.KVDeleteOpt
+	if rev != 0 {
+		opts = append(opts, jetstream.LastRevision(rev))
+	}
+	err := s.kv.Delete(ctx, subject(k), opts...)
+	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	}
+	return mapErr(err)
+}
+
+// LastRevision is the bucket's latest revision.
+func (s *Store) LastRevision(ctx context.Context) (uint64, error) {
+	st, err := s.kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read bucket status: %w", err)
+	}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		return bs.StreamInfo().State.LastSeq, nil
+	}
+	return 0, errors.New("read bucket status: not a JetStream bucket")
+}
+
+// List reads every object of a resource (in a namespace, or all when ""),
+// consistently as of one moment, and returns the revision of that moment:
+// a Watch from it misses nothing that happened after.
+func (s *Store) List(ctx context.Context, resource, namespace string) ([]Entry, uint64, error) {
+	rev, err := s.LastRevision(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	// A watcher first delivers the latest message of every key as of its
+	// creation, then a nil marker: a consistent snapshot in one request.
+	w, err := s.kv.WatchFiltered(ctx, []string{filter(resource, namespace)})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", resource, err)
+	}
+	defer w.Stop()
+	var out []Entry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, 0, fmt.Errorf("list %s: watcher closed", resource)
+			}
+			if e == nil {
+				return out, rev, nil
+			}
+			rev = max(rev, e.Revision())
+			if e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			k, ok := parseSubject(e.Key())
+			if !ok {
+				continue
+			}
+			out = append(out, Entry{Key: k, Value: e.Value(), Revision: e.Revision()})
+		}
+	}
+}
+
+// EventType says what happened to a key.
+type EventType int
+
+const (
+	Put EventType = iota + 1
+	Deleted
+)
+
+// Event is one change seen by a watch. A Deleted event has no value.
+type Event struct {
+	Type  EventType
+	Entry Entry
+}
+
+// Watch streams the changes to a resource (in a namespace, or all when "")
+// made after revision since. The channel closes when ctx ends; a watch that
+// fails otherwise sends nothing more and closes too, and the caller
+// resumes from the last revision it saw.
+//
+// With one value kept per key, a resumed watch delivers each key's latest
+// state rather than every step in between, which is all a reconciler needs.
+func (s *Store) Watch(ctx context.Context, resource, namespace string, since uint64) (<-chan Event, error) {
+	opts := []jetstream.WatchOpt{jetstream.ResumeFromRevision(since + 1)}
+	w, err := s.kv.WatchFiltered(ctx, []string{filter(resource, namespace)}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", resource, err)
+	}
+	out := make(chan Event, 64)
+	go func() {
+		defer close(out)
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue // end of the backlog since `since`
+				}
+				k, ok := parseSubject(e.Key())
+				if !ok {
+					continue
+				}
+				ev := Event{Type: Put, Entry: Entry{Key: k, Value: e.Value(), Revision: e.Revision()}}
+				if e.Operation() != jetstream.KeyValuePut {
+					ev.Type = Deleted
+					ev.Entry.Value = nil
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Ping checks the store answers, for /readyz.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := s.kv.Status(ctx)
+	return err
+}
