@@ -65,6 +65,9 @@ func broadcast(p netip.Prefix) netip.Addr {
 // records returns every allocation as pod ID → address.
 func (a *ipam) records() (map[string]netip.Addr, error) {
 	entries, err := os.ReadDir(a.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // removed by Cleanup: nothing allocated
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read ipam directory: %w", err)
 	}
@@ -130,6 +133,9 @@ func (a *ipam) allocate(podID string) (addr netip.Addr, fresh bool, err error) {
 
 // claim records addr for podID. It reports false when addr is already taken.
 func (a *ipam) claim(addr netip.Addr, podID string) (bool, error) {
+	if err := os.MkdirAll(a.dir, 0o700); err != nil {
+		return false, fmt.Errorf("create ipam directory: %w", err)
+	}
 	tmp, err := writeTemp(a.dir, podID)
 	if err != nil {
 		return false, err

@@ -26,6 +26,9 @@ const DefaultBridgeName = "skep0"
 // podInterface is the name of the pod's end of its veth pair.
 const podInterface = "eth0"
 
+// errClosed is returned by the methods of a Network after Close.
+var errClosed = errors.New("pod network is closed")
+
 // Config describes one node's pod network.
 type Config struct {
 	NodeName    string
@@ -218,6 +221,9 @@ func (n *Network) Setup(ctx context.Context, podID string, netnsPath string) (ne
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.nl == nil {
+		return netip.Addr{}, errClosed
+	}
 
 	addr, fresh, err := n.ipam.allocate(podID)
 	if err != nil {
@@ -364,6 +370,9 @@ func (n *Network) Teardown(ctx context.Context, podID string) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.nl == nil {
+		return errClosed
+	}
 	if err := n.deleteLink(HostVethName(podID)); err != nil {
 		return fmt.Errorf("tear down network of pod %s: %w", podID, err)
 	}
@@ -397,6 +406,9 @@ func (n *Network) deleteLink(name string) error {
 func (n *Network) Cleanup(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.nl == nil {
+		return errClosed
+	}
 	var errs []error
 	if recs, err := n.ipam.records(); err != nil {
 		errs = append(errs, err)

@@ -35,6 +35,9 @@ func (n *Network) SyncRoutes(ctx context.Context, peers map[string]Peer) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.nl == nil {
+		return errClosed
+	}
 
 	var errs []error
 	want := make(map[netip.Prefix]Peer, len(peers))
