@@ -22,6 +22,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Network provides what the runtime package needs from the pod network.
+var _ interface {
+	Setup(ctx context.Context, podID string, netnsPath string) (netip.Addr, error)
+	Teardown(ctx context.Context, podID string) error
+} = (*Network)(nil)
+
 // These tests need root: they make network namespaces standing in for nodes
 // and pods, and run the real Network in them.
 
@@ -181,6 +187,9 @@ func newNode(t *testing.T, name, podCIDR string) *testNode {
 		DataDir:     node.dataDir,
 		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
+	// A fresh namespace has ip_forward 0 already; turn bridged traffic
+	// through iptables off as well so the test sees New turn both on.
+	node.ns.do(t, func() error { return writeSysctl("net/bridge/bridge-nf-call-iptables", "0") })
 	node.net = node.start(t)
 	return node
 }
