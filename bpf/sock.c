@@ -1,0 +1,199 @@
+//go:build ignore
+
+/* Socket load balancing: a connect or sendmsg to a service frontend is
+ * rewritten to a backend before any packet exists, and recvmsg/getpeername
+ * show the frontend again, so the application never sees the backend.
+ */
+#include "lb.h"
+
+#include <linux/errno.h>
+
+#define SYS_REJECT 0
+#define SYS_PROCEED 1
+
+#define SOCK4_REVNAT_MAX 131072
+
+struct sock4_revnat_key {
+	__u64 cookie;	/* socket cookie */
+	__be32 address; /* backend address the socket was sent to */
+	__be16 port;	/* backend port */
+	__u16 pad;
+};
+
+struct sock4_revnat_val {
+	__be32 address; /* frontend address the application used */
+	__be16 port;	/* frontend port */
+	__u8 proto;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sock4_revnat_key);
+	__type(value, struct sock4_revnat_val);
+	__uint(max_entries, SOCK4_REVNAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock4_revnat SEC(".maps");
+
+/* user_port holds the port in network order in its low 16 bits; the kernel
+ * only accepts 4-byte writes to it. */
+static __always_inline __be16 ctx_dst_port(const struct bpf_sock_addr *ctx)
+{
+	return (__be16)ctx->user_port;
+}
+
+static __always_inline void ctx_set_port(struct bpf_sock_addr *ctx, __be16 port)
+{
+	ctx->user_port = (__u32)port;
+}
+
+static __always_inline int sock_proto_enabled(__u32 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+}
+
+static __always_inline void sock4_update_revnat(struct bpf_sock_addr *ctx, const struct lb4_backend *be,
+						__be32 orig_addr, __be16 orig_port, __u8 proto)
+{
+	struct sock4_revnat_key key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = be->address,
+		.port = be->port,
+	};
+	struct sock4_revnat_val val = {
+		.address = orig_addr,
+		.port = orig_port,
+		.proto = proto,
+	};
+
+	bpf_map_update_elem(&sock4_revnat, &key, &val, BPF_ANY);
+}
+
+/**
+ * __sock4_xlate_fwd - point a socket at a backend instead of a frontend
+ * @ctx: the connect or sendmsg context
+ *
+ * Returns: 0 when the socket may proceed (translated or no service), or a
+ * negative errno the system call fails with.
+ */
+static __always_inline int __sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	__be32 orig_addr = ctx->user_ip4;
+	__be16 orig_port = ctx_dst_port(ctx);
+	__u8 proto = ctx->protocol;
+	struct lb4_key key = {
+		.address = orig_addr,
+		.dport = orig_port,
+		.proto = proto,
+	};
+	struct lb4_affinity_key akey = {};
+	struct lb4_service *svc;
+	struct lb4_backend *be;
+	__u32 timeout, backend_id = 0;
+	__u16 count;
+
+	if (!sock_proto_enabled(proto))
+		return 0;
+	svc = lb4_lookup_service(&key);
+	if (!svc)
+		return 0;
+	count = svc->count;
+	timeout = svc->affinity_timeout;
+	/* A service without serving backends refuses at once, as kube-proxy's
+	 * REJECT does, instead of letting the client wait on a frontend
+	 * address nobody answers. */
+	if (count == 0)
+		return -ECONNREFUSED;
+
+	if (timeout) {
+		akey.client = bpf_get_netns_cookie(ctx);
+		akey.svc_id = svc->svc_id;
+		akey.by_netns = 1;
+		backend_id = lb4_affinity_backend_id(&akey, timeout, 0);
+	}
+	if (!backend_id)
+		backend_id = lb4_select_backend_id(&key, count);
+	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	/* Slots are written before the count that exposes them and backends
+	 * before the slots that name them, so a miss here is a bug in the
+	 * agent; fail the call rather than send to the frontend address. */
+	if (!be)
+		return -EHOSTUNREACH;
+	if (timeout)
+		lb4_affinity_update(&akey, backend_id);
+
+	sock4_update_revnat(ctx, be, orig_addr, orig_port, proto);
+	ctx->user_ip4 = be->address;
+	ctx_set_port(ctx, be->port);
+	return 0;
+}
+
+/**
+ * __sock4_xlate_rev - show the frontend instead of the backend
+ * @ctx: the recvmsg or getpeername context, holding the peer address
+ *
+ * An entry whose frontend is gone is dropped and the peer is left as is.
+ */
+static __always_inline void __sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct sock4_revnat_key key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = ctx->user_ip4,
+		.port = ctx_dst_port(ctx),
+	};
+	struct sock4_revnat_val *val;
+	struct lb4_key fkey = {};
+
+	val = bpf_map_lookup_elem(&sock4_revnat, &key);
+	if (!val)
+		return;
+	fkey.address = val->address;
+	fkey.dport = val->port;
+	fkey.proto = val->proto;
+	if (!lb4_lookup_service(&fkey)) {
+		bpf_map_delete_elem(&sock4_revnat, &key);
+		return;
+	}
+	ctx->user_ip4 = val->address;
+	ctx_set_port(ctx, val->port);
+}
+
+SEC("cgroup/connect4")
+int sock4_connect(struct bpf_sock_addr *ctx)
+{
+	int err = __sock4_xlate_fwd(ctx);
+
+	if (err) {
+		bpf_set_retval(err);
+		return SYS_REJECT;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/sendmsg4")
+int sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	int err = __sock4_xlate_fwd(ctx);
+
+	if (err) {
+		bpf_set_retval(err);
+		return SYS_REJECT;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/recvmsg4")
+int sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	__sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	__sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+char __license[] SEC("license") = "Dual MIT/GPL";
