@@ -597,3 +597,71 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestPodReachesItselfThroughServiceAddress plays the iptables dataplane: a
+// DNAT from a ClusterIP to the pod itself, plus the masquerade kube-proxy
+// adds for such hairpin traffic. With bridge-nf-call-iptables on, the DNAT
+// happens while the packet is being bridged and it leaves by the port it came
+// in on, which the bridge allows only with hairpin mode.
+func TestPodReachesItselfThroughServiceAddress(t *testing.T) {
+	node := newNode(t, "node-a", "10.244.1.0/24")
+	pod, addr := node.setup(t, "default/self")
+	pod.serve(t, addr.String()+":8080")
+	rules := [][]string{
+		{"-t", "nat", "PREROUTING", "-d", "10.96.0.10/32", "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", addr.String() + ":8080"},
+		{"-t", "nat", "POSTROUTING", "-s", addr.String(), "-d", addr.String(), "-j", "MASQUERADE"},
+	}
+	for _, r := range rules {
+		add := append([]string{r[0], r[1], "-A"}, r[2:]...)
+		if out, err := node.ns.iptables(t, add...); err != nil {
+			t.Fatalf("iptables %v: %v: %s", add, err, out)
+		}
+		t.Cleanup(func() {
+			del := append([]string{r[0], r[1], "-D"}, r[2:]...)
+			if out, err := node.ns.iptables(t, del...); err != nil {
+				t.Errorf("iptables %v: %v: %s", del, err, out)
+			}
+		})
+	}
+	mustReach(t, pod, "10.96.0.10:80", netip.MustParseAddr("10.244.1.1"))
+}
+
+func TestConcurrentSetups(t *testing.T) {
+	node := newNode(t, "node-a", "10.244.1.0/24")
+	const pods = 16
+	nss := make([]testNS, pods)
+	for i := range nss {
+		nss[i] = newNS(t)
+	}
+	addrs := make([]netip.Addr, pods)
+	errs := make([]error, pods)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range pods {
+		wg.Go(func() {
+			addrs[i], errs[i] = node.net.Setup(t.Context(), fmt.Sprintf("default/p%d", i), nss[i].path)
+		})
+	}
+	wg.Wait()
+	t.Logf("%d concurrent Setups took %v (%v per pod)", pods, time.Since(start), time.Since(start)/pods)
+	seen := map[netip.Addr]int{}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Setup(default/p%d): %v", i, err)
+		}
+		if j, dup := seen[addrs[i]]; dup {
+			t.Errorf("pods p%d and p%d both got %s", j, i, addrs[i])
+		}
+		seen[addrs[i]] = i
+	}
+	nss[0].serve(t, addrs[0].String()+":8080")
+	mustReach(t, nss[pods-1], addrs[0].String()+":8080", addrs[pods-1])
+	for i := range pods {
+		if err := node.net.Teardown(t.Context(), fmt.Sprintf("default/p%d", i)); err != nil {
+			t.Errorf("Teardown(default/p%d): %v", i, err)
+		}
+	}
+	if recs, err := node.net.ipam.records(); err != nil || len(recs) != 0 {
+		t.Errorf("records after tearing every pod down = %v, %v; want none", recs, err)
+	}
+}
