@@ -121,7 +121,7 @@ func fixture() *fakeSource {
 	}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	t.Helper()
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -230,7 +230,7 @@ type fakeUpstream struct {
 	tcpQueries atomic.Int32
 }
 
-func startUpstream(t *testing.T, handle func(w dns.ResponseWriter, r *dns.Msg)) *fakeUpstream {
+func startUpstream(t testing.TB, handle func(w dns.ResponseWriter, r *dns.Msg)) *fakeUpstream {
 	t.Helper()
 	up := &fakeUpstream{}
 	pc, l, err := listenPair(t.Context(), "127.0.0.1:0")
