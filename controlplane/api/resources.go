@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Object is any stored object: Kubernetes metadata plus a kind.
@@ -142,4 +143,18 @@ func All() []*Resource { return resources }
 // SetTypeMeta fills apiVersion and kind, which Go values do not carry.
 func SetTypeMeta(r *Resource, obj Object) {
 	obj.GetObjectKind().SetGroupVersionKind(schemaGVK(r))
+}
+
+// MustLookup is Lookup for names fixed in the code.
+func MustLookup(name string) *Resource {
+	r, err := Lookup(name)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// GroupResource names the resource in Kubernetes errors.
+func (r *Resource) GroupResource() schema.GroupResource {
+	return schema.GroupResource{Group: r.Group, Resource: r.Name}
 }

@@ -1,0 +1,65 @@
+// Package apiservertest runs a real API server on an embedded NATS for
+// tests: the store under t.TempDir(), everything stopped in t.Cleanup.
+package apiservertest
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/skep-io/skep/controlplane/apiserver"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/store"
+)
+
+// Server is a running test API server.
+type Server struct {
+	*apiserver.Server
+	// URL is the HTTPS address of the API; AdminToken and JoinToken
+	// authenticate against it, CAPEM verifies it.
+	URL        string
+	CAPEM      []byte
+	AdminToken string
+	JoinToken  string
+}
+
+// Start runs an API server and returns an in-process client with the
+// admin's rights.
+func Start(t testing.TB) client.Interface {
+	return StartServer(t).Client()
+}
+
+// StartServer runs an API server, also over HTTPS on loopback.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	e, err := store.StartEmbedded(store.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", User: "skep", Password: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := store.Open(context.Background(), nc, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{AdminToken: "admin-token", JoinToken: "join-token"}
+	s.Server, err = apiserver.New(st, apiserver.Config{AdminToken: s.AdminToken, JoinToken: s.JoinToken, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(s.Handler())
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	s.URL = ts.URL
+	s.CAPEM = certPEM(ts)
+	return s
+}

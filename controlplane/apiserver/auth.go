@@ -1,0 +1,154 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/store"
+)
+
+// Identity is who made a request.
+type Identity struct {
+	Admin bool
+	// Node is set for an agent's own credentials: "system:node:<Node>".
+	Node string
+	// Joining is set for the node-join token, which may only exchange
+	// itself for a node credential.
+	Joining bool
+}
+
+func (id Identity) String() string {
+	switch {
+	case id.Admin:
+		return "admin"
+	case id.Node != "":
+		return "system:node:" + id.Node
+	case id.Joining:
+		return "node-join"
+	}
+	return "anonymous"
+}
+
+// authenticator maps bearer tokens to identities. Node credentials live in
+// the store (as hashes) so every API server of an HA set knows them.
+type authenticator struct {
+	adminToken string
+	joinToken  string
+	store      *store.Store
+
+	mu    sync.Mutex
+	nodes map[string]string // token hash → node name
+}
+
+const nodeTokens = "nodetokens"
+
+func hashToken(t string) string {
+	sum := sha256.Sum256([]byte(t))
+	return hex.EncodeToString(sum[:])
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+var errUnauthorized = errors.New("Unauthorized")
+
+func (a *authenticator) authenticate(ctx context.Context, header string) (Identity, error) {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || token == "" {
+		return Identity{}, errUnauthorized
+	}
+	switch {
+	case equal(token, a.adminToken):
+		return Identity{Admin: true}, nil
+	case equal(token, a.joinToken):
+		return Identity{Joining: true}, nil
+	}
+	h := hashToken(token)
+	a.mu.Lock()
+	node, ok := a.nodes[h]
+	a.mu.Unlock()
+	if ok {
+		return Identity{Node: node}, nil
+	}
+	e, err := a.store.Get(ctx, store.Key{Resource: nodeTokens, Name: h})
+	if err != nil {
+		return Identity{}, errUnauthorized
+	}
+	node = string(e.Value)
+	a.mu.Lock()
+	a.nodes[h] = node
+	a.mu.Unlock()
+	return Identity{Node: node}, nil
+}
+
+// issueNodeToken stores a new credential for a node, replacing none: an
+// agent that re-joins gets a second one, and both stay valid.
+func (a *authenticator) issueNodeToken(ctx context.Context, node, token string) error {
+	_, err := a.store.Create(ctx, store.Key{Resource: nodeTokens, Name: hashToken(token)}, []byte(node))
+	return err
+}
+
+// request is what authorization looks at.
+type request struct {
+	verb      string // get, list, watch, create, update, delete
+	resource  *api.Resource
+	namespace string
+	name      string
+	status    bool
+	// old is the stored object for update and delete, new the one sent.
+	old, new api.Object
+}
+
+// authorize says whether id may do req, as Kubernetes' Node authorizer
+// and NodeRestriction admission do for kubelets: an agent reads what it
+// needs to run pods and program services, and writes only its own Node,
+// its Lease, and the status of pods bound to it.
+func authorize(id Identity, req request) error {
+	if id.Admin {
+		return nil
+	}
+	if id.Node == "" {
+		return fmt.Errorf("%s may not %s %s", id, req.verb, req.resource.Name)
+	}
+	forbid := func(why string) error {
+		return fmt.Errorf("%s may not %s %s %q: %s", id, req.verb, req.resource.Name, req.name, why)
+	}
+	switch req.verb {
+	case "get", "list", "watch":
+		switch req.resource.Name {
+		case "pods", "services", "endpoints", "nodes", "namespaces", "leases":
+			return nil
+		}
+		return forbid("agents read only pods, services, endpoints, nodes, namespaces and leases")
+	}
+	switch req.resource.Name {
+	case "nodes":
+		if req.name == id.Node && req.verb != "delete" {
+			return nil
+		}
+		return forbid("an agent writes only its own Node")
+	case "leases":
+		if req.namespace == "kube-node-lease" && req.name == id.Node && req.verb != "delete" {
+			return nil
+		}
+		return forbid("an agent writes only its own Lease in kube-node-lease")
+	case "pods":
+		pod, _ := req.old.(*corev1.Pod)
+		if pod == nil || pod.Spec.NodeName != id.Node {
+			return forbid("the pod is not bound to this node")
+		}
+		if req.verb == "update" && req.status || req.verb == "delete" {
+			return nil
+		}
+		return forbid("an agent writes only the status of its pods, and deletes them when they have terminated")
+	}
+	return forbid("agents may not write " + req.resource.Name)
+}

@@ -1,0 +1,445 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/pki"
+)
+
+// maxBody bounds a request body; Kubernetes allows 3 MiB objects.
+const maxBody = 3 << 20
+
+// Handler serves the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.reg.store.Ping(r.Context()); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	mux.Handle("/metrics", s.authenticated(func(w http.ResponseWriter, r *http.Request, id Identity) {
+		if !id.Admin {
+			writeError(w, apierrors.NewForbidden(gr(api.MustLookup("nodes")), "metrics", errors.New("only the admin reads metrics")))
+			return
+		}
+		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	}))
+	mux.Handle("/skep/v1/join", s.authenticated(s.join))
+	mux.Handle("/api/", s.authenticated(s.serveAPI))
+	mux.Handle("/apis/", s.authenticated(s.serveAPI))
+	return mux
+}
+
+func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, Identity)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.auth.authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			writeError(w, apierrors.NewUnauthorized("a valid bearer token is required"))
+			return
+		}
+		h(w, r, id)
+	})
+}
+
+// joinRequest is what an agent sends with the node-join token to get a
+// credential of its own.
+type joinRequest struct {
+	NodeName string `json:"nodeName"`
+}
+
+// JoinResponse carries an agent's own credential.
+type JoinResponse struct {
+	Token string `json:"token"`
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request, id Identity) {
+	if r.Method != http.MethodPost {
+		writeError(w, apierrors.NewMethodNotSupported(gr(api.MustLookup("nodes")), r.Method))
+		return
+	}
+	if !id.Joining && !id.Admin {
+		writeError(w, apierrors.NewForbidden(gr(api.MustLookup("nodes")), "", errors.New("joining needs the node-join token")))
+		return
+	}
+	var req joinRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil || req.NodeName == "" {
+		writeError(w, apierrors.NewBadRequest(`the body must be {"nodeName": "<node>"}`))
+		return
+	}
+	if errs := api.Validate(api.MustLookup("nodes"), nodeNamed(req.NodeName)); len(errs) > 0 {
+		writeError(w, invalid(api.MustLookup("nodes"), req.NodeName, errs))
+		return
+	}
+	token, err := pki.RandomToken()
+	if err == nil {
+		err = s.auth.issueNodeToken(r.Context(), req.NodeName, token)
+	}
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	s.log.Info("node joined", "node", req.NodeName)
+	writeJSON(w, http.StatusOK, JoinResponse{Token: token})
+}
+
+// target is a parsed API path.
+type target struct {
+	resource  *api.Resource
+	namespace string
+	name      string
+	status    bool
+}
+
+func parsePath(path string) (target, error) {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	var group, version string
+	var rest []string
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		version, rest = parts[1], parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		group, version, rest = parts[1], parts[2], parts[3:]
+	default:
+		return target{}, fmt.Errorf("no API at %s", path)
+	}
+	var t target
+	if len(rest) >= 3 && rest[0] == "namespaces" {
+		t.namespace, rest = rest[1], rest[2:]
+	}
+	if len(rest) == 0 || len(rest) > 3 {
+		return target{}, fmt.Errorf("no API at %s", path)
+	}
+	r, ok := api.ForPath(group, version, rest[0])
+	if !ok {
+		return target{}, fmt.Errorf("the server could not find the requested resource %q in %s", rest[0], strings.TrimPrefix(group+"/"+version, "/"))
+	}
+	t.resource = r
+	if len(rest) >= 2 {
+		t.name = rest[1]
+	}
+	if len(rest) == 3 {
+		if rest[2] != "status" || !r.HasStatus {
+			return target{}, fmt.Errorf("%s has no subresource %q", r.Name, rest[2])
+		}
+		t.status = true
+	}
+	if !r.Namespaced && t.namespace != "" {
+		return target{}, fmt.Errorf("%s are not namespaced", r.Name)
+	}
+	return t, nil
+}
+
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {
+	start := time.Now()
+	t, err := parsePath(r.URL.Path)
+	if err != nil {
+		writeError(w, apierrors.NewNotFound(gr(&api.Resource{}), err.Error()))
+		return
+	}
+	verb := verbOf(r, t)
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	defer func() {
+		s.metrics.requests.WithLabelValues(verb, t.resource.Name, strconv.Itoa(rec.code)).Inc()
+		if verb != "watch" {
+			s.metrics.latency.WithLabelValues(verb, t.resource.Name).Observe(time.Since(start).Seconds())
+		}
+	}()
+	if err := s.handle(rec, r, id, t, verb); err != nil {
+		writeError(rec, err)
+	}
+}
+
+func verbOf(r *http.Request, t target) string {
+	switch r.Method {
+	case http.MethodGet:
+		if t.name != "" {
+			return "get"
+		}
+		if r.URL.Query().Get("watch") == "true" || r.URL.Query().Get("watch") == "1" {
+			return "watch"
+		}
+		return "list"
+	case http.MethodPost:
+		return "create"
+	case http.MethodPut:
+		return "update"
+	case http.MethodDelete:
+		return "delete"
+	}
+	return strings.ToLower(r.Method)
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t target, verb string) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	req := request{verb: verb, resource: t.resource, namespace: t.namespace, name: t.name, status: t.status}
+	deny := func(err error) error {
+		return apierrors.NewForbidden(gr(t.resource), t.name, err)
+	}
+	switch verb {
+	case "get":
+		if err := authorize(id, req); err != nil {
+			return deny(err)
+		}
+		obj, err := s.reg.get(ctx, t.resource, t.namespace, t.name)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, obj)
+	case "list":
+		if err := authorize(id, req); err != nil {
+			return deny(err)
+		}
+		objs, rev, err := s.reg.list(ctx, t.resource, t.namespace, listOptions(q))
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, listOf(t.resource, objs, rev))
+	case "watch":
+		if err := authorize(id, req); err != nil {
+			return deny(err)
+		}
+		return s.serveWatch(w, r, t)
+	case "create", "update":
+		if t.name == "" && verb == "update" || t.name != "" && verb == "create" {
+			return apierrors.NewMethodNotSupported(gr(t.resource), r.Method)
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		if err != nil {
+			return apierrors.NewBadRequest(err.Error())
+		}
+		obj, err := decodeBody(t, body)
+		if err != nil {
+			return err
+		}
+		if verb == "update" {
+			if obj.GetName() != t.name {
+				return apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", obj.GetName(), t.name))
+			}
+			old, err := s.reg.get(ctx, t.resource, t.namespace, t.name)
+			if err != nil {
+				return err
+			}
+			req.old, req.new = old, obj
+		} else {
+			req.name, req.new = obj.GetName(), obj
+		}
+		if err := authorize(id, req); err != nil {
+			return deny(err)
+		}
+		if verb == "create" {
+			obj, err = s.reg.create(ctx, t.resource, obj)
+			if err != nil {
+				return err
+			}
+			s.log.Info("created", "resource", t.resource.Name, "object", obj.GetNamespace()+"/"+obj.GetName(), "by", id.String())
+			writeJSON(w, http.StatusCreated, obj)
+			return nil
+		}
+		obj, err = s.reg.update(ctx, t.resource, obj, t.status)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, obj)
+	case "delete":
+		if t.name == "" {
+			return apierrors.NewMethodNotSupported(gr(t.resource), "deletecollection")
+		}
+		old, err := s.reg.get(ctx, t.resource, t.namespace, t.name)
+		if err != nil {
+			return err
+		}
+		req.old = old
+		if err := authorize(id, req); err != nil {
+			return deny(err)
+		}
+		opts, err := deleteOptions(r)
+		if err != nil {
+			return err
+		}
+		obj, err := s.reg.delete(ctx, t.resource, t.namespace, t.name, opts)
+		if err != nil {
+			return err
+		}
+		s.log.Info("deleted", "resource", t.resource.Name, "object", t.namespace+"/"+t.name, "by", id.String())
+		writeJSON(w, http.StatusOK, obj)
+	default:
+		return apierrors.NewMethodNotSupported(gr(t.resource), r.Method)
+	}
+	return nil
+}
+
+// decodeBody decodes strictly. Unknown fields and validation errors of the
+// same object come back together, so one answer names every problem.
+func decodeBody(t target, body []byte) (api.Object, error) {
+	obj, err := api.DecodeInto(t.resource, body)
+	if obj == nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	if gvk := obj.GetObjectKind().GroupVersionKind(); gvk.Kind != "" && gvk.Kind != t.resource.Kind {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the body is a %s, but the URL is for %s", gvk.Kind, t.resource.Name))
+	}
+	if t.resource.Namespaced {
+		switch {
+		case obj.GetNamespace() == "":
+			obj.SetNamespace(t.namespace)
+		case t.namespace != "" && obj.GetNamespace() != t.namespace:
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the namespace of the object (%s) does not match the namespace on the URL (%s)", obj.GetNamespace(), t.namespace))
+		}
+	}
+	if err == nil {
+		return obj, nil
+	}
+	var unknown field.ErrorList
+	var agg interface{ Errors() []error }
+	if errors.As(err, &agg) {
+		for _, e := range agg.Errors() {
+			var fe *field.Error
+			if errors.As(e, &fe) {
+				unknown = append(unknown, fe)
+			}
+		}
+	}
+	check := obj.DeepCopyObject().(api.Object)
+	if check.GetNamespace() == "" && t.resource.Namespaced {
+		check.SetNamespace(api.DefaultNamespace)
+	}
+	api.Default(check)
+	return nil, invalid(t.resource, obj.GetName(), append(unknown, api.Validate(t.resource, check)...))
+}
+
+func listOptions(q map[string][]string) client.ListOptions {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return client.ListOptions{LabelSelector: get("labelSelector"), FieldSelector: get("fieldSelector"), ResourceVersion: get("resourceVersion")}
+}
+
+func deleteOptions(r *http.Request) (client.DeleteOptions, error) {
+	var opts client.DeleteOptions
+	var body metav1.DeleteOptions
+	if data, _ := io.ReadAll(io.LimitReader(r.Body, maxBody)); len(strings.TrimSpace(string(data))) > 0 {
+		if err := json.Unmarshal(data, &body); err != nil {
+			return opts, apierrors.NewBadRequest("delete options: " + err.Error())
+		}
+		opts.GracePeriodSeconds = body.GracePeriodSeconds
+		opts.PropagationPolicy = body.PropagationPolicy
+		if body.Preconditions != nil && body.Preconditions.ResourceVersion != nil {
+			opts.ResourceVersion = *body.Preconditions.ResourceVersion
+		}
+	}
+	if g := r.URL.Query().Get("gracePeriodSeconds"); g != "" {
+		n, err := strconv.ParseInt(g, 10, 64)
+		if err != nil || n < 0 {
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("gracePeriodSeconds %q: must be a number >= 0", g))
+		}
+		opts.GracePeriodSeconds = &n
+	}
+	if p := r.URL.Query().Get("propagationPolicy"); p != "" {
+		pp := metav1.DeletionPropagation(p)
+		opts.PropagationPolicy = &pp
+	}
+	return opts, nil
+}
+
+// watchEvent is one line of a watch stream, as Kubernetes writes it.
+type watchEvent struct {
+	Type   client.EventType `json:"type"`
+	Object json.RawMessage  `json:"object"`
+}
+
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, t target) error {
+	events, err := s.reg.watch(r.Context(), t.resource, t.namespace, listOptions(r.URL.Query()))
+	if err != nil {
+		return err
+	}
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Transfer-Encoding", "chunked")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for ev := range events {
+		data, err := json.Marshal(ev.Object)
+		if err != nil {
+			continue
+		}
+		if err := enc.Encode(watchEvent{Type: ev.Type, Object: data}); err != nil {
+			return nil
+		}
+		if flusher != nil && len(events) == 0 {
+			flusher.Flush()
+		}
+	}
+	return nil
+}
+
+// list is a Kubernetes list object.
+type list struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   metav1.ListMeta `json:"metadata"`
+	Items      []api.Object    `json:"items"`
+}
+
+func listOf(r *api.Resource, objs []api.Object, rev uint64) list {
+	if objs == nil {
+		objs = []api.Object{}
+	}
+	return list{APIVersion: r.APIVersion(), Kind: r.Kind + "List", Metadata: metav1.ListMeta{ResourceVersion: strconv.FormatUint(rev, 10)}, Items: objs}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		se = apierrors.NewInternalError(err)
+	}
+	st := se.Status()
+	st.APIVersion, st.Kind = "v1", "Status"
+	writeJSON(w, int(st.Code), st)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
