@@ -1,0 +1,112 @@
+package iptables
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/skep-io/skep/agent/dataplane"
+)
+
+// udpFlow matches UDP conntrack entries, as kube-proxy's conntrack cleanup:
+// by original destination (address and port) and by who answers.
+type udpFlow struct {
+	dst          netip.Addr // original destination; invalid: any (node ports)
+	dstPort      uint16
+	replySrc     netip.Addr // the endpoint the flow was DNATed to; invalid: any
+	replySrcPort uint16
+	notNATed     bool // only flows never DNATed (the reply comes from the original destination)
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (f udpFlow) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	if flow.Forward.Protocol != 17 || flow.Forward.DstPort != f.dstPort {
+		return false
+	}
+	dst := addrOf(flow.Forward.DstIP)
+	if f.dst.IsValid() && dst != f.dst {
+		return false
+	}
+	replySrc := addrOf(flow.Reverse.SrcIP)
+	if f.replySrc.IsValid() && (replySrc != f.replySrc || flow.Reverse.SrcPort != f.replySrcPort) {
+		return false
+	}
+	if f.notNATed && replySrc != dst {
+		return false
+	}
+	return true
+}
+
+// staleUDPFlows lists the conntrack entries a set of changes leaves stale.
+// UDP has no connection to end, so without this a client that keeps its
+// source port keeps being sent to a removed endpoint for as long as it
+// talks (kubernetes#19029). As kube-proxy:
+//   - flows DNATed to a removed endpoint through any of the service's
+//     addresses or its node port go;
+//   - when a service gets its first endpoint, flows to its addresses that
+//     were never DNATed (sent while it had none) go.
+func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConntrackFilter {
+	var filters []netlink.CustomConntrackFilter
+	for k, c := range changes {
+		if k.Protocol != dataplane.UDP {
+			continue
+		}
+		now := map[netip.AddrPort]bool{}
+		if c.current != nil {
+			for _, b := range c.current.ServingBackends() {
+				now[netip.AddrPortFrom(b.Addr, b.Port)] = true
+			}
+		}
+		if prev := c.previous; prev != nil {
+			vips := append([]netip.Addr{prev.ClusterIP}, prev.ExternalIPs...)
+			vips = append(vips, prev.LoadBalancerIPs...)
+			for _, b := range prev.ServingBackends() {
+				if now[netip.AddrPortFrom(b.Addr, b.Port)] {
+					continue
+				}
+				for _, vip := range vips {
+					filters = append(filters, udpFlow{dst: vip, dstPort: prev.Port, replySrc: b.Addr, replySrcPort: b.Port})
+				}
+				if prev.NodePort != 0 {
+					filters = append(filters, udpFlow{dstPort: prev.NodePort, replySrc: b.Addr, replySrcPort: b.Port})
+				}
+			}
+		}
+		hadNone := c.previous == nil || len(c.previous.ServingBackends()) == 0
+		if cur := c.current; cur != nil && hadNone && len(now) > 0 {
+			vips := append([]netip.Addr{cur.ClusterIP}, cur.ExternalIPs...)
+			vips = append(vips, cur.LoadBalancerIPs...)
+			for _, vip := range vips {
+				filters = append(filters, udpFlow{dst: vip, dstPort: cur.Port, notNATed: true})
+			}
+			if cur.NodePort != 0 {
+				filters = append(filters, udpFlow{dstPort: cur.NodePort, notNATed: true})
+			}
+		}
+	}
+	return filters
+}
+
+// clearStaleConntrack deletes the conntrack entries the changes left stale,
+// in one pass over the table.
+func (p *Proxier) clearStaleConntrack(changes map[dataplane.ServiceKey]change) error {
+	filters := staleUDPFlows(changes)
+	if len(filters) == 0 || p.nl == nil {
+		return nil
+	}
+	n, err := p.nl.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(netlink.FAMILY_V4), filters...)
+	if err != nil {
+		return fmt.Errorf("delete conntrack entries: %w", err)
+	}
+	if n > 0 {
+		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package iptables
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/skep-io/skep/agent/dataplane"
+)
+
+// change is one service port's pending change, as kube-proxy's
+// ServiceChangeTracker keeps it: previous is what the tables carry (nil for
+// a new service), current is what they should carry (nil for a removed one).
+type change struct {
+	previous, current *dataplane.Service
+}
+
+// changeTracker records what differs between the programmed state and the
+// latest desired state. A change that is undone before a sync (a backend
+// that flaps back) cancels out and is dropped, so it costs no write.
+type changeTracker struct {
+	mu      sync.Mutex
+	applied map[dataplane.ServiceKey]*dataplane.Service // what the last successful write carried
+	desired map[dataplane.ServiceKey]*dataplane.Service // the latest full state given to Update
+	pending map[dataplane.ServiceKey]change
+	gen     uint64 // counts Updates; a sync carries every Update up to the gen it took
+}
+
+func newChangeTracker() *changeTracker {
+	return &changeTracker{
+		applied: map[dataplane.ServiceKey]*dataplane.Service{},
+		desired: map[dataplane.ServiceKey]*dataplane.Service{},
+		pending: map[dataplane.ServiceKey]change{},
+	}
+}
+
+// Update records a complete desired state and returns its generation. The
+// services are copied, so the caller may change them afterwards.
+func (t *changeTracker) Update(services map[dataplane.ServiceKey]*dataplane.Service) uint64 {
+	desired := make(map[dataplane.ServiceKey]*dataplane.Service, len(services))
+	for k, s := range services {
+		if s == nil || !s.ClusterIP.IsValid() {
+			continue // headless: never programmed
+		}
+		desired[k] = normalize(s)
+	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.gen++
+	// Services whose desired state moved since the last Update; comparing
+	// against the previous desired state first keeps an unchanged 10,000
+	// service list cheap.
+	for k, cur := range desired {
+		if old, ok := t.desired[k]; ok && serviceEqual(old, cur) {
+			continue
+		}
+		t.record(k, cur)
+	}
+	for k := range t.desired {
+		if _, ok := desired[k]; !ok {
+			t.record(k, nil)
+		}
+	}
+	t.desired = desired
+	return t.gen
+}
+
+// record sets the pending change of k to end at cur, dropping it when cur is
+// what is already programmed. Caller holds mu.
+func (t *changeTracker) record(k dataplane.ServiceKey, cur *dataplane.Service) {
+	prev := t.applied[k]
+	if serviceEqual(prev, cur) {
+		delete(t.pending, k)
+		return
+	}
+	t.pending[k] = change{previous: prev, current: cur}
+}
+
+// snapshot is what one sync writes: the whole desired state, the changes
+// since the last successful write, and the generation they carry.
+type snapshot struct {
+	services map[dataplane.ServiceKey]*dataplane.Service
+	changes  map[dataplane.ServiceKey]change
+	gen      uint64
+}
+
+// Snapshot returns the state a sync should write now.
+func (t *changeTracker) Snapshot() snapshot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	changes := make(map[dataplane.ServiceKey]change, len(t.pending))
+	for k, c := range t.pending {
+		changes[k] = c
+	}
+	return snapshot{services: t.desired, changes: changes, gen: t.gen}
+}
+
+// Applied marks a snapshot as written: its changes become the baseline, and
+// what was recorded since the snapshot stays pending against that baseline.
+func (t *changeTracker) Applied(s snapshot) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, c := range s.changes {
+		if c.current == nil {
+			delete(t.applied, k)
+		} else {
+			t.applied[k] = c.current
+		}
+		t.record(k, t.desired[k])
+	}
+}
+
+// normalize copies a service with its backends and addresses in a canonical
+// order, so that equal services compare equal and rules come out the same
+// whatever order the Endpoints listed them in.
+func normalize(s *dataplane.Service) *dataplane.Service {
+	c := *s
+	c.Backends = slices.Clone(s.Backends)
+	slices.SortFunc(c.Backends, func(a, b dataplane.Backend) int {
+		if r := a.Addr.Compare(b.Addr); r != 0 {
+			return r
+		}
+		return cmp.Compare(a.Port, b.Port)
+	})
+	c.Backends = slices.CompactFunc(c.Backends, func(a, b dataplane.Backend) bool {
+		return a.Addr == b.Addr && a.Port == b.Port
+	})
+	c.LoadBalancerIPs = sortedAddrs(s.LoadBalancerIPs)
+	c.ExternalIPs = sortedAddrs(s.ExternalIPs)
+	return &c
+}
+
+func sortedAddrs(in []netip.Addr) []netip.Addr {
+	if len(in) == 0 {
+		return nil
+	}
+	out := slices.Clone(in)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// serviceEqual reports whether two normalized services program the same
+// rules and clean up the same conntrack entries; nil equals only nil.
+func serviceEqual(a, b *dataplane.Service) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Key == b.Key && a.ClusterIP == b.ClusterIP && a.Port == b.Port && a.NodePort == b.NodePort &&
+		a.ExternalPolicyLocal == b.ExternalPolicyLocal && a.AffinityTimeout == b.AffinityTimeout &&
+		slices.Equal(a.LoadBalancerIPs, b.LoadBalancerIPs) && slices.Equal(a.ExternalIPs, b.ExternalIPs) &&
+		slices.Equal(a.Backends, b.Backends)
+}
