@@ -430,3 +430,36 @@ func TestRunFailsOnBusyAddress(t *testing.T) {
 	default:
 	}
 }
+
+// With publishNotReadyAddresses, endpoints and pods that are not ready are
+// published too (StatefulSet peers find each other before they are ready).
+func TestPublishNotReadyAddresses(t *testing.T) {
+	src := fixture()
+	for _, svc := range src.services {
+		if svc != nil && svc.Name == "db" {
+			svc.Spec.PublishNotReadyAddresses = true
+		}
+	}
+	s, err := New(Config{Upstreams: []string{closedPort(t)}, Logger: testLogger(t)}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ qname, want string }{
+		{"db-2.db.default.svc.cluster.local.", "db-2.db.default.svc.cluster.local. 5 IN A 10.244.1.12"},
+		{"sleepy.db.default.svc.cluster.local.", "sleepy.db.default.svc.cluster.local. 5 IN A 10.244.1.21"},
+	}
+	for _, tc := range tests {
+		w := udpRecorder()
+		s.ServeDNS(w, query(tc.qname, dns.TypeA))
+		if len(w.packets) != 1 {
+			t.Fatalf("%s: %d replies, want 1", tc.qname, len(w.packets))
+		}
+		var resp dns.Msg
+		if err := resp.Unpack(w.packets[0]); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := rrStrings(resp.Answer), parseRRs(t, tc.want); !slices.Equal(got, want) {
+			t.Errorf("%s: answer %q, want %q", tc.qname, got, want)
+		}
+	}
+}
