@@ -357,13 +357,14 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 	p.tracker.Applied(snap)
 	p.log.Debug("synced iptables rules", "full", full, "services", len(snap.services),
 		"changed", len(snap.changes), "bytes", len(data), "elapsed", time.Since(start))
-	p.publish(snap.gen, nil)
 
 	// After the rules, so that new flows can no longer pick the removed
-	// endpoints when their old entries go.
+	// endpoints when their old entries go; before Sync returns, so that
+	// its caller sees the change whole.
 	if err := p.clearStaleConntrack(snap.changes); err != nil {
 		p.log.Warn("clear stale UDP conntrack entries", "err", err)
 	}
+	p.publish(snap.gen, nil)
 	return nil
 }
 
