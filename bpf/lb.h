@@ -12,6 +12,8 @@
  *   lb4_affinity   {client, svc id} -> {backend id, last used}; the client
  *                  is a netns cookie in the socket path, an address in tc.
  *   lb4_nodeips    addresses of this node, where NodePorts answer.
+ *   lb4_svc_names  svc id -> the Kubernetes name of the service port; only
+ *                  the agent reads it, to report and to resume its state.
  *
  * Backend ids are allocated by the agent and never reused while the agent
  * runs, so a stale id anywhere (affinity, reverse NAT, conntrack) simply
@@ -38,6 +40,8 @@
 #define SVC_F_NODEPORT (1 << 0) /* the NodePort wildcard: address 0 answers on every node address */
 #define SVC_F_EXTERNAL (1 << 1) /* a LoadBalancer or external IP: answered for traffic from outside too */
 #define SVC_F_LOCAL (1 << 2)    /* externalTrafficPolicy Local: outside traffic only to local backends */
+#define SVC_F_EXTERNAL_IP (1 << 3) /* with SVC_F_EXTERNAL: from spec.externalIPs, not a LoadBalancer
+				    * address; only the agent reads it back */
 
 /* lb4_backend.flags */
 #define BE_F_LOCAL (1 << 0)   /* runs on this node */
@@ -66,6 +70,7 @@ struct lb4_backend {
 	__be16 port;	/* backend port */
 	__u8 proto;	/* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 flags;	/* BE_F_* */
+	__u32 svc_id;	/* the service port this backend belongs to */
 };
 
 struct lb4_affinity_key {
@@ -114,6 +119,23 @@ struct {
 	__uint(max_entries, LB4_NODEIPS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_nodeips SEC(".maps");
+
+struct lb4_svc_name {
+	char namespace[64]; /* Kubernetes names are at most 63 characters */
+	char name[64];
+	char port[16]; /* the port's name, at most 15 characters; "" when unnamed */
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_svc_name);
+	__uint(max_entries, LB4_BACKENDS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_svc_names SEC(".maps");
 
 static __always_inline int lb4_is_node_addr(__be32 addr)
 {

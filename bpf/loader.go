@@ -25,6 +25,7 @@ type (
 	LB4Backend     = SockLb4Backend
 	LB4AffinityKey = SockLb4AffinityKey
 	LB4AffinityVal = SockLb4AffinityVal
+	LB4SvcName     = SockLb4SvcName
 	RevNATKey      = SockSock4RevnatKey
 	RevNATVal      = SockSock4RevnatVal
 	CT4Key         = TCCt4Key
@@ -36,6 +37,7 @@ const (
 	SvcFlagNodePort = 1 << 0 // the NodePort wildcard entry (address 0)
 	SvcFlagExternal = 1 << 1 // a LoadBalancer or external IP, answered from outside
 	SvcFlagLocal    = 1 << 2 // externalTrafficPolicy Local
+	SvcFlagExtIP    = 1 << 3 // with SvcFlagExternal: an external IP, not a LoadBalancer address
 
 	BackendFlagLocal   = 1 << 0 // the backend runs on this node
 	BackendFlagServing = 1 << 1 // ready and not terminating

@@ -34,6 +34,7 @@ type SockLb4Backend struct {
 	Port    uint16
 	Proto   uint8
 	Flags   uint8
+	SvcId   uint32
 }
 
 type SockLb4Key struct {
@@ -54,6 +55,15 @@ type SockLb4Service struct {
 	LocalCount      uint16
 	Flags           uint8
 	Pad             [3]uint8
+}
+
+type SockLb4SvcName struct {
+	_         structs.HostLayout
+	Namespace [64]int8
+	Name      [64]int8
+	Port      [16]int8
+	Proto     uint8
+	Pad       [3]uint8
 }
 
 type SockSock4RevnatKey struct {
@@ -80,6 +90,7 @@ const (
 	SockMapLb4Backends       = "lb4_backends"
 	SockMapLb4Nodeips        = "lb4_nodeips"
 	SockMapLb4Services       = "lb4_services"
+	SockMapLb4SvcNames       = "lb4_svc_names"
 	SockMapSock4Revnat       = "sock4_revnat"
 	SockProgSock4Connect     = "sock4_connect"
 	SockProgSock4Getpeername = "sock4_getpeername"
@@ -143,6 +154,7 @@ type SockMapSpecs struct {
 	Lb4Backends *ebpf.MapSpec `ebpf:"lb4_backends"`
 	Lb4Nodeips  *ebpf.MapSpec `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SvcNames *ebpf.MapSpec `ebpf:"lb4_svc_names"`
 	Sock4Revnat *ebpf.MapSpec `ebpf:"sock4_revnat"`
 }
 
@@ -176,6 +188,7 @@ type SockMaps struct {
 	Lb4Backends *ebpf.Map `ebpf:"lb4_backends"`
 	Lb4Nodeips  *ebpf.Map `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SvcNames *ebpf.Map `ebpf:"lb4_svc_names"`
 	Sock4Revnat *ebpf.Map `ebpf:"sock4_revnat"`
 }
 
@@ -185,6 +198,7 @@ func (m *SockMaps) Close() error {
 		m.Lb4Backends,
 		m.Lb4Nodeips,
 		m.Lb4Services,
+		m.Lb4SvcNames,
 		m.Sock4Revnat,
 	)
 }

@@ -306,6 +306,10 @@ static __always_inline int __tc4_xlate_fwd(struct __sk_buff *skb, struct pkt4 *p
 	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	if (!be)
 		return TC_ACT_SHOT;
+	/* While the agent reorders slots, a slot below an old local_count may
+	 * briefly hold a remote backend; Local must never use one. */
+	if (local && !(be->flags & BE_F_LOCAL))
+		return TC_ACT_SHOT;
 	if (timeout)
 		lb4_affinity_update(&akey, backend_id);
 

@@ -56,6 +56,7 @@ type TCLb4Backend struct {
 	Port    uint16
 	Proto   uint8
 	Flags   uint8
+	SvcId   uint32
 }
 
 type TCLb4Key struct {
@@ -78,6 +79,15 @@ type TCLb4Service struct {
 	Pad             [3]uint8
 }
 
+type TCLb4SvcName struct {
+	_         structs.HostLayout
+	Namespace [64]int8
+	Name      [64]int8
+	Port      [16]int8
+	Proto     uint8
+	Pad       [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -87,6 +97,7 @@ const (
 	TCMapLb4Ct       = "lb4_ct"
 	TCMapLb4Nodeips  = "lb4_nodeips"
 	TCMapLb4Services = "lb4_services"
+	TCMapLb4SvcNames = "lb4_svc_names"
 	TCProgTc4Egress  = "tc4_egress"
 	TCProgTc4Ingress = "tc4_ingress"
 	TCVarExtIfindex  = "ext_ifindex"
@@ -148,6 +159,7 @@ type TCMapSpecs struct {
 	Lb4Ct       *ebpf.MapSpec `ebpf:"lb4_ct"`
 	Lb4Nodeips  *ebpf.MapSpec `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SvcNames *ebpf.MapSpec `ebpf:"lb4_svc_names"`
 }
 
 // TCVariableSpecs contains global variables before they are loaded into the kernel.
@@ -183,6 +195,7 @@ type TCMaps struct {
 	Lb4Ct       *ebpf.Map `ebpf:"lb4_ct"`
 	Lb4Nodeips  *ebpf.Map `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SvcNames *ebpf.Map `ebpf:"lb4_svc_names"`
 }
 
 func (m *TCMaps) Close() error {
@@ -192,6 +205,7 @@ func (m *TCMaps) Close() error {
 		m.Lb4Ct,
 		m.Lb4Nodeips,
 		m.Lb4Services,
+		m.Lb4SvcNames,
 	)
 }
 

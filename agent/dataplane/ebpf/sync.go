@@ -1,0 +1,213 @@
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/bpf"
+)
+
+// change is the difference between what the maps hold and what they must
+// hold, in the order it is written.
+type change struct {
+	putBackends    kv[uint32, bpf.LB4Backend]
+	putNames       kv[uint32, bpf.LB4SvcName]
+	putSlots       kv[bpf.LB4Key, bpf.LB4Service] // backend slots, slot > 0
+	putEntries     kv[bpf.LB4Key, bpf.LB4Service] // service entries, slot 0
+	delEntries     []bpf.LB4Key
+	delSlots       []bpf.LB4Key
+	delBackends    []uint32
+	delNames       []uint32
+	removedBackend map[uint32]bpf.LB4Backend
+}
+
+type kv[K comparable, V any] struct {
+	keys []K
+	vals []V
+}
+
+func (c *kv[K, V]) add(k K, v V) {
+	c.keys = append(c.keys, k)
+	c.vals = append(c.vals, v)
+}
+
+func diffState(have, want *mapState) *change {
+	c := &change{removedBackend: map[uint32]bpf.LB4Backend{}}
+	for id, b := range want.backends {
+		if old, ok := have.backends[id]; !ok || old != b {
+			c.putBackends.add(id, b)
+		}
+	}
+	for id, n := range want.names {
+		if old, ok := have.names[id]; !ok || old != n {
+			c.putNames.add(id, n)
+		}
+	}
+	for k, v := range want.services {
+		if old, ok := have.services[k]; ok && old == v {
+			continue
+		}
+		if k.BackendSlot == 0 {
+			c.putEntries.add(k, v)
+		} else {
+			c.putSlots.add(k, v)
+		}
+	}
+	for k := range have.services {
+		if _, ok := want.services[k]; ok {
+			continue
+		}
+		if k.BackendSlot == 0 {
+			c.delEntries = append(c.delEntries, k)
+		} else {
+			c.delSlots = append(c.delSlots, k)
+		}
+	}
+	for id, b := range have.backends {
+		if _, ok := want.backends[id]; !ok {
+			c.delBackends = append(c.delBackends, id)
+			c.removedBackend[id] = b
+		}
+	}
+	for id := range have.names {
+		if _, ok := want.names[id]; !ok {
+			c.delNames = append(c.delNames, id)
+		}
+	}
+	return c
+}
+
+func (c *change) writes() int {
+	return len(c.putBackends.keys) + len(c.putNames.keys) + len(c.putSlots.keys) + len(c.putEntries.keys) +
+		len(c.delEntries) + len(c.delSlots) + len(c.delBackends) + len(c.delNames)
+}
+
+// apply writes the change so that the datapath never sees a service
+// without backends or a slot naming a missing backend: backends first,
+// then the slots that name them, then the service entries whose count
+// exposes the slots; removals go the other way round.
+func (c *change) apply(m lbMaps) error {
+	if err := writeBatch(m.backends, c.putBackends.keys, c.putBackends.vals); err != nil {
+		return fmt.Errorf("write backends: %w", err)
+	}
+	if err := writeBatch(m.names, c.putNames.keys, c.putNames.vals); err != nil {
+		return fmt.Errorf("write service names: %w", err)
+	}
+	if err := writeBatch(m.services, c.putSlots.keys, c.putSlots.vals); err != nil {
+		return fmt.Errorf("write backend slots: %w", err)
+	}
+	if err := writeBatch(m.services, c.putEntries.keys, c.putEntries.vals); err != nil {
+		return fmt.Errorf("write service entries: %w", err)
+	}
+	if err := deleteBatch(m.services, c.delEntries); err != nil {
+		return fmt.Errorf("delete service entries: %w", err)
+	}
+	if err := deleteBatch(m.services, c.delSlots); err != nil {
+		return fmt.Errorf("delete backend slots: %w", err)
+	}
+	if err := deleteBatch(m.backends, c.delBackends); err != nil {
+		return fmt.Errorf("delete backends: %w", err)
+	}
+	if err := deleteBatch(m.names, c.delNames); err != nil {
+		return fmt.Errorf("delete service names: %w", err)
+	}
+	return nil
+}
+
+// Sync makes the maps carry exactly services, writing only what differs
+// from what they hold. A failed write leaves the maps partly updated but
+// never inconsistent; the next Sync reads them back and converges.
+func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]*dataplane.Service) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return errors.New("sync ebpf dataplane: closed")
+	}
+	start := time.Now()
+	if d.resync {
+		st, err := loadMapState(d.maps())
+		if err != nil {
+			return fmt.Errorf("sync ebpf dataplane: %w", err)
+		}
+		st.nextSvcID = max(st.nextSvcID, d.state.nextSvcID)
+		st.nextBackendID = max(st.nextBackendID, d.state.nextBackendID)
+		d.state, d.resync = st, false
+	}
+	want := d.state.plan(services, d.log)
+	c := diffState(d.state, want)
+	if err := c.apply(d.maps()); err != nil {
+		d.resync = true
+		return fmt.Errorf("sync ebpf dataplane: %w", err)
+	}
+	d.state = want
+	d.lastWrites = c.writes()
+	if len(c.removedBackend) > 0 {
+		if err := d.forgetBackends(ctx, c.removedBackend); err != nil {
+			// The datapath already ignores entries of removed backends;
+			// this only frees them early.
+			d.log.Warn("purge state of removed backends", "error", err)
+		}
+	}
+	if n := c.writes(); n > 0 {
+		d.log.Info("synced services", "services", len(want.names), "writes", n,
+			"removed_backends", len(c.removedBackend), "duration", time.Since(start))
+	}
+	return nil
+}
+
+// forgetBackends drops affinity and conntrack entries that name removed
+// backends, so that no client stays bound to them.
+func (d *Dataplane) forgetBackends(ctx context.Context, removed map[uint32]bpf.LB4Backend) error {
+	m := d.maps()
+	var errs []error
+	errs = append(errs, purge(m.affinity, func(_ bpf.LB4AffinityKey, v bpf.LB4AffinityVal) bool {
+		_, gone := removed[v.BackendId]
+		return gone
+	}))
+	errs = append(errs, purge(m.ct, func(_ bpf.CT4Key, v bpf.CT4Entry) bool {
+		_, gone := removed[v.BackendId]
+		return gone
+	}))
+	return errors.Join(errs...)
+}
+
+// purge deletes the entries of m for which drop is true.
+func purge[K comparable, V any](m *ebpf.Map, drop func(K, V) bool) error {
+	var (
+		k    K
+		v    V
+		dead []K
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if drop(k, v) {
+			dead = append(dead, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", m, err)
+	}
+	if err := deleteBatch(m, dead); err != nil {
+		return fmt.Errorf("delete from %s: %w", m, err)
+	}
+	return nil
+}
+
+// Services reads the services back from the maps.
+func (d *Dataplane) Services(ctx context.Context) ([]dataplane.Service, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return nil, errors.New("read ebpf dataplane services: closed")
+	}
+	st, err := loadMapState(d.maps())
+	if err != nil {
+		return nil, fmt.Errorf("read ebpf dataplane services: %w", err)
+	}
+	return st.servicesOf(d.cfg.NodeName), nil
+}
