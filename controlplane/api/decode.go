@@ -77,7 +77,7 @@ func strictFieldError(err error) *field.Error {
 	for _, prefix := range []string{"unknown field ", "duplicate field "} {
 		if rest, ok := strings.CutPrefix(msg, prefix); ok {
 			path := strings.Trim(rest, `"`)
-			return &field.Error{Type: field.ErrorTypeNotSupported, Field: path, BadValue: "", Detail: strings.TrimSpace(prefix)}
+			return field.Forbidden(field.NewPath(path), strings.TrimSpace(prefix)+"; check its spelling and indentation")
 		}
 	}
 	return field.Invalid(field.NewPath(""), "", msg)
@@ -140,3 +140,6 @@ func isBlankYAML(b []byte) bool {
 	}
 	return true
 }
+
+// ToJSON converts a YAML or JSON document to JSON, unknown fields and all.
+func ToJSON(doc []byte) ([]byte, error) { return toJSON(doc) }

@@ -245,16 +245,19 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		if err := authorize(id, req); err != nil {
 			return deny(err)
 		}
+		dryRun := q.Get("dryRun") == "All"
 		if verb == "create" {
-			obj, err = s.reg.create(ctx, t.resource, obj)
+			obj, err = s.reg.create(ctx, t.resource, obj, dryRun)
 			if err != nil {
 				return err
 			}
-			s.log.Info("created", "resource", t.resource.Name, "object", obj.GetNamespace()+"/"+obj.GetName(), "by", id.String())
+			if !dryRun {
+				s.log.Info("created", "resource", t.resource.Name, "object", obj.GetNamespace()+"/"+obj.GetName(), "by", id.String())
+			}
 			writeJSON(w, http.StatusCreated, obj)
 			return nil
 		}
-		obj, err = s.reg.update(ctx, t.resource, obj, t.status)
+		obj, err = s.reg.update(ctx, t.resource, obj, t.status, dryRun)
 		if err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func (q *quotaAdmission) charge(ctx context.Context, r *api.Resource, obj, old a
 			}
 			next := rq.DeepCopy()
 			addUsed(next, d, 1)
-			if _, err := q.g.update(ctx, quotas, next, true); err != nil {
+			if _, err := q.g.update(ctx, quotas, next, true, false); err != nil {
 				q.undo(ctx, charged, d)
 				if apierrors.IsConflict(err) {
 					conflict = true
@@ -182,7 +182,7 @@ func (q *quotaAdmission) undo(ctx context.Context, quotas []*corev1.ResourceQuot
 			}
 			next := cur.(*corev1.ResourceQuota)
 			addUsed(next, d, -1)
-			if _, err := q.g.update(ctx, res, next, true); !apierrors.IsConflict(err) {
+			if _, err := q.g.update(ctx, res, next, true, false); !apierrors.IsConflict(err) {
 				break
 			}
 		}

@@ -189,21 +189,11 @@ func (g *registry) list(ctx context.Context, r *api.Resource, ns string, opts cl
 
 // create admits and stores a new object. The object must already be
 // decoded; create defaults, validates and allocates.
-func (g *registry) create(ctx context.Context, r *api.Resource, obj api.Object) (api.Object, error) {
-	if r.Namespaced {
-		if obj.GetNamespace() == "" {
-			obj.SetNamespace(api.DefaultNamespace)
-		}
-		if r.Kind != "Namespace" {
-			if _, err := g.get(ctx, api.MustLookup("namespaces"), "", obj.GetNamespace()); err != nil {
-				if apierrors.IsNotFound(err) {
-					return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, obj.GetNamespace())
-				}
-				return nil, err
-			}
-		}
-	} else {
+func (g *registry) create(ctx context.Context, r *api.Resource, obj api.Object, dryRun bool) (api.Object, error) {
+	if !r.Namespaced {
 		obj.SetNamespace("")
+	} else if obj.GetNamespace() == "" {
+		obj.SetNamespace(api.DefaultNamespace)
 	}
 	if obj.GetName() == "" && obj.GetGenerateName() != "" {
 		obj.SetName(obj.GetGenerateName() + string(uuid.NewUUID())[:5])
@@ -211,6 +201,14 @@ func (g *registry) create(ctx context.Context, r *api.Resource, obj api.Object) 
 	api.Default(obj)
 	if errs := api.Validate(r, obj); len(errs) > 0 {
 		return nil, invalid(r, obj.GetName(), errs)
+	}
+	if r.Namespaced {
+		if _, err := g.get(ctx, api.MustLookup("namespaces"), "", obj.GetNamespace()); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, obj.GetNamespace())
+			}
+			return nil, err
+		}
 	}
 	obj.SetUID(types.UID(uuid.NewUUID()))
 	obj.SetCreationTimestamp(metav1.NewTime(g.now()))
@@ -226,6 +224,13 @@ func (g *registry) create(ctx context.Context, r *api.Resource, obj api.Object) 
 	if err != nil {
 		release()
 		return nil, err
+	}
+	if dryRun {
+		// Everything was checked, allocation and quota included; nothing
+		// is kept.
+		release()
+		uncharge()
+		return obj, nil
 	}
 	data, err := encode(obj)
 	if err != nil {
@@ -248,7 +253,7 @@ func (g *registry) create(ctx context.Context, r *api.Resource, obj api.Object) 
 // update replaces an object. With status true only the status changes (the
 // /status subresource); otherwise the status is kept from the stored object
 // for resources that have a status subresource.
-func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, status bool) (api.Object, error) {
+func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, status, dryRun bool) (api.Object, error) {
 	if !r.Namespaced {
 		obj.SetNamespace("")
 	} else if obj.GetNamespace() == "" {
@@ -301,6 +306,11 @@ func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, 
 			release(false)
 			return nil, err
 		}
+	}
+	if dryRun {
+		release(false)
+		uncharge()
+		return obj, nil
 	}
 	data, err := encode(obj)
 	if err != nil {

@@ -84,7 +84,7 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 	ns := api.MustLookup("namespaces")
 	for _, name := range []string{"default", "kube-system", "kube-node-lease"} {
 		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-		if _, err := s.reg.create(ctx, ns, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		if _, err := s.reg.create(ctx, ns, obj, false); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create namespace %s: %w", name, err)
 		}
 	}
@@ -129,15 +129,15 @@ func (l local) List(ctx context.Context, r *api.Resource, ns string, opts client
 }
 
 func (l local) Create(ctx context.Context, r *api.Resource, obj api.Object) (api.Object, error) {
-	return l.g.create(ctx, r, obj.DeepCopyObject().(api.Object))
+	return l.g.create(ctx, r, obj.DeepCopyObject().(api.Object), false)
 }
 
 func (l local) Update(ctx context.Context, r *api.Resource, obj api.Object) (api.Object, error) {
-	return l.g.update(ctx, r, obj.DeepCopyObject().(api.Object), false)
+	return l.g.update(ctx, r, obj.DeepCopyObject().(api.Object), false, false)
 }
 
 func (l local) UpdateStatus(ctx context.Context, r *api.Resource, obj api.Object) (api.Object, error) {
-	return l.g.update(ctx, r, obj.DeepCopyObject().(api.Object), true)
+	return l.g.update(ctx, r, obj.DeepCopyObject().(api.Object), true, false)
 }
 
 func (l local) Delete(ctx context.Context, r *api.Resource, ns, name string, opts client.DeleteOptions) error {

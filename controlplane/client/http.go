@@ -75,7 +75,9 @@ func (c *HTTP) Do(ctx context.Context, method, path string, body any, out any) e
 
 func (c *HTTP) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	var rd io.Reader
-	if body != nil {
+	if raw, ok := body.(json.RawMessage); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
 		data, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
@@ -216,4 +218,20 @@ func (c *HTTP) Watch(ctx context.Context, r *api.Resource, ns string, opts ListO
 		}
 	}()
 	return out, nil
+}
+
+// Apply sends a document as the user wrote it (unknown fields and all, so
+// the server names them) to create an object or, with update, replace it.
+// With dryRun the server checks everything, allocation and quota
+// included, and writes nothing.
+func (c *HTTP) Apply(ctx context.Context, r *api.Resource, ns, name string, doc json.RawMessage, update, dryRun bool) error {
+	path := r.Path(ns, "")
+	method := http.MethodPost
+	if update {
+		path, method = r.Path(ns, name), http.MethodPut
+	}
+	if dryRun {
+		path += "?dryRun=All"
+	}
+	return c.Do(ctx, method, path, doc, nil)
 }

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+func deleteCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "delete",
+		Usage:     "delete objects: skep delete KIND NAME..., or skep delete -f FILE",
+		ArgsUsage: "[KIND NAME...]",
+		Flags: []cli.Flag{
+			namespaceFlag(), configFlag(),
+			&cli.StringSliceFlag{Name: "filename", Aliases: []string{"f"}, Usage: "delete the objects named in these files"},
+			&cli.StringFlag{Name: "cascade", Value: "background", Usage: "background: delete what the object owns too; orphan: keep it"},
+			&cli.Int64Flag{Name: "grace-period", Value: -1, Usage: "seconds a pod has to stop; -1: the pod's own terminationGracePeriodSeconds; 0: at once"},
+		},
+		Action: runDelete,
+	}
+}
+
+func runDelete(c *cli.Context) error {
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	opts := client.DeleteOptions{}
+	switch c.String("cascade") {
+	case "background", "true":
+	case "orphan", "false":
+		p := metav1.DeletePropagationOrphan
+		opts.PropagationPolicy = &p
+	default:
+		return fmt.Errorf("--cascade %q: allowed are background, orphan", c.String("cascade"))
+	}
+	if g := c.Int64("grace-period"); g >= 0 {
+		opts.GracePeriodSeconds = &g
+	}
+	type target struct {
+		r        *api.Resource
+		ns, name string
+	}
+	var targets []target
+	if files := c.StringSlice("filename"); len(files) > 0 {
+		ms, err := readManifests(files, namespaceOf(c))
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			targets = append(targets, target{m.resource, m.obj.GetNamespace(), m.obj.GetName()})
+		}
+	} else {
+		if c.NArg() < 2 {
+			return fmt.Errorf("say what to delete: skep delete KIND NAME..., or -f FILE")
+		}
+		r, err := api.Lookup(c.Args().First())
+		if err != nil {
+			return err
+		}
+		for _, name := range c.Args().Slice()[1:] {
+			targets = append(targets, target{r, namespaceOf(c), name})
+		}
+	}
+	failed := false
+	for _, t := range targets {
+		if opts.PropagationPolicy != nil && *opts.PropagationPolicy == metav1.DeletePropagationOrphan {
+			if err := orphanDependents(c, cl, t.r, t.ns, t.name); err != nil {
+				return err
+			}
+		}
+		if err := cl.Delete(c.Context, t.r, t.ns, t.name, opts); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "error: %s\n", message(err))
+			failed = true
+			continue
+		}
+		fmt.Fprintf(c.App.Writer, "%s \"%s\" deleted\n", t.r.Kind, t.name)
+	}
+	if failed {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// orphanDependents removes the owner's reference from what it owns, so the
+// garbage collector keeps them when the owner goes.
+func orphanDependents(c *cli.Context, cl client.Interface, r *api.Resource, ns, name string) error {
+	owner, err := cl.Get(c.Context, r, ns, name)
+	if err != nil {
+		return fmt.Errorf("%s", message(err))
+	}
+	for _, dep := range []string{"replicasets", "pods"} {
+		dr := api.MustLookup(dep)
+		objs, _, err := cl.List(c.Context, dr, ns, client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			refs := o.GetOwnerReferences()
+			kept := refs[:0]
+			for _, ref := range refs {
+				if ref.UID != owner.GetUID() {
+					kept = append(kept, ref)
+				}
+			}
+			if len(kept) == len(refs) {
+				continue
+			}
+			o.SetOwnerReferences(kept)
+			if _, err := cl.Update(c.Context, dr, o); err != nil {
+				return fmt.Errorf("orphan %s/%s: %s", dep, o.GetName(), message(err))
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/urfave/cli/v2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+)
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version of this binary",
+		Action: func(c *cli.Context) error {
+			fmt.Fprintf(c.App.Writer, "skep %s\n", version)
+			return nil
+		},
+	}
+}
+
+func scaleCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "scale",
+		Usage:     "set the replicas of a deployment, replicaset or replicationcontroller: skep scale deploy NAME --replicas N",
+		ArgsUsage: "KIND NAME",
+		Flags: []cli.Flag{namespaceFlag(), configFlag(),
+			&cli.IntFlag{Name: "replicas", Required: true, Usage: "the number of pods wanted"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return fmt.Errorf("usage: skep scale KIND NAME --replicas N")
+			}
+			n := c.Int("replicas")
+			if n < 0 {
+				return fmt.Errorf("--replicas %d: must be 0 or more", n)
+			}
+			r, err := api.Lookup(c.Args().First())
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			for {
+				obj, err := cl.Get(c.Context, r, namespaceOf(c), c.Args().Get(1))
+				if err != nil {
+					return fmt.Errorf("%s", message(err))
+				}
+				replicas := int32(n)
+				switch o := obj.(type) {
+				case *appsv1.Deployment:
+					o.Spec.Replicas = &replicas
+				case *appsv1.ReplicaSet:
+					o.Spec.Replicas = &replicas
+				case *corev1.ReplicationController:
+					o.Spec.Replicas = &replicas
+				default:
+					return fmt.Errorf("%s cannot be scaled (deployments, replicasets and replicationcontrollers can)", r.Name)
+				}
+				_, err = cl.Update(c.Context, r, obj)
+				if err == nil {
+					fmt.Fprintf(c.App.Writer, "%s/%s scaled\n", r.Name, obj.GetName())
+					return nil
+				}
+				if !isConflict(err) {
+					return fmt.Errorf("%s", message(err))
+				}
+			}
+		},
+	}
+}
+
+func fieldAny(obj api.Object, name string) any {
+	f := reflect.ValueOf(obj).Elem().FieldByName(name)
+	if !f.IsValid() {
+		return nil
+	}
+	return f.Interface()
+}
