@@ -176,7 +176,7 @@ func randomSuffix() string {
 
 // testCgroup makes a fresh cgroup2 directory, removed at the end of the
 // test once its processes are gone.
-func testCgroup(t *testing.T) string {
+func testCgroup(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join("/sys/fs/cgroup/unified", "skep-test-"+randomSuffix())
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -201,7 +201,7 @@ func testCgroup(t *testing.T) string {
 
 // testConfig returns a Config with its own pin root and cgroup; the test's
 // end removes every pin, link and map.
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	t.Helper()
 	root := "/sys/fs/bpf/skep-test-" + randomSuffix()
 	cfg := Config{
@@ -226,7 +226,7 @@ func testConfig(t *testing.T) Config {
 	return cfg
 }
 
-func newDataplane(t *testing.T, cfg Config) *Dataplane {
+func newDataplane(t testing.TB, cfg Config) *Dataplane {
 	t.Helper()
 	d, err := New(t.Context(), cfg)
 	if err != nil {

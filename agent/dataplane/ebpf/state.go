@@ -38,11 +38,13 @@ type mapState struct {
 	nextBackendID uint32
 }
 
-func newMapState() *mapState {
+func newMapState() *mapState { return newMapStateSized(0, 0, 0) }
+
+func newMapStateSized(services, backends, names int) *mapState {
 	return &mapState{
-		services:      map[bpf.LB4Key]bpf.LB4Service{},
-		backends:      map[uint32]bpf.LB4Backend{},
-		names:         map[uint32]bpf.LB4SvcName{},
+		services:      make(map[bpf.LB4Key]bpf.LB4Service, services),
+		backends:      make(map[uint32]bpf.LB4Backend, backends),
+		names:         make(map[uint32]bpf.LB4SvcName, names),
 		nextSvcID:     1,
 		nextBackendID: 1,
 	}
@@ -180,7 +182,7 @@ func (f frontend) key(proto uint8, slot uint16) bpf.LB4Key {
 // plan computes what the maps must hold for services, keeping the ids the
 // current state gave to services and backends that stay.
 func (st *mapState) plan(services map[dataplane.ServiceKey]*dataplane.Service, log *slog.Logger) *mapState {
-	want := newMapState()
+	want := newMapStateSized(len(st.services), len(st.backends), len(services))
 	want.nextSvcID, want.nextBackendID = st.nextSvcID, st.nextBackendID
 
 	svcIDs := make(map[bpf.LB4SvcName]uint32, len(st.names))
@@ -200,7 +202,7 @@ func (st *mapState) plan(services map[dataplane.ServiceKey]*dataplane.Service, l
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, func(a, b dataplane.ServiceKey) int { return cmp.Compare(a.String(), b.String()) })
+	slices.SortFunc(keys, compareKeys)
 
 	type slotBackend struct {
 		id    uint32
@@ -290,6 +292,11 @@ func (st *mapState) plan(services map[dataplane.ServiceKey]*dataplane.Service, l
 	return want
 }
 
+func compareKeys(a, b dataplane.ServiceKey) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+}
+
 // services turns map state back into the dataplane's model.
 func (st *mapState) servicesOf(nodeName string) []dataplane.Service {
 	byID := map[uint32]*dataplane.Service{}
@@ -351,7 +358,7 @@ func (st *mapState) servicesOf(nodeName string) []dataplane.Service {
 		slices.SortFunc(s.ExternalIPs, netip.Addr.Compare)
 		out = append(out, *s)
 	}
-	slices.SortFunc(out, func(a, b dataplane.Service) int { return cmp.Compare(a.Key.String(), b.Key.String()) })
+	slices.SortFunc(out, func(a, b dataplane.Service) int { return compareKeys(a.Key, b.Key) })
 	return out
 }
 
