@@ -149,10 +149,13 @@ type cache struct {
 	nodes  map[string]*nodeInfo
 	sorted []*nodeInfo // nodes with a Node object, by name
 	pods   map[string]placement
+	// assumed pods are bound by this scheduler and not yet seen bound in
+	// a watch event; a stale event showing them pending must not undo that.
+	assumed map[string]bool
 }
 
 func newCache() *cache {
-	return &cache{nodes: map[string]*nodeInfo{}, pods: map[string]placement{}}
+	return &cache{nodes: map[string]*nodeInfo{}, pods: map[string]placement{}, assumed: map[string]bool{}}
 }
 
 func (c *cache) info(name string) *nodeInfo {
@@ -210,6 +213,10 @@ func occupies(pod *corev1.Pod) bool {
 func (c *cache) setPod(key string, pod *corev1.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if pod.Spec.NodeName == "" && c.assumed[key] {
+		return // an event from before our binding
+	}
+	delete(c.assumed, key)
 	if !occupies(pod) {
 		c.removeLocked(key)
 		return
@@ -217,11 +224,27 @@ func (c *cache) setPod(key string, pod *corev1.Pod) {
 	c.placeLocked(key, placement{node: pod.Spec.NodeName, req: podRequest(pod), owner: ownerOf(pod)})
 }
 
-// assume places a pod the scheduler has chosen a node for.
-func (c *cache) assume(key string, p placement) {
+// assumeLocked places a pod the scheduler has chosen a node for, before
+// the binding is written.
+func (c *cache) assumeLocked(key string, p placement) {
+	c.assumed[key] = true
+	c.placeLocked(key, p)
+}
+
+// forget undoes assume after a failed binding.
+func (c *cache) forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.placeLocked(key, p)
+	if c.assumed[key] {
+		delete(c.assumed, key)
+		c.removeLocked(key)
+	}
+}
+
+func (c *cache) isAssumed(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.assumed[key]
 }
 
 func (c *cache) placeLocked(key string, p placement) {
@@ -241,6 +264,7 @@ func (c *cache) placeLocked(key string, p placement) {
 func (c *cache) removePod(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.assumed, key)
 	c.removeLocked(key)
 }
 
