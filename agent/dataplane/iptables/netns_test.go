@@ -1,8 +1,6 @@
 package iptables
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -27,7 +25,7 @@ import (
 // lo up, a "node" link 198.18.0.2/24 that the service range routes
 // through, and a "pods" link holding the backend addresses. (The links are
 // veth pairs with both ends inside: this kernel has no dummy module.)
-func testNetns(t *testing.T, backends ...string) string {
+func testNetns(t testing.TB, backends ...string) string {
 	t.Helper()
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -54,7 +52,7 @@ func testNetns(t *testing.T, backends ...string) string {
 	return "/run/netns/" + name
 }
 
-func run(t *testing.T, args ...string) string {
+func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -163,7 +161,7 @@ func eventually(t *testing.T, what string, cond func() error) {
 	}
 }
 
-func saveIn(t *testing.T, ns string) string {
+func saveIn(t testing.TB, ns string) string {
 	t.Helper()
 	return run(t, "nsenter", "--net="+ns, "--", "iptables-save")
 }
@@ -385,6 +383,4 @@ func TestCleanupWithoutProxier(t *testing.T) {
 	if err := inNetns(ns, func() error { return Cleanup(ctx, "SKEPT") }); err != nil {
 		t.Errorf("second Cleanup: %v", err)
 	}
-	_ = bytes.MinRead
-	_ = context.Background
 }

@@ -1,0 +1,95 @@
+package iptables
+
+import (
+	"testing"
+
+	"github.com/skep-io/skep/agent/dataplane"
+)
+
+func TestChangeTracker(t *testing.T) {
+	a := &dataplane.Service{Key: key("ns1", "a"), ClusterIP: addr("10.96.0.1"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.244.0.1", false), ready("10.244.0.2", false)}}
+	// The same service with its backends listed the other way round.
+	aReordered := *a
+	aReordered.Backends = []dataplane.Backend{ready("10.244.0.2", false), ready("10.244.0.1", false)}
+	aChanged := *a
+	aChanged.Backends = []dataplane.Backend{ready("10.244.0.3", false)}
+	b := &dataplane.Service{Key: key("ns1", "b"), ClusterIP: addr("10.96.0.2"), Port: 80}
+
+	tr := newChangeTracker()
+	tr.Update(services(a, b))
+	snap := tr.Snapshot()
+	if len(snap.changes) != 2 {
+		t.Fatalf("first update: %d changes, want 2", len(snap.changes))
+	}
+	tr.Applied(snap)
+
+	tr.Update(services(&aReordered, b))
+	if n := len(tr.Snapshot().changes); n != 0 {
+		t.Errorf("reordered backends: %d changes, want 0", n)
+	}
+
+	// A change undone before the sync cancels out.
+	tr.Update(services(&aChanged, b))
+	tr.Update(services(a, b))
+	if n := len(tr.Snapshot().changes); n != 0 {
+		t.Errorf("change and undo: %d changes, want 0", n)
+	}
+
+	// A change recorded while a sync is writing stays pending after it.
+	tr.Update(services(&aChanged, b))
+	snap = tr.Snapshot()
+	tr.Update(services(a, b)) // back, while the write of aChanged runs
+	tr.Applied(snap)
+	c, ok := tr.Snapshot().changes[a.Key]
+	if !ok || c.current == nil || len(c.current.Backends) != 2 || c.previous == nil || len(c.previous.Backends) != 1 {
+		t.Errorf("change during a sync: pending = %+v, want aChanged -> a", c)
+	}
+	tr.Applied(tr.Snapshot())
+
+	// Removal.
+	tr.Update(services(a))
+	c, ok = tr.Snapshot().changes[b.Key]
+	if !ok || c.previous == nil || c.current != nil {
+		t.Errorf("removal of b: pending = %+v, want b -> nil", c)
+	}
+}
+
+func TestStaleUDPFlows(t *testing.T) {
+	udpKey := dataplane.ServiceKey{Namespace: "ns", Name: "dns", Protocol: dataplane.UDP}
+	be := func(ip string) dataplane.Backend {
+		return dataplane.Backend{Addr: addr(ip), Port: 53, Ready: true}
+	}
+	prev := &dataplane.Service{Key: udpKey, ClusterIP: addr("10.96.0.10"), Port: 53, NodePort: 30053,
+		Backends: []dataplane.Backend{be("10.244.0.1"), be("10.244.0.2")}}
+	cur := *prev
+	cur.Backends = []dataplane.Backend{be("10.244.0.2")}
+	got := staleUDPFlows(map[dataplane.ServiceKey]change{udpKey: {previous: prev, current: &cur}})
+	want := []udpFlow{
+		{dst: addr("10.96.0.10"), dstPort: 53, replySrc: addr("10.244.0.1"), replySrcPort: 53},
+		{dstPort: 30053, replySrc: addr("10.244.0.1"), replySrcPort: 53},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("filters = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("filter %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+
+	// First endpoint: flows that were never DNATed go.
+	none := *prev
+	none.Backends = nil
+	got = staleUDPFlows(map[dataplane.ServiceKey]change{udpKey: {previous: &none, current: prev}})
+	if len(got) != 2 || !got[0].(udpFlow).notNATed {
+		t.Errorf("first endpoint: filters = %+v, want two not-NATed ones", got)
+	}
+
+	// TCP is left alone.
+	tcpKey := udpKey
+	tcpKey.Protocol = dataplane.TCP
+	if got := staleUDPFlows(map[dataplane.ServiceKey]change{tcpKey: {previous: prev, current: nil}}); len(got) != 0 {
+		t.Errorf("TCP change: filters = %+v, want none", got)
+	}
+}
