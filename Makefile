@@ -1,0 +1,32 @@
+# skep: `make demo` to see it work, `make test` to test everything.
+GO      ?= go
+BIN     := bin/skep
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+export CGO_ENABLED := 0
+
+.PHONY: deps build generate test demo demo-down bench images clean
+
+deps: ## install missing Debian packages, mount bpffs (idempotent)
+	@test/lab/install-deps.sh
+
+build: ## the one binary, bin/skep
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/skep
+
+generate: ## rebuild the committed bpf2go output from bpf/*.c (needs clang)
+	$(GO) generate ./bpf/...
+
+images: build ## the test images as OCI tarballs under _out/images
+	$(GO) run ./test/images/build -out _out/images
+
+test: deps build ## every test: unit, BPF, containerd, end to end
+	$(GO) vet ./...
+	$(GO) test -p 1 -count=1 -timeout 40m ./...
+
+demo: deps build ## start a control plane, apply the examples, show them, stop
+	@test/lab/demo.sh
+
+bench: deps build ## benchmarks, variants interleaved in one run
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 3x ./controlplane/... ./agent/...
+
+clean:
+	rm -rf bin _out

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what skep needs on a Debian machine, and only what is missing:
+# quick when everything is there. Used by `make deps`, the netns lab and the
+# Vagrant provisioning alike.
+set -euo pipefail
+
+# command → Debian package that provides it
+declare -A need=(
+  [containerd]=containerd
+  [runc]=runc
+  [clang]=clang
+  [llc]=llvm
+  [bpftool]=bpftool
+  [iptables]=iptables
+  [nft]=nftables
+  [nats-server]=nats-server
+  [wrk]=wrk
+  [iperf3]=iperf3
+  [busybox]=busybox-static
+  [conntrack]=conntrack
+  [ip]=iproute2
+  [nsenter]=util-linux
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+# Headers for the BPF C sources (make generate).
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+[ -f /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
+# busybox must be the static build: it is copied into the toolbox image.
+if command -v busybox >/dev/null 2>&1 && ldd "$(command -v busybox)" >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+fi
+
+# The agent pins BPF maps and links under /sys/fs/bpf; systemd mounts bpffs
+# at boot, a machine without systemd may not have it.
+if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+  mount -t bpf bpf /sys/fs/bpf
+fi
+# The eBPF socket programs attach to the cgroup2 hierarchy.
+if [ ! -f /sys/fs/cgroup/unified/cgroup.procs ] && [ ! -f /sys/fs/cgroup/cgroup.procs ]; then
+  echo "no cgroup2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup" >&2
+  exit 1
+fi
+echo "deps: all present"
