@@ -171,11 +171,15 @@ static __always_inline struct lb4_service *lb4_lookup_service(struct lb4_key *ke
 {
 	struct lb4_service *svc;
 
+	/* Address 0 is where the NodePort wildcard lives, never a frontend
+	 * anyone addresses. */
+	if (key->address == 0)
+		return NULL;
 	key->backend_slot = 0;
 	svc = bpf_map_lookup_elem(&lb4_services, key);
 	if (svc)
 		return svc;
-	if (key->address == 0 || !lb4_is_node_addr(key->address))
+	if (!lb4_is_node_addr(key->address))
 		return NULL;
 	key->address = 0;
 	svc = bpf_map_lookup_elem(&lb4_services, key);
