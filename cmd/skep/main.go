@@ -20,6 +20,7 @@ func main() {
 		Version: version,
 		Commands: []*cli.Command{
 			serverCommand(),
+			agentCommand(),
 			applyCommand(),
 			createCommand(),
 			getCommand(),

@@ -142,7 +142,7 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger) error {
 
 	srv, err := apiserver.New(st, apiserver.Config{
 		ServiceCIDR: cfg.ServiceCIDR, NodePortRange: cfg.NodePortRange, LBPool: cfg.LBPool,
-		AdminToken: bundle.AdminToken, JoinToken: bundle.NodeToken, Logger: log,
+		AdminToken: bundle.AdminToken, JoinToken: bundle.NodeToken, CAPEM: bundle.CAPEM, Logger: log,
 	})
 	if err != nil {
 		return err

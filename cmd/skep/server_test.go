@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +29,10 @@ import (
 var skepBinary string
 
 func TestMain(m *testing.M) {
+	// Re-executed as a client inside a cgroup: fetch one URL and print it.
+	if url := os.Getenv("SKEP_TEST_FETCH"); url != "" {
+		os.Exit(fetchOnce(url))
+	}
 	dir, err := os.MkdirTemp("", "skep-bin-")
 	if err != nil {
 		panic(err)
@@ -339,4 +345,17 @@ func TestKill9LosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged creates, all present after kill -9 and restart", len(acked))
+}
+
+func fetchOnce(url string) int {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	os.Stdout.Write(body)
+	return 0
 }

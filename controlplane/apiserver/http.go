@@ -43,6 +43,9 @@ func (s *Server) Handler() http.Handler {
 		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 	}))
 	mux.Handle("/skep/v1/join", s.authenticated(s.join))
+	// The CA is public: an agent fetches it before it trusts the server and
+	// checks it against the hash its join token carries, as k3s does.
+	mux.HandleFunc("/cacerts", func(w http.ResponseWriter, r *http.Request) { w.Write(s.caPEM) })
 	mux.Handle("/api/", s.authenticated(s.serveAPI))
 	mux.Handle("/apis/", s.authenticated(s.serveAPI))
 	return mux

@@ -31,7 +31,9 @@ type Config struct {
 	LBPool        []netip.Prefix // LoadBalancer addresses; none: LoadBalancers stay pending
 	AdminToken    string
 	JoinToken     string
-	Logger        *slog.Logger
+	// CAPEM is served at /cacerts for agents to pin.
+	CAPEM  []byte
+	Logger *slog.Logger
 }
 
 // Server is one API server.
@@ -40,6 +42,7 @@ type Server struct {
 	auth    *authenticator
 	log     *slog.Logger
 	metrics *metrics
+	caPEM   []byte
 }
 
 // New makes an API server on st.
@@ -72,6 +75,7 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 		auth:    &authenticator{adminToken: cfg.AdminToken, joinToken: cfg.JoinToken, store: st, nodes: map[string]string{}},
 		log:     cfg.Logger,
 		metrics: m,
+		caPEM:   cfg.CAPEM,
 	}, nil
 }
 

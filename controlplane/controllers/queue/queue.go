@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // Queue is a deduplicating FIFO of keys with delayed and rate-limited adds.
@@ -168,7 +170,11 @@ func Run(ctx context.Context, q *Queue, workers int, syncKey SyncFunc, logger *s
 					return
 				}
 				if err := syncKey(ctx, key); err != nil && ctx.Err() == nil {
-					logger.Warn("sync failed, will retry", "key", key, "err", err)
+					level := slog.LevelWarn
+					if apierrors.IsConflict(err) {
+						level = slog.LevelDebug // a cache a step behind: normal
+					}
+					logger.Log(ctx, level, "sync failed, will retry", "key", key, "err", err)
 					q.AddRateLimited(key)
 				} else {
 					q.Forget(key)

@@ -1,0 +1,223 @@
+// Package node is the agent's main loop, kubelet and kube-proxy in one: it
+// joins the cluster, keeps the node's Node object and Lease fresh, and
+// drives the dataplane towards the Services and Endpoints the control
+// plane holds, and the container runtime towards the pods bound here.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+// Config is what `skep agent` runs with.
+type Config struct {
+	Name      string
+	Server    string // https://HOST:6443
+	JoinToken string
+	CAFile    string
+	DataDir   string
+	NodeIP    netip.Addr
+	// Interface carries NodeIP: the tc program for traffic from outside
+	// attaches here.
+	Interface string
+	Dataplane string // "ebpf" or "iptables"
+	// CgroupRoot is the cgroup2 directory of this node's processes; the
+	// socket programs attach there.
+	CgroupRoot  string
+	ClusterCIDR netip.Prefix
+	// LeaseDuration is how long the Lease says the node lives without a
+	// renewal; it is renewed at a quarter of it.
+	LeaseDuration time.Duration
+	Logger        *slog.Logger
+}
+
+var (
+	nodesR     = api.MustLookup("nodes")
+	leasesR    = api.MustLookup("leases")
+	servicesR  = api.MustLookup("services")
+	endpointsR = api.MustLookup("endpoints")
+	podsR      = api.MustLookup("pods")
+)
+
+// Agent is one running node agent.
+type Agent struct {
+	cfg Config
+	c   client.Interface
+	log *slog.Logger
+}
+
+// New joins the cluster (or reuses the credential of an earlier join).
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = 40 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create --data-dir: %w", err)
+	}
+	creds, err := credentials(ctx, cfg.Server, cfg.JoinToken, cfg.CAFile, cfg.DataDir, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(creds)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, c: c, log: cfg.Logger.With("node", cfg.Name)}, nil
+}
+
+// Client is the agent's own API client.
+func (a *Agent) Client() client.Interface { return a.c }
+
+// register creates or refreshes the Node object and returns it.
+func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(110, resource.DecimalSI),
+	}
+	hostname, _ := os.Hostname()
+	status := corev1.NodeStatus{
+		Capacity:    capacity,
+		Allocatable: capacity,
+		Addresses:   []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.cfg.NodeIP.String()}, {Type: corev1.NodeHostName, Address: hostname}},
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady",
+			Message: "skep agent is posting ready status", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
+		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "skep", OperatingSystem: "linux", Architecture: runtime.GOARCH, ContainerRuntimeVersion: "containerd"},
+	}
+	for {
+		cur, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
+		if apierrors.IsNotFound(err) {
+			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.Name, Labels: map[string]string{"kubernetes.io/hostname": a.cfg.Name}}, Status: status}
+			obj, err := a.c.Create(ctx, nodesR, n)
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("register node %s: %w", a.cfg.Name, err)
+			}
+			// Create ignores the status, which is a subresource.
+			n = obj.(*corev1.Node)
+			n.Status = status
+			obj, err = a.c.UpdateStatus(ctx, nodesR, n)
+			if err != nil {
+				return nil, fmt.Errorf("post status of node %s: %w", a.cfg.Name, err)
+			}
+			return obj.(*corev1.Node), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read node %s: %w", a.cfg.Name, err)
+		}
+		n := cur.(*corev1.Node)
+		n.Status.Capacity, n.Status.Allocatable, n.Status.Addresses, n.Status.NodeInfo = status.Capacity, status.Allocatable, status.Addresses, status.NodeInfo
+		setNodeReady(n)
+		obj, err := a.c.UpdateStatus(ctx, nodesR, n)
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("post status of node %s: %w", a.cfg.Name, err)
+		}
+		return obj.(*corev1.Node), nil
+	}
+}
+
+func setNodeReady(n *corev1.Node) {
+	now := metav1.Now()
+	for i, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			if c.Status != corev1.ConditionTrue {
+				n.Status.Conditions[i].LastTransitionTime = now
+			}
+			n.Status.Conditions[i].Status, n.Status.Conditions[i].Reason = corev1.ConditionTrue, "AgentReady"
+			n.Status.Conditions[i].Message, n.Status.Conditions[i].LastHeartbeatTime = "skep agent is posting ready status", now
+			return
+		}
+	}
+	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
+		Reason: "AgentReady", LastHeartbeatTime: now, LastTransitionTime: now})
+}
+
+// keepLease renews the node's Lease in kube-node-lease until ctx ends; the
+// node lifecycle controller marks the node NotReady when it goes stale.
+func (a *Agent) keepLease(ctx context.Context) {
+	every := a.cfg.LeaseDuration / 4
+	for {
+		if err := a.renewLease(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("renew lease", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (a *Agent) renewLease(ctx context.Context) error {
+	now := metav1.NewMicroTime(time.Now())
+	secs := int32(a.cfg.LeaseDuration.Seconds())
+	cur, err := a.c.Get(ctx, leasesR, "kube-node-lease", a.cfg.Name)
+	if apierrors.IsNotFound(err) {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.Name, Namespace: "kube-node-lease"},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &a.cfg.Name, LeaseDurationSeconds: &secs, RenewTime: &now, AcquireTime: &now}}
+		_, err = a.c.Create(ctx, leasesR, l)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	l := cur.(*coordinationv1.Lease)
+	l.Spec.RenewTime, l.Spec.LeaseDurationSeconds, l.Spec.HolderIdentity = &now, &secs, &a.cfg.Name
+	_, err = a.c.Update(ctx, leasesR, l)
+	return err
+}
+
+func memTotal() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb int64
+	fmt.Sscanf(string(data), "MemTotal: %d kB", &kb)
+	return kb * 1024
+}
+
+// DefaultNodeIP is the address of the interface holding the default route.
+func DefaultNodeIP() (netip.Addr, string, error) {
+	// A UDP "connect" sends nothing; it only asks the kernel for a route.
+	conn, err := net.Dial("udp4", "192.0.2.1:9")
+	if err != nil {
+		return netip.Addr{}, "", fmt.Errorf("find the node address (pass --node-ip): %w", err)
+	}
+	defer conn.Close()
+	ip, _ := netip.AddrFromSlice(conn.LocalAddr().(*net.UDPAddr).IP.To4())
+	ifaces, _ := net.Interfaces()
+	for _, ifc := range ifaces {
+		addrs, _ := ifc.Addrs()
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok && ipn.IP.Equal(ip.AsSlice()) {
+				return ip, ifc.Name, nil
+			}
+		}
+	}
+	return ip, "", errors.New("no interface holds the node address")
+}

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/ebpf"
+	"github.com/skep-io/skep/agent/dataplane/iptables"
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+// newDataplane starts the chosen dataplane and removes everything the
+// other mode left on this node, so a switch leaves no stale rules or
+// programs behind.
+func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
+	ebpfCfg := ebpf.Config{NodeName: a.cfg.Name, CgroupPath: a.cfg.CgroupRoot, Interface: a.cfg.Interface, Logger: a.log}
+	if a.cfg.NodeIP.IsValid() {
+		ebpfCfg.NodeIPs = append(ebpfCfg.NodeIPs, a.cfg.NodeIP)
+	}
+	switch a.cfg.Dataplane {
+	case "ebpf", "":
+		if err := iptables.Cleanup(ctx, iptables.DefaultChainPrefix); err != nil {
+			a.log.Warn("remove iptables dataplane state", "err", err)
+		}
+		return ebpf.New(ctx, ebpfCfg)
+	case "iptables":
+		if err := ebpf.Cleanup(ebpfCfg); err != nil {
+			a.log.Warn("remove eBPF dataplane state", "err", err)
+		}
+		return iptables.New(ctx, iptables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR, Logger: a.log})
+	}
+	return nil, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", a.cfg.Dataplane)
+}
+
+// syncServices keeps the dataplane carrying the cluster's Services until
+// ctx ends. It waits for both informers' first list, so a restart never
+// programs services from half the data, and collapses bursts of changes.
+func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, eps *client.Informer) {
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	h := client.Handlers{OnAdd: func(api.Object) { poke() }, OnUpdate: func(_, _ api.Object) { poke() }, OnDelete: func(api.Object) { poke() }}
+	svcs.AddHandlers(h)
+	eps.AddHandlers(h)
+	if !client.WaitForSync(ctx, svcs, eps) {
+		return
+	}
+	resync := time.NewTicker(time.Minute)
+	defer resync.Stop()
+	for {
+		want := dataplane.FromKubernetes(typed[*corev1.Service](svcs.List()), typed[*corev1.Endpoints](eps.List()), a.cfg.Name)
+		start := time.Now()
+		if err := dp.Sync(ctx, want); err != nil {
+			a.log.Error("sync dataplane", "services", len(want), "err", err)
+			time.AfterFunc(time.Second, poke)
+		} else {
+			a.log.Debug("synced dataplane", "services", len(want), "took", time.Since(start))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-resync.C:
+		}
+		// Let a burst of changes land before the next sync.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func typed[T any](objs []api.Object) []T {
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, any(o).(T))
+	}
+	return out
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/skep-io/skep/agent/node"
+)
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run the node agent: join the cluster, program Services into the kernel (eBPF or iptables)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "server", EnvVars: []string{"SKEP_SERVER"}, Usage: "(cluster) the API server, https://HOST:6443"},
+			&cli.StringFlag{Name: "token", EnvVars: []string{"SKEP_TOKEN"}, Usage: "(cluster) the node-join token: the server's <data-dir>/node-token; it also pins the server's CA"},
+			&cli.StringFlag{Name: "ca", Usage: "(cluster) the server's CA certificate, when the token pins none"},
+			&cli.StringFlag{Name: "node-name", Usage: "(node) the node's name; default the hostname"},
+			&cli.StringFlag{Name: "node-ip", Usage: "(node) the node's InternalIP; default the address of the default route's interface"},
+			&cli.StringFlag{Name: "interface", Usage: "(node) the interface with the node IP, where NodePort traffic from outside arrives; default found from --node-ip"},
+			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/skep/agent", Usage: "(data) the agent's credential and state"},
+			&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) ebpf or iptables; starting with one removes the other's state"},
+			&cli.StringFlag{Name: "cgroup-root", Value: "/sys/fs/cgroup/unified", Usage: "(networking) the cgroup2 directory whose processes the eBPF socket programs balance"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) the pod addresses of the whole cluster"},
+			&cli.BoolFlag{Name: "cleanup", Usage: "remove every program, pin, link and chain the dataplanes made on this node, and exit"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := agentConfigFrom(c)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if c.Bool("cleanup") {
+				return node.CleanupDataplanes(ctx, cfg)
+			}
+			if cfg.Server == "" {
+				return fmt.Errorf("--server is required: the API server's URL, https://HOST:6443")
+			}
+			a, err := node.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+}
+
+func agentConfigFrom(c *cli.Context) (node.Config, error) {
+	cfg := node.Config{
+		Server: strings.TrimRight(c.String("server"), "/"), JoinToken: strings.TrimSpace(c.String("token")), CAFile: c.String("ca"),
+		Name: c.String("node-name"), DataDir: c.String("data-dir"), Dataplane: c.String("dataplane"),
+		CgroupRoot: c.String("cgroup-root"), Interface: c.String("interface"), Logger: newLogger(),
+	}
+	if cfg.Dataplane != "ebpf" && cfg.Dataplane != "iptables" {
+		return cfg, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", cfg.Dataplane)
+	}
+	if cfg.Name == "" {
+		hn, err := os.Hostname()
+		if err != nil {
+			return cfg, fmt.Errorf("--node-name: none given and no hostname: %w", err)
+		}
+		cfg.Name = strings.ToLower(hn)
+	}
+	var err error
+	if cfg.ClusterCIDR, err = netip.ParsePrefix(c.String("cluster-cidr")); err != nil {
+		return cfg, fmt.Errorf("--cluster-cidr %q: %w", c.String("cluster-cidr"), err)
+	}
+	if s := c.String("node-ip"); s != "" {
+		if cfg.NodeIP, err = netip.ParseAddr(s); err != nil || !cfg.NodeIP.Is4() {
+			return cfg, fmt.Errorf("--node-ip %q: must be an IPv4 address", s)
+		}
+	} else if !c.Bool("cleanup") {
+		ip, ifc, err := node.DefaultNodeIP()
+		if err != nil {
+			return cfg, err
+		}
+		cfg.NodeIP = ip
+		if cfg.Interface == "" {
+			cfg.Interface = ifc
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.CgroupRoot, "cgroup.procs")); err != nil {
+		return cfg, fmt.Errorf("--cgroup-root %s: not a cgroup2 directory: %w", cfg.CgroupRoot, err)
+	}
+	return cfg, nil
+}

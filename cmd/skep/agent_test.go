@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+)
+
+// TestServiceAnsweredThroughAgent is the thin slice end to end: a real
+// `skep server`, a real `skep agent --dataplane=ebpf` joined with the
+// node token, a Service and its Endpoints applied through the API, and a
+// client process in the agent's cgroup whose connect to the ClusterIP the
+// eBPF socket programs send to the backends.
+func TestServiceAnsweredThroughAgent(t *testing.T) {
+	p := startServer(t, t.TempDir())
+	c := p.client(t)
+	node := fmt.Sprintf("slice-%d", os.Getpid())
+
+	cgroup := filepath.Join("/sys/fs/cgroup/unified", "skep-test-"+node)
+	if err := os.Mkdir(cgroup, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cgroup) })
+
+	// Two backends on loopback addresses, each saying who it is.
+	var backends []string
+	for _, ip := range []string{"127.0.0.21", "127.0.0.22"} {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, ip) })}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		backends = append(backends, ln.Addr().String())
+	}
+	port := backends[0][strings.LastIndex(backends[0], ":")+1:]
+	if port2 := backends[1][strings.LastIndex(backends[1], ":")+1:]; port2 != port {
+		// Endpoints carry one port per subset: make the second backend
+		// listen on the first one's port.
+		ln, err := net.Listen("tcp", "127.0.0.22:"+port)
+		if err != nil {
+			t.Fatalf("listen on 127.0.0.22:%s: %v", port, err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "127.0.0.22") })}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+
+	token, err := os.ReadFile(filepath.Join(p.dataDir, "node-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := loadServerURL(p)
+	agentDir := t.TempDir()
+	agentLog := &syncBuffer{}
+	agent := exec.Command(skepBinary, "agent", "--server", cfg, "--token", strings.TrimSpace(string(token)),
+		"--node-name", node, "--node-ip", "127.0.0.1", "--data-dir", agentDir, "--cgroup-root", cgroup, "--dataplane", "ebpf")
+	agent.Stdout, agent.Stderr = agentLog, agentLog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		agent.Wait()
+		out, err := exec.Command(skepBinary, "agent", "--cleanup", "--node-name", node, "--cgroup-root", cgroup, "--data-dir", agentDir).CombinedOutput()
+		if err != nil {
+			t.Errorf("skep agent --cleanup: %v\n%s", err, out)
+		}
+		if _, err := os.Stat("/sys/fs/bpf/skep/" + node); !os.IsNotExist(err) {
+			t.Errorf("pins of node %s left after --cleanup: %v", node, err)
+		}
+	})
+
+	// The node registers itself.
+	waitFor(t, 20*time.Second, "node "+node+" registered and Ready", func() bool {
+		out, _, _ := p.run("get", "nodes")
+		return strings.Contains(out, node) && strings.Contains(out, "Ready")
+	}, agentLog)
+
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+	obj, err := c.Create(t.Context(), api.MustLookup("services"), svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterIP := obj.(*corev1.Service).Spec.ClusterIP
+	var portNum int32
+	fmt.Sscan(port, &portNum)
+	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"}, Subsets: []corev1.EndpointSubset{{
+		Addresses: []corev1.EndpointAddress{{IP: "127.0.0.21"}, {IP: "127.0.0.22"}},
+		Ports:     []corev1.EndpointPort{{Port: portNum, Protocol: corev1.ProtocolTCP}},
+	}}}
+	applied := time.Now()
+	if _, err := c.Create(t.Context(), api.MustLookup("endpoints"), ep); err != nil {
+		t.Fatal(err)
+	}
+
+	// Connect only once the dataplane holds the Service: before that a
+	// connect to the ClusterIP would leave the machine by the default route.
+	waitFor(t, 20*time.Second, "the dataplane to hold the Service", func() bool {
+		return strings.Contains(agentLog.String(), "services=1")
+	}, agentLog)
+	cgfd, err := os.Open(cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgfd.Close()
+	fetch := func() (string, error) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "SKEP_TEST_FETCH=http://"+clusterIP+":80/")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgfd.Fd())}
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	var last string
+	waitFor(t, 20*time.Second, "a connect to "+clusterIP+":80 answered by a backend", func() bool {
+		out, err := fetch()
+		last = fmt.Sprintf("%s (%v)", out, err)
+		return err == nil && strings.HasPrefix(out, "127.0.0.2")
+	}, agentLog, &last)
+	t.Logf("first answer through ClusterIP %s %v after the Endpoints were applied", clusterIP, time.Since(applied).Round(time.Millisecond))
+
+	seen := map[string]int{}
+	for range 40 {
+		out, err := fetch()
+		if err != nil {
+			t.Fatalf("connect to ClusterIP %s:80 from the node's cgroup: %v %s\nagent log:\n%s", clusterIP, err, out, agentLog)
+		}
+		seen[out]++
+	}
+	if seen["127.0.0.21"] == 0 || seen["127.0.0.22"] == 0 {
+		t.Fatalf("40 connects reached %v; want both backends", seen)
+	}
+
+}
+
+func loadServerURL(p *serverProc) (string, error) {
+	data, err := os.ReadFile(p.config)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if s, ok := strings.CutPrefix(strings.TrimSpace(line), "server: "); ok {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("no server in %s", p.config)
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while a test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
+
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool, log fmt.Stringer, last ...*string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(last) > 0 {
+		what += "; last: " + *last[0]
+	}
+	t.Fatalf("waited %v for %s\nlog:\n%s", timeout, what, log)
+}
