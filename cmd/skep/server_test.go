@@ -138,7 +138,14 @@ func (p *serverProc) client(t *testing.T) *client.HTTP {
 	return c
 }
 
-const examples = "../../../shared/examples/intro"
+// examples is the introduction's manifests: shared/ beside the repository
+// where it is (CI, a developer's checkout), else the copy under test/e2e.
+var examples = func() string {
+	if _, err := os.Stat("../../../shared/examples/intro/pod.yaml"); err == nil {
+		return "../../../shared/examples/intro"
+	}
+	return "../../test/e2e/testdata/intro"
+}()
 
 // TestIntroExamples applies the introduction's manifests as its README
 // says skep must treat them.
