@@ -1,0 +1,146 @@
+// Package controllers is skep's controller manager: the scheduler and the
+// controllers (ReplicaSet, ReplicationController, Deployment, Endpoints,
+// node lifecycle, node IPAM, garbage collector) sharing one set of
+// informers, run by whichever `skep server` holds the leader lease.
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/deployment"
+	"github.com/skep-io/skep/controlplane/controllers/endpoints"
+	"github.com/skep-io/skep/controlplane/controllers/gc"
+	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
+	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
+	"github.com/skep-io/skep/controlplane/controllers/replicaset"
+	"github.com/skep-io/skep/controlplane/leader"
+	"github.com/skep-io/skep/controlplane/scheduler"
+)
+
+// Config is the controller manager's configuration; zero values take the
+// defaults in brackets (Kubernetes' where it has one).
+type Config struct {
+	// Identity names this process in the leader lease [hostname-random].
+	Identity string
+	// ClusterCIDR is split into node pod CIDRs [10.244.0.0/16] of
+	// NodeCIDRMaskSize bits [24].
+	ClusterCIDR      string
+	NodeCIDRMaskSize int
+	// NodeMonitorGracePeriod: an unrenewed node lease older than this makes
+	// the node Ready=Unknown [40s].
+	NodeMonitorGracePeriod time.Duration
+	// PodEvictionTimeout: pods of a node not Ready for this long are
+	// deleted [60s].
+	PodEvictionTimeout time.Duration
+	// NodeMonitorPeriod: how often node leases are checked [5s].
+	NodeMonitorPeriod time.Duration
+	// EndpointsBatchPeriod merges pod changes into one Endpoints write [200ms].
+	EndpointsBatchPeriod time.Duration
+	// Leader election: lease duration [15s], renew deadline [10s], renew
+	// period [5s], retry period [2s]. KeepLeaseOnStop leaves the lease held
+	// when ctx ends (tests use it to play a crash).
+	LeaseDuration, RenewDeadline, RenewPeriod, RetryPeriod time.Duration
+	KeepLeaseOnStop                                        bool
+	// Workers per controller [4].
+	Workers int
+	// OnBound is passed to the scheduler (tests count bindings with it).
+	OnBound func(namespace, name, node string)
+}
+
+func (c *Config) defaults() error {
+	if c.Identity == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("make identity: %w", err)
+		}
+		c.Identity = host + "-" + hex.EncodeToString(b[:])
+	}
+	if c.ClusterCIDR == "" {
+		c.ClusterCIDR = "10.244.0.0/16"
+	}
+	if c.NodeCIDRMaskSize == 0 {
+		c.NodeCIDRMaskSize = 24
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	return nil
+}
+
+// Run runs the scheduler and the controllers while this process is the
+// leader, until ctx ends. Only a bad configuration makes it return an error.
+func Run(ctx context.Context, c client.Interface, cfg Config, logger *slog.Logger) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	// Fail on a bad --cluster-cidr now, not after winning an election.
+	if _, err := nodeipam.NewAllocator(cfg.ClusterCIDR, cfg.NodeCIDRMaskSize); err != nil {
+		return fmt.Errorf("--cluster-cidr: %w", err)
+	}
+	logger = logger.With("identity", cfg.Identity)
+	el := leader.New(c, cfg.Identity, leader.Config{
+		LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.RenewDeadline, RenewPeriod: cfg.RenewPeriod,
+		RetryPeriod: cfg.RetryPeriod, KeepOnCancel: cfg.KeepLeaseOnStop, Logger: logger,
+	})
+	return el.Run(ctx, func(ctx context.Context) {
+		logger.Info("controller manager starting: leader")
+		if err := runAll(ctx, c, cfg, logger); err != nil {
+			logger.Error("controller manager", "err", err)
+		}
+	}, func() {
+		logger.Info("controller manager stopped")
+	})
+}
+
+// runAll builds fresh informers and every controller on them, and runs
+// them until ctx ends (leadership lost, or shutdown).
+func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Logger) error {
+	inf := func(resource, ns string) *client.Informer {
+		return client.NewInformer(c, api.MustLookup(resource), client.InformerOptions{Namespace: ns, Logger: logger})
+	}
+	pods, nodes := inf("pods", ""), inf("nodes", "")
+	services, eps := inf("services", ""), inf("endpoints", "")
+	replicaSets, rcs, deployments := inf("replicasets", ""), inf("replicationcontrollers", ""), inf("deployments", "")
+	leases := inf("leases", nodelifecycle.LeaseNamespace)
+	informers := []*client.Informer{pods, nodes, services, eps, replicaSets, rcs, deployments, leases}
+
+	alloc, err := nodeipam.NewAllocator(cfg.ClusterCIDR, cfg.NodeCIDRMaskSize)
+	if err != nil {
+		return err
+	}
+	sched := scheduler.New(c, pods, nodes, scheduler.Options{Logger: logger, OnBound: cfg.OnBound})
+	rsc := replicaset.NewReplicaSets(c, replicaSets, pods, logger)
+	rcc := replicaset.NewReplicationControllers(c, rcs, pods, logger)
+	dc := deployment.New(c, deployments, replicaSets, pods, logger)
+	ec := endpoints.New(c, services, eps, pods, nodes, cfg.EndpointsBatchPeriod, logger)
+	nlc := nodelifecycle.New(c, nodes, leases, pods, nodelifecycle.Config{
+		GracePeriod: cfg.NodeMonitorGracePeriod, EvictionTimeout: cfg.PodEvictionTimeout, MonitorPeriod: cfg.NodeMonitorPeriod,
+	}, logger)
+	ipam := nodeipam.New(c, nodes, alloc, logger)
+	collector := gc.New(c, []*client.Informer{pods, replicaSets, rcs, deployments}, logger)
+
+	var wg sync.WaitGroup
+	for _, i := range informers {
+		wg.Go(func() { i.Run(ctx) })
+	}
+	wg.Go(func() { sched.Run(ctx) })
+	wg.Go(func() { rsc.Run(ctx, cfg.Workers) })
+	wg.Go(func() { rcc.Run(ctx, cfg.Workers) })
+	wg.Go(func() { dc.Run(ctx, cfg.Workers) })
+	wg.Go(func() { ec.Run(ctx, cfg.Workers) })
+	wg.Go(func() { nlc.Run(ctx) })
+	wg.Go(func() { ipam.Run(ctx) })
+	wg.Go(func() { collector.Run(ctx, cfg.Workers) })
+	wg.Wait()
+	return nil
+}
