@@ -106,22 +106,11 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 	for {
 		cur, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
 		if apierrors.IsNotFound(err) {
-			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.Name, Labels: map[string]string{"kubernetes.io/hostname": a.cfg.Name}}, Status: status}
-			obj, err := a.c.Create(ctx, nodesR, n)
-			if apierrors.IsAlreadyExists(err) {
-				continue
-			}
-			if err != nil {
+			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.Name, Labels: map[string]string{"kubernetes.io/hostname": a.cfg.Name}}}
+			if _, err := a.c.Create(ctx, nodesR, n); err != nil && !apierrors.IsAlreadyExists(err) {
 				return nil, fmt.Errorf("register node %s: %w", a.cfg.Name, err)
 			}
-			// Create ignores the status, which is a subresource.
-			n = obj.(*corev1.Node)
-			n.Status = status
-			obj, err = a.c.UpdateStatus(ctx, nodesR, n)
-			if err != nil {
-				return nil, fmt.Errorf("post status of node %s: %w", a.cfg.Name, err)
-			}
-			return obj.(*corev1.Node), nil
+			continue // the status is a subresource: post it on the next turn
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read node %s: %w", a.cfg.Name, err)

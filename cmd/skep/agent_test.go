@@ -93,6 +93,12 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 		return strings.Contains(out, node) && strings.Contains(out, "Ready")
 	}, agentLog)
 
+	// The controller manager in the server gives it a pod CIDR.
+	waitFor(t, 20*time.Second, "node "+node+" to get a pod CIDR from 10.244.0.0/16", func() bool {
+		out, _, _ := p.run("get", "nodes", "-o", "wide")
+		return strings.Contains(out, "10.244.")
+	}, agentLog)
+
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
 	obj, err := c.Create(t.Context(), api.MustLookup("services"), svc)

@@ -39,6 +39,10 @@ type serverConfig struct {
 	NodePortRange string
 	LBPool        []netip.Prefix
 	NoFsync       bool
+
+	ClusterCIDR            string
+	NodeMonitorGracePeriod time.Duration
+	PodEvictionTimeout     time.Duration
 }
 
 func serverCommand() *cli.Command {
@@ -58,6 +62,9 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/12", Usage: "(networking) range of ClusterIPs"},
 			&cli.StringFlag{Name: "node-port-range", Value: "30000-32767", Usage: "(networking) range of NodePorts"},
 			&cli.StringSliceFlag{Name: "lb-pool", Usage: "(networking) CIDRs LoadBalancer addresses come from; none: LoadBalancer Services stay pending"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) pod addresses; each node gets a /24 of it"},
+			&cli.DurationFlag{Name: "node-monitor-grace-period", Value: 40 * time.Second, Usage: "(nodes) a node whose lease is older is marked NotReady"},
+			&cli.DurationFlag{Name: "pod-eviction-timeout", Value: 60 * time.Second, Usage: "(nodes) pods of a node NotReady this long are deleted and replaced elsewhere"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := serverConfigFrom(c)
@@ -76,7 +83,8 @@ func serverConfigFrom(c *cli.Context) (serverConfig, error) {
 		Listen: c.String("listen"), DataDir: c.String("data-dir"), Advertise: c.String("advertise-address"),
 		TLSSANs: c.StringSlice("tls-san"), NATSURL: c.String("nats-url"), NATSCreds: c.String("nats-creds"),
 		NATSListen: c.String("nats-listen"), NATSReplicas: c.Int("nats-replicas"), NodePortRange: c.String("node-port-range"),
-		NoFsync: c.Bool("no-fsync"),
+		NoFsync: c.Bool("no-fsync"), ClusterCIDR: c.String("cluster-cidr"),
+		NodeMonitorGracePeriod: c.Duration("node-monitor-grace-period"), PodEvictionTimeout: c.Duration("pod-eviction-timeout"),
 	}
 	var err error
 	if cfg.ServiceCIDR, err = netip.ParsePrefix(c.String("service-cidr")); err != nil {
