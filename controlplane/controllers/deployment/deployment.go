@@ -25,6 +25,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
 )
@@ -134,7 +135,7 @@ func replicasOfRS(rs *appsv1.ReplicaSet) int32 {
 func (dc *Controller) sync(ctx context.Context, key string) error {
 	ns, name := splitKey(key)
 	obj, ok := dc.deployments.Get(ns, name)
-	if !ok || obj.GetDeletionTimestamp() != nil {
+	if !ok || obj.GetDeletionTimestamp() != nil || gc.Orphaning(obj) {
 		return nil
 	}
 	d := obj.(*appsv1.Deployment).DeepCopy()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
 )
@@ -119,8 +120,8 @@ func (rc *Controller) sync(ctx context.Context, key string) error {
 		rc.exp.forget(key)
 		return nil
 	}
-	if obj.GetDeletionTimestamp() != nil {
-		return nil
+	if obj.GetDeletionTimestamp() != nil || gc.Orphaning(obj) {
+		return nil // being deleted: its pods are not its business any more
 	}
 	sel, replicas, minReady, tmpl, err := rc.kind.spec(obj)
 	if err != nil {

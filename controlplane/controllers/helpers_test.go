@@ -1,0 +1,354 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
+	"github.com/skep-io/skep/controlplane/controllers/podstate"
+)
+
+var (
+	podsR        = api.MustLookup("pods")
+	nodesR       = api.MustLookup("nodes")
+	leasesR      = api.MustLookup("leases")
+	deploymentsR = api.MustLookup("deployments")
+	replicaSetsR = api.MustLookup("replicasets")
+	servicesR    = api.MustLookup("services")
+	endpointsR   = api.MustLookup("endpoints")
+
+	replicationControllersR = api.MustLookup("replicationcontrollers")
+)
+
+type object = api.Object
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("SKEP_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// fastConfig shortens every timer so node failure and leader failover
+// happen within seconds.
+func fastConfig(identity string) Config {
+	return Config{
+		Identity:               identity,
+		NodeMonitorGracePeriod: 2 * time.Second,
+		PodEvictionTimeout:     2 * time.Second,
+		NodeMonitorPeriod:      200 * time.Millisecond,
+		EndpointsBatchPeriod:   100 * time.Millisecond,
+		LeaseDuration:          3 * time.Second,
+		RenewDeadline:          2 * time.Second,
+		RenewPeriod:            500 * time.Millisecond,
+		RetryPeriod:            200 * time.Millisecond,
+	}
+}
+
+// startManager runs a controller manager until stop or the test's end.
+func startManager(t *testing.T, c client.Interface, cfg Config) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := Run(ctx, c, cfg, testLogger(t)); err != nil {
+			t.Errorf("controllers.Run: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func mustCreate(t *testing.T, c client.Interface, r *api.Resource, obj api.Object) api.Object {
+	t.Helper()
+	out, err := c.Create(context.Background(), r, obj)
+	if err != nil {
+		t.Fatalf("create %s %s: %v", r.Kind, obj.GetName(), err)
+	}
+	return out
+}
+
+// poll calls cond until it returns "" or the timeout passes; cond says
+// what it still waits for, which the failure reports.
+func poll(t *testing.T, timeout time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, msg)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// cluster plays the nodes: it registers Node objects, renews their
+// leases, and does what a kubelet does to pods bound to a live node (runs
+// them with an IP, makes them ready a little later, removes them once
+// they are terminating).
+type cluster struct {
+	t          *testing.T
+	c          client.Interface
+	readyDelay time.Duration
+
+	mu      sync.Mutex
+	alive   map[string]bool
+	nodeIdx map[string]int
+	nextIP  map[string]int
+	running map[string]time.Time // pod uid -> when it started running
+}
+
+func newCluster(t *testing.T, c client.Interface, nodes ...string) *cluster {
+	t.Helper()
+	k := &cluster{t: t, c: c, readyDelay: 100 * time.Millisecond, alive: map[string]bool{},
+		nodeIdx: map[string]int{}, nextIP: map[string]int{}, running: map[string]time.Time{}}
+	for _, n := range nodes {
+		k.addNode(n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); k.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return k
+}
+
+func (k *cluster) addNode(name string) {
+	k.t.Helper()
+	now := metav1.Now()
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}},
+		Status: corev1.NodeStatus{
+			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")},
+			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")},
+			Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
+		},
+	}
+	mustCreate(k.t, k.c, nodesR, node)
+	holder, secs := name, int32(40)
+	mustCreate(k.t, k.c, leasesR, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nodelifecycle.LeaseNamespace, Name: name},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: ptr(metav1.NewMicroTime(time.Now()))},
+	})
+	k.mu.Lock()
+	k.alive[name] = true
+	k.nodeIdx[name] = len(k.nodeIdx) + 1
+	k.mu.Unlock()
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// setAlive stops or resumes a node's heartbeat and kubelet.
+func (k *cluster) setAlive(name string, alive bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.alive[name] = alive
+}
+
+func (k *cluster) isAlive(name string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.alive[name]
+}
+
+func (k *cluster) run(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	lastRenew := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(lastRenew) > 300*time.Millisecond {
+			lastRenew = time.Now()
+			k.renewLeases(ctx)
+		}
+		k.syncPods(ctx)
+	}
+}
+
+func (k *cluster) renewLeases(ctx context.Context) {
+	k.mu.Lock()
+	var nodes []string
+	for n, ok := range k.alive {
+		if ok {
+			nodes = append(nodes, n)
+		}
+	}
+	k.mu.Unlock()
+	for _, n := range nodes {
+		o, err := k.c.Get(ctx, leasesR, nodelifecycle.LeaseNamespace, n)
+		if err != nil {
+			continue
+		}
+		l := o.(*coordinationv1.Lease)
+		l.Spec.RenewTime = ptr(metav1.NewMicroTime(time.Now()))
+		_, _ = k.c.Update(ctx, leasesR, l)
+	}
+}
+
+func (k *cluster) syncPods(ctx context.Context) {
+	objs, _, err := k.c.List(ctx, podsR, "", client.ListOptions{})
+	if err != nil {
+		return
+	}
+	for _, o := range objs {
+		p := o.(*corev1.Pod)
+		if p.Spec.NodeName == "" || !k.isAlive(p.Spec.NodeName) {
+			continue
+		}
+		switch {
+		case p.DeletionTimestamp != nil:
+			zero := int64(0)
+			_ = k.c.Delete(ctx, podsR, p.Namespace, p.Name, client.DeleteOptions{GracePeriodSeconds: &zero})
+		case p.Status.Phase != corev1.PodRunning:
+			k.mu.Lock()
+			k.nextIP[p.Spec.NodeName]++
+			ip := fmt.Sprintf("10.244.%d.%d", k.nodeIdx[p.Spec.NodeName], k.nextIP[p.Spec.NodeName])
+			k.running[string(p.UID)] = time.Now()
+			k.mu.Unlock()
+			p.Status.Phase, p.Status.PodIP = corev1.PodRunning, ip
+			p.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+			setPodCondition(p, corev1.PodReady, corev1.ConditionFalse)
+			_, _ = k.c.UpdateStatus(ctx, podsR, p)
+		case !podstate.Ready(p):
+			k.mu.Lock()
+			since, ok := k.running[string(p.UID)]
+			k.mu.Unlock()
+			if ok && time.Since(since) < k.readyDelay {
+				continue
+			}
+			setPodCondition(p, corev1.PodReady, corev1.ConditionTrue)
+			setPodCondition(p, corev1.ContainersReady, corev1.ConditionTrue)
+			_, _ = k.c.UpdateStatus(ctx, podsR, p)
+		}
+	}
+}
+
+func setPodCondition(p *corev1.Pod, typ corev1.PodConditionType, st corev1.ConditionStatus) {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == typ {
+			if p.Status.Conditions[i].Status != st {
+				p.Status.Conditions[i].Status, p.Status.Conditions[i].LastTransitionTime = st, metav1.Now()
+			}
+			return
+		}
+	}
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: typ, Status: st, LastTransitionTime: metav1.Now()})
+}
+
+func deploymentOf(name string, replicas int32, image string) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: image,
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
+			},
+		},
+	}
+}
+
+func serviceOf(name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+	}
+}
+
+func getDeployment(t *testing.T, c client.Interface, name string) *appsv1.Deployment {
+	t.Helper()
+	o, err := c.Get(context.Background(), deploymentsR, "default", name)
+	if err != nil {
+		t.Fatalf("get deployment %s: %v", name, err)
+	}
+	return o.(*appsv1.Deployment)
+}
+
+// updateDeployment applies change to the latest deployment, retrying on
+// conflicts with the controller's writes.
+func updateDeployment(t *testing.T, c client.Interface, name string, change func(d *appsv1.Deployment)) {
+	t.Helper()
+	for range 20 {
+		d := getDeployment(t, c, name)
+		change(d)
+		_, err := c.Update(context.Background(), deploymentsR, d)
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			t.Fatalf("update deployment %s: %v", name, err)
+		}
+	}
+	t.Fatalf("update deployment %s: conflicts 20 times", name)
+}
+
+// activePods lists the pods of app that are not terminating.
+func activePods(t *testing.T, c client.Interface, app string) []*corev1.Pod {
+	t.Helper()
+	objs, _, err := c.List(context.Background(), podsR, "default", client.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	var out []*corev1.Pod
+	for _, o := range objs {
+		if p := o.(*corev1.Pod); podstate.Active(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// waitRolledOut waits until the deployment reports a finished rollout with
+// every pod ready.
+func waitRolledOut(t *testing.T, c client.Interface, name string, replicas int, timeout time.Duration) {
+	t.Helper()
+	poll(t, timeout, func() string {
+		d := getDeployment(t, c, name)
+		msg, done, err := deploymentRolloutStatus(d)
+		if err != nil {
+			t.Fatalf("rollout of %s: %v", name, err)
+		}
+		if !done {
+			return msg
+		}
+		pods := activePods(t, c, name)
+		ready := 0
+		for _, p := range pods {
+			if podstate.Ready(p) {
+				ready++
+			}
+		}
+		if len(pods) != replicas || ready != replicas {
+			return fmt.Sprintf("deployment %s: %d active pods, %d ready; want %d", name, len(pods), ready, replicas)
+		}
+		return ""
+	})
+}
