@@ -151,3 +151,19 @@ func NativeEndianPort(port uint16) uint16 { return port<<8 | port>>8 }
 
 // PortFromNative is the inverse of NativeEndianPort.
 func PortFromNative(v uint16) uint16 { return v<<8 | v>>8 }
+
+// SockTermKey names a peer (backend address and port) whose connected UDP
+// sockets the iterator destroys.
+type SockTermKey = SockTermSock4TermKey
+
+// LoadTerminator loads the UDP socket iterator that destroys sockets
+// connected to removed backends. Its map is private to the load, not
+// pinned. Requires Linux 6.5 (bpf_sock_destroy); may return an error
+// wrapping ebpf.ErrNotSupported on older kernels.
+func LoadTerminator() (*SockTermObjects, error) {
+	objs := &SockTermObjects{}
+	if err := LoadSockTermObjects(objs, nil); err != nil {
+		return nil, loadError("udp socket terminator", err)
+	}
+	return objs, nil
+}

@@ -78,6 +78,9 @@ type Dataplane struct {
 	// links are the attachments this Dataplane holds handles on; they are
 	// pinned (or, for clsact, owned by the qdisc) and outlive Close.
 	links []attachment
+	// term destroys connected UDP sockets of removed backends; nil where
+	// the kernel lacks bpf_sock_destroy.
+	term *udpTerminator
 
 	mu sync.Mutex
 	// state mirrors what the maps hold; Sync diffs against it.
@@ -150,6 +153,9 @@ func New(ctx context.Context, cfg Config) (*Dataplane, error) {
 			return nil, err
 		}
 	}
+	if d.term, err = newUDPTerminator(); err != nil {
+		log.Warn("connected UDP sockets of removed backends will not be terminated", "error", err)
+	}
 	st, err := loadMapState(d.maps())
 	if err != nil {
 		d.Close()
@@ -216,6 +222,10 @@ func (d *Dataplane) Close() error {
 		errs = append(errs, l.Close())
 	}
 	d.links = nil
+	if d.term != nil {
+		errs = append(errs, d.term.Close())
+		d.term = nil
+	}
 	if d.objs != nil {
 		errs = append(errs, d.objs.Close())
 		d.objs = nil

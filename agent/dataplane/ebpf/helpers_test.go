@@ -59,12 +59,47 @@ func runClient(raw string) int {
 		return 2
 	}
 	enc := json.NewEncoder(os.Stdout)
+	if spec.Mode == "udp-hold" {
+		return holdUDP(spec, enc)
+	}
 	for i := 0; i < spec.Count; i++ {
 		if i > 0 {
 			time.Sleep(spec.Pause)
 		}
 		enc.Encode(clientOnce(spec))
 	}
+	return 0
+}
+
+// holdUDP keeps one connected UDP socket: it exchanges a datagram, waits
+// for a line on stdin, and tries again on the same socket.
+func holdUDP(spec clientSpec, enc *json.Encoder) int {
+	ap := netip.MustParseAddrPort(spec.Addr)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return 1
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 2}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		enc.Encode(clientResult{Err: errName(err)})
+		return 0
+	}
+	exchange := func() clientResult {
+		if _, err := unix.Write(fd, []byte("hi")); err != nil {
+			return clientResult{Err: errName(err)}
+		}
+		buf := make([]byte, 64)
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return clientResult{Err: errName(err)}
+		}
+		return clientResult{Backend: string(buf[:n]), Peer: sockaddrString(from)}
+	}
+	enc.Encode(exchange())
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	enc.Encode(exchange())
 	return 0
 }
 

@@ -152,6 +152,11 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 			// this only frees them early.
 			d.log.Warn("purge state of removed backends", "error", err)
 		}
+		if peers := stalePeers(c.removedBackend, want.backends); d.term != nil && len(peers) > 0 {
+			if err := d.term.terminate(ctx, d.cfg.CgroupPath, peers); err != nil {
+				d.log.Warn("terminate UDP sockets of removed backends", "error", err)
+			}
+		}
 	}
 	if n := c.writes(); n > 0 {
 		d.log.Info("synced services", "services", len(want.names), "writes", n,
