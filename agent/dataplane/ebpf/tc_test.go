@@ -257,8 +257,8 @@ func nonServiceFrames() [][]byte {
 	return [][]byte{
 		packet(protoTCP, client, netip.AddrPortFrom(nodeIP, 22), ""),
 		packet(protoUDP, client, netip.AddrPortFrom(nodeIP, 53), "q"),
-		packet(protoTCP, client, ap("10.96.1.1:80"), ""),          // ClusterIP: not reachable from outside
-		packet(protoTCP, client, ap("198.18.0.2:30080"), ""),      // NodePort of another address
+		packet(protoTCP, client, ap("10.96.1.1:80"), ""),           // ClusterIP: not reachable from outside
+		packet(protoTCP, client, ap("198.18.0.2:30080"), ""),       // NodePort of another address
 		packet(protoTCP, client, netip.AddrPortFrom(lbIP, 81), ""), // LB address, other port
 		packet(protoUDP, localBE, client, "a reply of no flow"),
 		arp, ipv6, icmp, frag, later, short,
