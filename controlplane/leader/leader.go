@@ -190,10 +190,8 @@ func microNow(t time.Time) *metav1.MicroTime { m := metav1.NewMicroTime(t); retu
 // another holder's lease is still valid.
 func (e *Elector) tryAcquireOrRenew(ctx context.Context) (bool, error) {
 	now := e.now()
-	secs := int32(e.cfg.LeaseDuration / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
+	// The Lease holds whole seconds: round up, never shorten the lease.
+	secs := int32((e.cfg.LeaseDuration + time.Second - 1) / time.Second)
 	obj, err := e.c.Get(ctx, leasesResource, e.cfg.Namespace, e.cfg.Name)
 	if apierrors.IsNotFound(err) {
 		lease := &coordinationv1.Lease{
