@@ -1,0 +1,257 @@
+package ebpf
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/skep-io/skep/agent/dataplane"
+)
+
+// tcLab is three network namespaces made by the test: a node with its
+// external interface towards a client, and a pod behind the node.
+//
+//	client 198.18.0.100 --veth-- 198.18.0.1 node 10.244.1.1 --veth-- 10.244.1.5 pod
+//
+// 10.244.2.7, on the client namespace's loopback, plays a pod on another
+// node: the node routes 10.244.2.0/24 through the external interface.
+type tcLab struct {
+	orig, node, client, pod netns.NsHandle
+}
+
+// newTCLab builds the lab and locks the test goroutine to its thread,
+// which it leaves in the node namespace.
+func newTCLab(t *testing.T) *tcLab {
+	t.Helper()
+	runtime.LockOSThread()
+	lab := &tcLab{}
+	var err error
+	if lab.orig, err = netns.Get(); err != nil {
+		t.Fatalf("get netns: %v", err)
+	}
+	t.Cleanup(func() {
+		netns.Set(lab.orig)
+		for _, ns := range []netns.NsHandle{lab.node, lab.client, lab.pod} {
+			if ns.IsOpen() {
+				ns.Close()
+			}
+		}
+		lab.orig.Close()
+		runtime.UnlockOSThread()
+	})
+	for _, ns := range []*netns.NsHandle{&lab.client, &lab.pod, &lab.node} {
+		if *ns, err = netns.New(); err != nil {
+			t.Fatalf("new netns: %v", err)
+		}
+	}
+	// Now in the node namespace.
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	must("add client veth", netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ext0"}, PeerName: "eth0",
+		PeerNamespace: netlink.NsFd(lab.client)}))
+	must("add pod veth", netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "pod0"}, PeerName: "eth0",
+		PeerNamespace: netlink.NsFd(lab.pod)}))
+	setup := func(ns netns.NsHandle, ifname, cidr, gw string) {
+		t.Helper()
+		must("enter netns", netns.Set(ns))
+		lo, _ := netlink.LinkByName("lo")
+		must("lo up", netlink.LinkSetUp(lo))
+		l, err := netlink.LinkByName(ifname)
+		must("find "+ifname, err)
+		addr, _ := netlink.ParseAddr(cidr)
+		must("address "+ifname, netlink.AddrAdd(l, addr))
+		must("up "+ifname, netlink.LinkSetUp(l))
+		if gw != "" {
+			must("default route", netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP(gw)}))
+		}
+	}
+	setup(lab.client, "eth0", "198.18.0.100/24", "198.18.0.1")
+	setup(lab.pod, "eth0", "10.244.1.5/24", "10.244.1.1")
+	setup(lab.node, "ext0", "198.18.0.1/24", "")
+	setup(lab.node, "pod0", "10.244.1.1/24", "")
+	must("enter client netns", netns.Set(lab.client))
+	lo, _ := netlink.LinkByName("lo")
+	remote, _ := netlink.ParseAddr("10.244.2.7/32")
+	must("remote pod address", netlink.AddrAdd(lo, remote))
+	must("enter node netns", netns.Set(lab.node))
+	_, remoteNet, _ := net.ParseCIDR("10.244.2.0/24")
+	must("route to remote pods", netlink.RouteAdd(&netlink.Route{Dst: remoteNet, Gw: net.ParseIP("198.18.0.100")}))
+	must("enable forwarding", os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644))
+	return lab
+}
+
+// in runs f with the thread in ns and returns to the node namespace.
+func (lab *tcLab) in(t *testing.T, ns netns.NsHandle, f func()) {
+	t.Helper()
+	if err := netns.Set(ns); err != nil {
+		t.Fatalf("enter netns: %v", err)
+	}
+	defer netns.Set(lab.node)
+	f()
+}
+
+// TestTCNodePortThroughNetns sends real TCP and UDP from a client
+// namespace to the node's NodePort: the tcx programs on the node's
+// external interface carry it to the pod and the replies back, and Local
+// keeps the client's address.
+func TestTCNodePortThroughNetns(t *testing.T) {
+	lab := newTCLab(t)
+	cfg := testConfig(t)
+	cfg.Interface = "ext0"
+	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
+	t.Cleanup(func() {
+		netns.Set(lab.node)
+		Cleanup(cfg)
+	})
+
+	// The pod answers with the address it sees the client at.
+	var tcpLn net.Listener
+	var udpConn net.PacketConn
+	lab.in(t, lab.pod, func() {
+		var err error
+		if tcpLn, err = net.Listen("tcp4", "10.244.1.5:8080"); err != nil {
+			t.Fatalf("listen in pod: %v", err)
+		}
+		if udpConn, err = net.ListenPacket("udp4", "10.244.1.5:8080"); err != nil {
+			t.Fatalf("listen udp in pod: %v", err)
+		}
+	})
+	t.Cleanup(func() { tcpLn.Close(); udpConn.Close() })
+	go func() {
+		for {
+			c, err := tcpLn.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "pod sees %s", c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := udpConn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			udpConn.WriteTo([]byte("pod sees "+from.String()), from)
+		}
+	}()
+
+	d := newDataplane(t, cfg)
+	pod := dataplane.Backend{Addr: netip.MustParseAddr("10.244.1.5"), Port: 8080, Local: true, Ready: true}
+	svcs := services(
+		&dataplane.Service{Key: tcpKey, ClusterIP: clusterIP, Port: 80, NodePort: 30080, ExternalPolicyLocal: true,
+			Backends: []dataplane.Backend{pod}},
+		&dataplane.Service{Key: udpKey, ClusterIP: clusterIP, Port: 80, NodePort: 30080, ExternalPolicyLocal: true,
+			Backends: []dataplane.Backend{pod}},
+	)
+	if err := d.Sync(t.Context(), svcs); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+
+	lab.in(t, lab.client, func() {
+		for i := 0; i < 5; i++ {
+			c, err := net.DialTimeout("tcp4", "198.18.0.1:30080", 3*time.Second)
+			if err != nil {
+				t.Fatalf("connect to NodePort from outside: %v", err)
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			got, err := io.ReadAll(c)
+			local := c.LocalAddr().String()
+			c.Close()
+			if err != nil {
+				t.Fatalf("read from NodePort: %v", err)
+			}
+			if want := "pod sees " + local; string(got) != want {
+				t.Errorf("TCP through NodePort: %q, want %q (Local keeps the client address)", got, want)
+			}
+		}
+
+		c, err := net.ListenPacket("udp4", "198.18.0.100:0")
+		if err != nil {
+			t.Fatalf("udp socket: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.WriteTo([]byte("hi"), &net.UDPAddr{IP: net.ParseIP("198.18.0.1"), Port: 30080}); err != nil {
+			t.Fatalf("send to NodePort: %v", err)
+		}
+		buf := make([]byte, 64)
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("UDP reply through NodePort: %v", err)
+		}
+		if from.String() != "198.18.0.1:30080" || string(buf[:n]) != "pod sees "+c.LocalAddr().String() {
+			t.Errorf("UDP reply %q from %v, want %q from 198.18.0.1:30080", buf[:n], from, "pod sees "+c.LocalAddr().String())
+		}
+	})
+}
+
+// TestTCNodePortRemoteBackend reaches a backend on "another node" through
+// the external interface: the backend sees the node's address (SNAT,
+// externalTrafficPolicy Cluster), the client sees the NodePort answer.
+func TestTCNodePortRemoteBackend(t *testing.T) {
+	lab := newTCLab(t)
+	cfg := testConfig(t)
+	cfg.Interface = "ext0"
+	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
+	t.Cleanup(func() {
+		netns.Set(lab.node)
+		Cleanup(cfg)
+	})
+	var ln net.Listener
+	lab.in(t, lab.client, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "10.244.2.7:8080"); err != nil {
+			t.Fatalf("listen as remote pod: %v", err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "remote pod sees %s", c.RemoteAddr().(*net.TCPAddr).IP)
+			c.Close()
+		}
+	}()
+
+	d := newDataplane(t, cfg)
+	remote := dataplane.Backend{Addr: netip.MustParseAddr("10.244.2.7"), Port: 8080, NodeName: "node-b", Ready: true}
+	if err := d.Sync(t.Context(), services(&dataplane.Service{Key: tcpKey, ClusterIP: clusterIP, Port: 80, NodePort: 30081,
+		Backends: []dataplane.Backend{remote}})); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	lab.in(t, lab.client, func() {
+		for i := 0; i < 5; i++ {
+			c, err := net.DialTimeout("tcp4", "198.18.0.1:30081", 3*time.Second)
+			if err != nil {
+				t.Fatalf("connect to NodePort with a remote backend: %v", err)
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			got, err := io.ReadAll(c)
+			c.Close()
+			if err != nil {
+				t.Fatalf("read from NodePort: %v", err)
+			}
+			if want := "remote pod sees 198.18.0.1"; string(got) != want {
+				t.Errorf("through NodePort to a remote backend: %q, want %q", got, want)
+			}
+		}
+	})
+}
