@@ -8,6 +8,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/gc"
 )
 
 func deleteCommand() *cli.Command {
@@ -70,9 +71,15 @@ func runDelete(c *cli.Context) error {
 	failed := false
 	for _, t := range targets {
 		if opts.PropagationPolicy != nil && *opts.PropagationPolicy == metav1.DeletePropagationOrphan {
-			if err := orphanDependents(c, cl, t.r, t.ns, t.name); err != nil {
-				return err
+			// The orphan finalizer first, so no controller re-adopts the
+			// dependents between their release and the owner's delete.
+			if err := gc.DeleteOrphaning(c.Context, cl, t.r, t.ns, t.name); err != nil {
+				fmt.Fprintf(c.App.ErrWriter, "error: %s\n", message(err))
+				failed = true
+				continue
 			}
+			fmt.Fprintf(c.App.Writer, "%s \"%s\" deleted (dependents orphaned)\n", t.r.Kind, t.name)
+			continue
 		}
 		if err := cl.Delete(c.Context, t.r, t.ns, t.name, opts); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "error: %s\n", message(err))
@@ -83,39 +90,6 @@ func runDelete(c *cli.Context) error {
 	}
 	if failed {
 		return cli.Exit("", 1)
-	}
-	return nil
-}
-
-// orphanDependents removes the owner's reference from what it owns, so the
-// garbage collector keeps them when the owner goes.
-func orphanDependents(c *cli.Context, cl client.Interface, r *api.Resource, ns, name string) error {
-	owner, err := cl.Get(c.Context, r, ns, name)
-	if err != nil {
-		return fmt.Errorf("%s", message(err))
-	}
-	for _, dep := range []string{"replicasets", "pods"} {
-		dr := api.MustLookup(dep)
-		objs, _, err := cl.List(c.Context, dr, ns, client.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, o := range objs {
-			refs := o.GetOwnerReferences()
-			kept := refs[:0]
-			for _, ref := range refs {
-				if ref.UID != owner.GetUID() {
-					kept = append(kept, ref)
-				}
-			}
-			if len(kept) == len(refs) {
-				continue
-			}
-			o.SetOwnerReferences(kept)
-			if _, err := cl.Update(c.Context, dr, o); err != nil {
-				return fmt.Errorf("orphan %s/%s: %s", dep, o.GetName(), message(err))
-			}
-		}
 	}
 	return nil
 }
