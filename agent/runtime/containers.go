@@ -725,4 +725,3 @@ func (r *Runtime) volumeSource(pod *corev1.Pod, vol *corev1.Volume) (string, err
 	}
 	return "", fmt.Errorf("volume %s: only emptyDir and hostPath volumes are supported", vol.Name)
 }
-

@@ -348,7 +348,7 @@ func TestRestartedRuntimeAdoptsRunningPod(t *testing.T) {
 	pod := introPod()
 	before := waitStatus(t, r1, pod, 60*time.Second, "Ready", isReady)
 	pidBefore := execOut(t, r1, pod, "app1", "sh", "-c", "cat /proc/1/stat | cut -d' ' -f22") // start time of PID 1
-	stop1() // the agent goes away; so does its containerd; the pod stays
+	stop1()                                                                                   // the agent goes away; so does its containerd; the pod stays
 
 	r2, _ := env.start()
 	pods, err := r2.ListPods(t.Context())
