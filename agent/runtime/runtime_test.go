@@ -3,10 +3,14 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -451,5 +455,154 @@ func TestPodStartLatency(t *testing.T) {
 	if p50 > 3*time.Second || p99 > 10*time.Second {
 		t.Errorf("pod start latency p50 %s p99 %s, want at most 3s and 10s", p50, p99)
 	}
-	_ = intstr.FromInt(0)
+}
+
+func TestHTTPAndTCPProbesAndEcho(t *testing.T) {
+	env := newTestEnv(t)
+	r, _ := env.start()
+	echo := corev1.Container{
+		Name:  "echo",
+		Image: "skep/echo:latest",
+		Env: []corev1.EnvVar{
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			{Name: "PORT", Value: "9090"},
+		},
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9090}},
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/startup", Port: intstr.FromString("http")}},
+			PeriodSeconds: 1, FailureThreshold: 10,
+		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9090)}},
+			PeriodSeconds: 1,
+		},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(9090)}},
+			PeriodSeconds: 1,
+		},
+	}
+	// The second container never becomes ready: nothing listens on 9999.
+	client := toolbox("client", "while true; do sleep 1; done")
+	client.ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9999)}},
+		PeriodSeconds: 1,
+	}
+	pod := newPod("echo", echo, client)
+
+	st := waitStatus(t, r, pod, 30*time.Second, "echo ready", func(st corev1.PodStatus) bool {
+		s := containerStatusOf(st, "echo")
+		return s.Ready && s.Started != nil && *s.Started
+	})
+	if isReady(st) || condition(st, corev1.ContainersReady) != corev1.ConditionFalse {
+		t.Errorf("pod Ready with container client not ready:\n%s", describe(st))
+	}
+	if s := containerStatusOf(st, "client"); s.Ready || s.State.Running == nil {
+		t.Errorf("client: ready %v state %s, want running and not ready", s.Ready, stateString(s.State))
+	}
+	// The liveness probe keeps passing: no restarts over a few periods.
+	time.Sleep(3 * time.Second)
+	st = waitStatus(t, r, pod, time.Second, "synced", func(corev1.PodStatus) bool { return true })
+	if s := containerStatusOf(st, "echo"); s.RestartCount != 0 || !s.Ready {
+		t.Errorf("echo: restarts %d ready %v, want 0 and true", s.RestartCount, s.Ready)
+	}
+
+	// The echo server answers over HTTP and UDP with pod, node and client.
+	httpAnswer := execOut(t, r, pod, "client", "wget", "-q", "-O", "-", "http://127.0.0.1:9090/")
+	// Busybox's nc has no UDP: the datagram comes from the test, through a
+	// socket made in the pod's network namespace, to the pod IP.
+	r.mu.Lock()
+	pw := r.pods[pod.UID]
+	r.mu.Unlock()
+	pw.mu.Lock()
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", pw.sandbox.pid)
+	pw.mu.Unlock()
+	conn, err := dialInNetNS(t.Context(), nsPath, "udp", net.JoinHostPort(st.PodIP, "9090"))
+	if err != nil {
+		t.Fatalf("dial udp in the pod: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1024)
+	n := 0
+	if _, err = conn.Write([]byte("ping")); err == nil {
+		n, err = conn.Read(buf)
+	}
+	if err != nil {
+		t.Fatalf("udp to echo: %v", err)
+	}
+	udpAnswer := string(buf[:n])
+	for _, tt := range []struct{ answer, client string }{{httpAnswer, "127.0.0.1:"}, {udpAnswer, st.PodIP + ":"}} {
+		for _, want := range []string{`"pod":"echo"`, `"node":"n1"`, `"client":"` + tt.client} {
+			answer := tt.answer
+			if !strings.Contains(answer, want) {
+				t.Errorf("echo answered %q, want it to contain %s", answer, want)
+			}
+		}
+	}
+}
+
+func TestDeadSandboxIsRecreated(t *testing.T) {
+	env := newTestEnv(t)
+	r, _ := env.start()
+	pod := introPod()
+	before := waitStatus(t, r, pod, 60*time.Second, "Ready", isReady)
+	r.mu.Lock()
+	pw := r.pods[pod.UID]
+	r.mu.Unlock()
+	pw.mu.Lock()
+	pausePID, sandboxID := int(pw.sandbox.pid), pw.sandbox.id
+	pw.mu.Unlock()
+
+	// The pod's pause process dies: its namespaces are gone, so every
+	// container of the pod is restarted in a new sandbox.
+	if err := syscall.Kill(pausePID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill pause %d: %v", pausePID, err)
+	}
+	after := waitStatus(t, r, pod, 60*time.Second, "Ready in a new sandbox", func(st corev1.PodStatus) bool {
+		return isReady(st) && containerStatusOf(st, "app1").RestartCount == 1 && containerStatusOf(st, "app2").RestartCount == 1
+	})
+	pw.mu.Lock()
+	newSandbox := pw.sandbox.id
+	pw.mu.Unlock()
+	if newSandbox == sandboxID {
+		t.Errorf("sandbox %s was not replaced", sandboxID)
+	}
+	if after.PodIP != before.PodIP {
+		t.Errorf("pod IP changed from %s to %s", before.PodIP, after.PodIP)
+	}
+	if got := execOut(t, r, pod, "app2", "cat", "/data/fetched"); got != "hello-from-app1\n" {
+		t.Errorf("app2 fetched %q after the new sandbox, want hello-from-app1", got)
+	}
+	pods, err := r.ListPods(t.Context())
+	if err != nil || len(pods) != 1 || len(pods[0].Containers) != 3 || pods[0].SandboxID != newSandbox {
+		t.Errorf("ListPods: %+v (%v), want one pod: the new sandbox and two containers", pods, err)
+	}
+}
+
+func TestLogsFollowUntilExit(t *testing.T) {
+	env := newTestEnv(t)
+	r, _ := env.start()
+	pod := newPod("logs", toolbox("app", "for i in 1 2 3; do echo line$i; sleep 0.3; done; echo oops >&2; exit 1"))
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	waitStatus(t, r, pod, 30*time.Second, "running", func(st corev1.PodStatus) bool {
+		return containerStatusOf(st, "app").State.Running != nil
+	})
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- r.Logs(t.Context(), pod.UID, "app", true, false, &out) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Logs: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Logs -f did not return after the container exited")
+	}
+	if want := "line1\nline2\nline3\noops\n"; out.String() != want {
+		t.Errorf("followed logs %q, want %q", out.String(), want)
+	}
+	if err := r.Logs(t.Context(), pod.UID, "app", false, true, &out); !errors.Is(err, ErrNotFound) {
+		t.Errorf("previous logs of a container that never restarted: %v, want ErrNotFound", err)
+	}
 }
