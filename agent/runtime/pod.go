@@ -257,10 +257,9 @@ func (r *Runtime) worker(pod *corev1.Pod) (*podWorker, error) {
 
 // runPod is the pod's goroutine.
 func (r *Runtime) runPod(ctx context.Context, pw *podWorker) {
-	log := r.podLog(pw.pod)
 	pw.mu.Lock()
 	if err := r.adopt(ctx, pw); err != nil {
-		log.Warn("adopt pod from containerd", "err", err)
+		r.podLog(pw.pod).Warn("adopt pod from containerd", "err", err)
 	}
 	pw.mu.Unlock()
 

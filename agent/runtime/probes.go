@@ -229,11 +229,12 @@ func (r *Runtime) killForProbe(ctx context.Context, pw *podWorker, containerID, 
 	}
 	target.probeFailed = why
 	task := target.task
+	log := r.podLog(pw.pod).With("container", target.name, "id", containerID)
 	pw.mu.Unlock()
 
-	r.podLog(pw.pod).Info("killing container", "container", target.name, "id", containerID, "why", why)
+	log.Info("killing container", "why", why)
 	if err := stopTask(ctx, task, grace); err != nil {
-		r.podLog(pw.pod).Warn("kill container", "id", containerID, "err", err)
+		log.Warn("kill container", "err", err)
 	}
 	pw.kick()
 }
