@@ -117,6 +117,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = "/skep/" + cfg.NodeName
 	}
+	if !filepath.IsAbs(cfg.CgroupParent) {
+		return nil, fmt.Errorf("runtime config: CgroupParent %q must be an absolute cgroup path", cfg.CgroupParent)
+	}
 	if cfg.PauseImage == "" {
 		cfg.PauseImage = DefaultPauseImage
 	}
@@ -215,6 +218,15 @@ func (r *Runtime) waitContainerd() {
 	if r.ctrd != nil {
 		<-r.ctrd.Done()
 	}
+}
+
+// Ping checks that containerd answers; the agent reports the node not
+// Ready while it does not.
+func (r *Runtime) Ping(ctx context.Context) error {
+	if _, err := r.client.Version(ctx); err != nil {
+		return fmt.Errorf("containerd: %w", err)
+	}
+	return nil
 }
 
 // Changes delivers the UID of a pod whose status changed (a container

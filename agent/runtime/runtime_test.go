@@ -1,10 +1,13 @@
 package runtime
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +19,8 @@ import (
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/snapshots"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/skep-io/skep/test/images"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -604,5 +609,79 @@ func TestLogsFollowUntilExit(t *testing.T) {
 	}
 	if err := r.Logs(t.Context(), pod.UID, "app", false, true, &out); !errors.Is(err, ErrNotFound) {
 		t.Errorf("previous logs of a container that never restarted: %v, want ErrNotFound", err)
+	}
+}
+
+// dockerArchive rewrites an OCI layout tarball as a docker-archive (docker
+// save's format): the same blobs, named by a manifest.json.
+func dockerArchive(t *testing.T, ociTar, repoTag string) []byte {
+	t.Helper()
+	f, err := os.Open(ociTar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			files[hdr.Name], _ = io.ReadAll(tr)
+		}
+	}
+	var index ocispec.Index
+	var manifest ocispec.Manifest
+	blob := func(d ocispec.Descriptor) string { return "blobs/sha256/" + d.Digest.Encoded() }
+	if err := json.Unmarshal(files["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(files[blob(index.Manifests[0])], &manifest); err != nil {
+		t.Fatal(err)
+	}
+	dockerManifest, _ := json.Marshal([]map[string]any{{
+		"Config":   blob(manifest.Config),
+		"RepoTags": []string{repoTag},
+		"Layers":   []string{blob(manifest.Layers[0])},
+	}})
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	for name, data := range map[string][]byte{
+		"manifest.json":          dockerManifest,
+		blob(manifest.Config):    files[blob(manifest.Config)],
+		blob(manifest.Layers[0]): files[blob(manifest.Layers[0])],
+	} {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
+	}
+	tw.Close()
+	return out.Bytes()
+}
+
+func TestImportDockerArchive(t *testing.T) {
+	env := newTestEnv(t)
+	r, _ := env.start()
+	archive := dockerArchive(t, imageTars[images.Echo], "skep/echo-docker:v1")
+	names, err := r.ImportImage(t.Context(), bytes.NewReader(archive))
+	if err != nil || len(names) != 1 || names[0] != "docker.io/skep/echo-docker:v1" {
+		t.Fatalf("ImportImage of a docker-archive: %v (%v), want [docker.io/skep/echo-docker:v1]", names, err)
+	}
+	// A pod runs it.
+	c := corev1.Container{Name: "echo", Image: "skep/echo-docker:v1", ImagePullPolicy: corev1.PullNever}
+	pod := newPod("docker", c)
+	waitStatus(t, r, pod, 30*time.Second, "running", func(st corev1.PodStatus) bool {
+		return containerStatusOf(st, "echo").State.Running != nil
+	})
+	// Garbage is refused with an error, not half-imported.
+	if _, err := r.ImportImage(t.Context(), strings.NewReader("not a tar")); err == nil {
+		t.Error("ImportImage of garbage succeeded")
+	}
+	if err := r.Ping(t.Context()); err != nil {
+		t.Errorf("Ping: %v", err)
 	}
 }
