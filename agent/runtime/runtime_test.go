@@ -444,21 +444,34 @@ func TestPodStartLatency(t *testing.T) {
 	env := newTestEnv(t)
 	r, _ := env.start()
 	const pods = 50
-	var took []time.Duration
-	for i := range pods {
-		c := toolbox("app", "while true; do sleep 1; done")
-		pod := newPod("latency-"+itoa(i), c)
-		start := time.Now()
-		waitStatus(t, r, pod, 30*time.Second, "Running", func(st corev1.PodStatus) bool { return st.Phase == corev1.PodRunning })
-		took = append(took, time.Since(start))
-		t.Cleanup(func() { r.KillPod(context.Background(), pod.UID, 0) })
-	}
-	slices.Sort(took)
-	p50, p99 := took[len(took)/2], took[len(took)*99/100]
-	t.Logf("pod start latency (create → Running, %d pods one after another, pause + 1 container): p50 %s p99 %s max %s",
-		pods, p50.Round(time.Millisecond), p99.Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
-	if p50 > 3*time.Second || p99 > 10*time.Second {
-		t.Errorf("pod start latency p50 %s p99 %s, want at most 3s and 10s", p50, p99)
+	for _, tt := range []struct {
+		containers int
+		p50, p99   time.Duration // bounds, generous for a shared 2-core machine
+	}{
+		{containers: 1, p50: 3 * time.Second, p99: 10 * time.Second},
+		{containers: 3, p50: 5 * time.Second, p99: 15 * time.Second},
+	} {
+		t.Run(fmt.Sprintf("%d-containers", tt.containers), func(t *testing.T) {
+			var took []time.Duration
+			for i := range pods {
+				var cs []corev1.Container
+				for j := range tt.containers {
+					cs = append(cs, toolbox(fmt.Sprintf("app%d", j), "while true; do sleep 1; done"))
+				}
+				pod := newPod(fmt.Sprintf("latency-%d-%d", tt.containers, i), cs...)
+				start := time.Now()
+				waitStatus(t, r, pod, 30*time.Second, "Running", func(st corev1.PodStatus) bool { return st.Phase == corev1.PodRunning })
+				took = append(took, time.Since(start))
+				t.Cleanup(func() { r.KillPod(context.Background(), pod.UID, 0) })
+			}
+			slices.Sort(took)
+			p50, p99 := took[len(took)/2], took[len(took)*99/100]
+			t.Logf("pod start latency (create → Running, %d pods one after another, pause + %d containers): p50 %s p99 %s max %s",
+				pods, tt.containers, p50.Round(time.Millisecond), p99.Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+			if p50 > tt.p50 || p99 > tt.p99 {
+				t.Errorf("pod start latency p50 %s p99 %s, want at most %s and %s", p50, p99, tt.p50, tt.p99)
+			}
+		})
 	}
 }
 
