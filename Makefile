@@ -16,7 +16,7 @@ generate: ## rebuild the committed bpf2go output from bpf/*.c (needs clang)
 	$(GO) generate ./bpf/...
 
 images: build ## the test images as OCI tarballs under _out/images
-	$(GO) run ./test/images/build -out _out/images
+	$(GO) run ./test/images/build -out $(CURDIR)/_out/images
 
 test: deps build ## every test: unit, BPF, containerd, end to end
 	$(GO) vet ./...

@@ -44,7 +44,15 @@ type Config struct {
 	// LeaseDuration is how long the Lease says the node lives without a
 	// renewal; it is renewed at a quarter of it.
 	LeaseDuration time.Duration
-	Logger        *slog.Logger
+	// ContainerdAddress is an existing containerd's socket; "" starts one
+	// of the agent's own under DataDir.
+	ContainerdAddress string
+	// ImagesDir holds OCI tarballs imported at start (no registry here).
+	ImagesDir string
+	// DNSUpstreams answer names outside the cluster; "" reads
+	// /etc/resolv.conf.
+	DNSUpstreams []string
+	Logger       *slog.Logger
 }
 
 var (

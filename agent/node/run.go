@@ -4,6 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/agent/dns"
 
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
@@ -11,9 +21,9 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 )
 
-// Run runs the agent until ctx ends. The dataplane's programs and rules
-// stay in place when it returns, so Services keep answering while the
-// agent restarts.
+// Run runs the agent until ctx ends. The dataplane's programs and rules,
+// and the pods, stay in place when it returns, so Services keep answering
+// while the agent restarts.
 func (a *Agent) Run(ctx context.Context) error {
 	if _, err := a.register(ctx); err != nil {
 		return err
@@ -29,10 +39,123 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	svcs := client.NewInformer(a.c, servicesR, client.InformerOptions{Logger: a.log})
 	eps := client.NewInformer(a.c, endpointsR, client.InformerOptions{Logger: a.log})
-	go svcs.Run(ctx)
-	go eps.Run(ctx)
-	a.syncServices(ctx, dp, svcs, eps)
+	nodes := client.NewInformer(a.c, nodesR, client.InformerOptions{Logger: a.log})
+	pods := client.NewInformer(a.c, podsR, client.InformerOptions{FieldSelector: "spec.nodeName=" + a.cfg.Name, Logger: a.log})
+	var done sync.WaitGroup
+	run := func(f func()) {
+		done.Add(1)
+		go func() { defer done.Done(); f() }()
+	}
+	defer done.Wait()
+	for _, inf := range []*client.Informer{svcs, eps, nodes, pods} {
+		run(func() { inf.Run(ctx) })
+	}
+	run(func() { a.syncServices(ctx, dp, svcs, eps) })
+
+	podCIDR, err := a.waitPodCIDR(ctx)
+	if err != nil {
+		return nil // stopped before the control plane gave a pod CIDR
+	}
+	host, err := a.startPodHost(ctx, podCIDR)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	run(func() { a.syncRoutes(ctx, host.net, nodes) })
+	resolver, err := dns.New(dns.Config{Listen: []string{netip.AddrPortFrom(host.dnsAddr, 53).String()}, Upstreams: a.cfg.DNSUpstreams, Logger: a.log},
+		dnsSource{svcs: svcs, eps: eps, pods: pods})
+	if err != nil {
+		return fmt.Errorf("start cluster DNS: %w", err)
+	}
+	run(func() {
+		if err := resolver.Run(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("cluster DNS stopped", "err", err)
+		}
+	})
+	a.log.Info("node ready for pods", "podCIDR", podCIDR, "dns", host.dnsAddr)
+	a.runPods(ctx, host, pods)
 	return nil
+}
+
+// dnsSource answers the DNS server's questions from the agent's caches.
+type dnsSource struct{ svcs, eps, pods *client.Informer }
+
+func (s dnsSource) Services() []*corev1.Service    { return typed[*corev1.Service](s.svcs.List()) }
+func (s dnsSource) Endpoints() []*corev1.Endpoints { return typed[*corev1.Endpoints](s.eps.List()) }
+func (s dnsSource) Pods() []*corev1.Pod            { return typed[*corev1.Pod](s.pods.List()) }
+
+// Cleanup removes everything the agent made on this node: its pods (and
+// with them their veths, mounts and cgroups), the runtime's containerd,
+// the pod network and routes, and both dataplanes' programs, pins, links
+// and chains: `skep agent --cleanup`.
+func Cleanup(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	var errs []error
+	if data, err := os.ReadFile(filepath.Join(cfg.DataDir, "pod-cidr")); err == nil {
+		podCIDR, err := netip.ParsePrefix(strings.TrimSpace(string(data)))
+		if err == nil {
+			errs = append(errs, cleanupPods(ctx, cfg, podCIDR))
+		}
+	}
+	errs = append(errs, CleanupDataplanes(ctx, cfg), removePodCgroups(cgroupParent(cfg.CgroupRoot)))
+	return errors.Join(errs...)
+}
+
+// removePodCgroups removes the empty cgroups runc left for the node's pods
+// in every hierarchy (cgroup v1 controllers and the unified one), deepest
+// first.
+func removePodCgroups(parent string) error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	var errs []error
+	for _, root := range append(roots, "/sys/fs/cgroup") {
+		dir := filepath.Join(root, parent)
+		if _, err := os.Stat(dir); err != nil {
+			continue
+		}
+		var dirs []string
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := os.Remove(dirs[i]); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dirs[i], err))
+			}
+		}
+		// In the v1 hierarchies runc also made the parents; they hold
+		// nothing of anyone else's when empty. The unified parent is the
+		// node's own cgroup, which whoever made it removes.
+		if root == "/sys/fs/cgroup/unified" || root == "/sys/fs/cgroup" {
+			continue
+		}
+		for d := filepath.Dir(dir); d != root && strings.HasPrefix(d, root+"/"); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func cleanupPods(ctx context.Context, cfg Config, podCIDR netip.Prefix) error {
+	a := &Agent{cfg: cfg, log: cfg.Logger}
+	host, err := a.startPodHostForCleanup(ctx, podCIDR)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	pods, err := host.rt.ListPods(ctx)
+	errs = append(errs, err)
+	for _, p := range pods {
+		errs = append(errs, host.rt.KillPod(ctx, p.UID, 0))
+	}
+	errs = append(errs, host.rt.Close(), host.net.Cleanup(ctx))
+	host.net.Close()
+	return errors.Join(errs...)
 }
 
 // CleanupDataplanes removes every program, pin, link and chain either

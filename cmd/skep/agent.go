@@ -30,7 +30,10 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) ebpf or iptables; starting with one removes the other's state"},
 			&cli.StringFlag{Name: "cgroup-root", Value: "/sys/fs/cgroup/unified", Usage: "(networking) the cgroup2 directory whose processes the eBPF socket programs balance"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) the pod addresses of the whole cluster"},
-			&cli.BoolFlag{Name: "cleanup", Usage: "remove every program, pin, link and chain the dataplanes made on this node, and exit"},
+			&cli.StringFlag{Name: "images", Usage: "(images) a directory of OCI image tarballs (*.tar) to import at start, for nodes with no registry"},
+			&cli.StringFlag{Name: "containerd-address", Usage: "(runtime) an existing containerd's socket; default: start one of the agent's own under --data-dir"},
+			&cli.StringSliceFlag{Name: "dns-upstream", Usage: "(dns) resolvers for names outside the cluster, ip or ip:port; default: the node's /etc/resolv.conf"},
+			&cli.BoolFlag{Name: "cleanup", Usage: "remove everything the agent made on this node (pods, containerd, pod network, programs, pins, links, chains), and exit"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := agentConfigFrom(c)
@@ -40,7 +43,7 @@ func agentCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			if c.Bool("cleanup") {
-				return node.CleanupDataplanes(ctx, cfg)
+				return node.Cleanup(ctx, cfg)
 			}
 			if cfg.Server == "" {
 				return fmt.Errorf("--server is required: the API server's URL, https://HOST:6443")
@@ -59,6 +62,7 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 		Server: strings.TrimRight(c.String("server"), "/"), JoinToken: strings.TrimSpace(c.String("token")), CAFile: c.String("ca"),
 		Name: c.String("node-name"), DataDir: c.String("data-dir"), Dataplane: c.String("dataplane"),
 		CgroupRoot: c.String("cgroup-root"), Interface: c.String("interface"), Logger: newLogger(),
+		ImagesDir: c.String("images"), ContainerdAddress: c.String("containerd-address"), DNSUpstreams: c.StringSlice("dns-upstream"),
 	}
 	if cfg.Dataplane != "ebpf" && cfg.Dataplane != "iptables" {
 		return cfg, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", cfg.Dataplane)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 
 	"github.com/skep-io/skep/test/images"
@@ -19,7 +20,12 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	tars, err := images.Build(ctx, *out)
+	dir, err := filepath.Abs(*out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tars, err := images.Build(ctx, dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build test images:", err)
 		os.Exit(1)
