@@ -22,8 +22,11 @@ test: deps build ## every test: unit, BPF, containerd, end to end
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
 
-demo: deps build ## start a control plane, apply the examples, show them, stop
+demo: deps build images ## a 3-node lab, the echo server behind a Service, answers by ClusterIP, NodePort and name
 	@test/lab/demo.sh
+
+demo-down: build ## tear down a demo lab left running
+	$(BIN) lab down --name demo
 
 bench: deps build ## benchmarks, variants interleaved in one run
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 3x ./controlplane/... ./agent/...

@@ -1,58 +1,110 @@
 #!/usr/bin/env bash
-# make demo: a control plane on a temporary data dir, the introduction's
-# example manifests applied to it (the two the README says are wrong are
-# refused, with the reason), `skep get` showing the result, then a clean stop.
+# make demo: a 3-node lab on this machine (nodes in network namespaces, each
+# with its own agent, containerd and cgroup), the echo server deployed
+# behind a Service, and the Service answering by ClusterIP, node port and
+# name. On a terminal it waits for Ctrl-C, otherwise it tears down at once;
+# `make demo-down` tears down a lab left running.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 skep="$top/bin/skep"
-examples="$top/../shared/examples/intro"
-[ -d "$examples" ] || examples="$top/test/e2e/testdata/intro"
-work=$(mktemp -d /tmp/skep-demo.XXXXXX)
-port=$(( 20000 + RANDOM % 10000 ))
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+images="$top/_out/images"
+lab=demo
+start=$(date +%s)
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@" || true; }
+run() { printf '$ %s\n' "$*"; "$@"; }
 
-say "starting skep server (data in $work, API on 127.0.0.1:$port)"
-HOME="$work/home" "$skep" server --data-dir "$work/server" --listen "127.0.0.1:$port" \
-  --nats-listen 127.0.0.1:-1 --lb-pool 198.18.200.0/28 >"$work/server.log" 2>&1 &
-pid=$!
-export SKEPCONFIG="$work/server/admin.conf"
-for _ in $(seq 50); do [ -f "$SKEPCONFIG" ] && "$skep" get ns >/dev/null 2>&1 && break; sleep 0.2; done
+down() {
+  say "tearing the lab down"
+  "$skep" lab down --name "$lab" || true
+}
+trap down EXIT
+trap 'exit 130' INT TERM
 
-say "the examples, as printed: both are refused, and nothing is written"
-run "$skep" apply -f "$examples/pod.yaml"
-run "$skep" apply -f "$examples/service.yaml"
+say "bringing up a 3-node lab"
+run "$skep" lab up --name "$lab" --nodes 3 --images "$images"
+eval "$("$skep" lab env --name "$lab")"
 
-say "corrected: the pod named pod1 with volumes, the service as NodePort in namespace dev"
-sed 's/name: Pod1/name: pod1/; s/volumns:/volumes:/' "$examples/pod.yaml" >"$work/pod.yaml"
-run "$skep" apply -f "$work/pod.yaml"
-cat >"$work/dev.yaml" <<YAML
-apiVersion: v1
-kind: Namespace
+say "deploying the echo server (3 replicas) and a NodePort Service"
+"$skep" apply -f - <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
 metadata:
-  name: dev
+  name: echo
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      containers:
+      - name: echo
+        image: skep/echo:latest
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports:
+  - {port: 80, targetPort: 8080, nodePort: 31122}
 YAML
-sed 's/  type: #/  type: NodePort #/' "$examples/service.yaml" >>"$work/dev.yaml.svc"
-{ echo '---'; cat "$work/dev.yaml.svc"; } >>"$work/dev.yaml"
-run "$skep" apply -f "$work/dev.yaml"
-run "$skep" get svc -n dev -o wide
-
-say "one Service, four types, applied one after another as kubectl apply would"
-for f in service-clusterip service-nodeport service-loadbalancer service-externalname; do
-  run "$skep" apply -f "$examples/$f.yaml"
-  run "$skep" get svc my-service
+for _ in $(seq 120); do
+  [ "$("$skep" get deploy echo -o json | grep -o '"readyReplicas": *[0-9]*' | grep -o '[0-9]*$')" = 3 ] && break
+  sleep 0.5
 done
+run "$skep" get nodes,pods,svc -o wide
 
-say "everything"
-run "$skep" get pods,svc -A -o wide
+cip=$("$skep" get svc echo -o json | grep -o '"clusterIP": *"[^"]*"' | cut -d'"' -f4)
+node1=$("$skep" lab status --name "$lab" | awk '/node1/ {print $1; exit}')
+nodeip=$("$skep" get nodes -o wide | awk 'NR==2 {print $6}')
 
-say "stopping"
+say "ClusterIP $cip from $node1 (eBPF socket load balancing): the answering pod changes"
+for _ in 1 2 3 4 5 6; do "$skep" lab exec --name "$lab" "$node1" -- curl -s "http://$cip/"; echo; done
+
+say "NodePort $nodeip:31122 from the client outside the cluster (eBPF tc)"
+for _ in 1 2 3; do "$skep" lab exec --name "$lab" client -- curl -s "http://$nodeip:31122/"; echo; done
+
+say "by name, from a pod: echo.default.svc.cluster.local"
+"$skep" apply -f - <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dns-demo
+spec:
+  restartPolicy: Never
+  containers:
+  - name: sh
+    image: skep/toolbox:latest
+    command: ["sh", "-c", "nslookup echo.default.svc.cluster.local && wget -q -O - http://echo/"]
+YAML
+for _ in $(seq 60); do
+  phase=$("$skep" get pod dns-demo -o json | grep -o '"phase": *"[^"]*"' | cut -d'"' -f4)
+  [ "$phase" = Succeeded ] || [ "$phase" = Failed ] && break
+  sleep 0.5
+done
+run "$skep" get pod dns-demo
+
+printf '\nfirst command to first answer: %ss\n' "$(( $(date +%s) - start ))"
+cat <<TRY
+
+Try next (in another shell):
+  eval "\$($skep lab env --name $lab)"
+  $skep get pods -o wide
+  $skep scale deploy echo --replicas 5
+  $skep lab exec --name $lab $node1 -- curl -s http://$cip/
+TRY
+if [ -t 0 ]; then
+  say "the lab stays up until Ctrl-C"
+  while sleep 3600; do :; done
+fi

@@ -20,6 +20,7 @@ declare -A need=(
   [conntrack]=conntrack
   [ip]=iproute2
   [nsenter]=util-linux
+  [curl]=curl
 )
 missing=()
 for cmd in "${!need[@]}"; do
