@@ -154,6 +154,13 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 		t.Fatalf("40 connects reached %v; want both backends", seen)
 	}
 
+	// What the node's maps hold, as an operator reads it.
+	out, err := exec.Command(skepBinary, "dataplane", "services", "--node-name", node).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "default/slice:TCP") || !strings.Contains(string(out), clusterIP+":80/tcp") ||
+		!strings.Contains(string(out), "127.0.0.21:"+port) || !strings.Contains(string(out), "127.0.0.22:"+port) {
+		t.Errorf("skep dataplane services: %v\n%s\nwant default/slice at %s:80 with both backends", err, out, clusterIP)
+	}
+
 }
 
 func loadServerURL(p *serverProc) (string, error) {

@@ -21,6 +21,7 @@ func main() {
 		Commands: []*cli.Command{
 			serverCommand(),
 			agentCommand(),
+			dataplaneCommand(),
 			applyCommand(),
 			createCommand(),
 			getCommand(),

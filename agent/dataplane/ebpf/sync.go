@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -215,4 +216,25 @@ func (d *Dataplane) Services(ctx context.Context) ([]dataplane.Service, error) {
 		return nil, fmt.Errorf("read ebpf dataplane services: %w", err)
 	}
 	return st.servicesOf(d.cfg.NodeName), nil
+}
+
+// ReadServices reads what a node's pinned maps hold, without loading the
+// node's programs into any hook or changing a map: for
+// `skep dataplane services` beside a running agent.
+func ReadServices(cfg Config) ([]dataplane.Service, error) {
+	dir := cfg.pinDir()
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("read ebpf dataplane services: no pins of node %s: %w", cfg.NodeName, err)
+	}
+	objs, err := bpf.Load(bpf.Options{PinDir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("read ebpf dataplane services: %w", err)
+	}
+	d := &Dataplane{cfg: cfg, objs: objs}
+	defer d.Close()
+	st, err := loadMapState(d.maps())
+	if err != nil {
+		return nil, fmt.Errorf("read ebpf dataplane services: %w", err)
+	}
+	return st.servicesOf(cfg.NodeName), nil
 }
