@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/skep-io/skep/agent/dns"
+	"github.com/skep-io/skep/agent/network"
 
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
@@ -51,6 +52,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		run(func() { inf.Run(ctx) })
 	}
 	run(func() { a.syncServices(ctx, dp, svcs, eps) })
+	run(func() { a.announceLoadBalancers(ctx, svcs, nodes) })
 
 	podCIDR, err := a.waitPodCIDR(ctx)
 	if err != nil {
@@ -98,6 +100,9 @@ func Cleanup(ctx context.Context, cfg Config) error {
 		if err == nil {
 			errs = append(errs, cleanupPods(ctx, cfg, podCIDR))
 		}
+	}
+	if cfg.Interface != "" {
+		errs = append(errs, network.AnnounceAddresses(cfg.Interface, nil))
 	}
 	errs = append(errs, CleanupDataplanes(ctx, cfg), removePodCgroups(cgroupParent(cfg.CgroupRoot)))
 	return errors.Join(errs...)
