@@ -1,0 +1,672 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+// Config is what a lab is made of.
+type Config struct {
+	Name      string // default DefaultName; part of every name the lab gives
+	Nodes     int    // default 3
+	Dataplane string // "ebpf" (default) or "iptables"
+	Binary    string // the skep binary the server and agents run; required
+	// ImagesDir holds the OCI image tarballs every agent imports at start
+	// (`skep agent --images`); empty: the agents import none.
+	ImagesDir string
+	// Dir holds the lab's state, data and logs; default DirFor(Name).
+	Dir string
+	// ServerArgs and AgentArgs are appended to the command lines of the
+	// server and of every agent, e.g. a shorter --pod-eviction-timeout.
+	ServerArgs []string
+	AgentArgs  []string
+	// ReadyTimeout bounds the wait for every node to be Ready; default 3m.
+	ReadyTimeout time.Duration
+	Logger       *slog.Logger
+	// Progress receives one line per step of Up and Down; nil: none.
+	Progress io.Writer
+}
+
+// Lab is a lab cluster, brought up by Up or found by Open.
+type Lab struct {
+	cfg Config
+	st  *state
+	log *slog.Logger
+
+	mu sync.Mutex
+	// reaped holds, for processes this process started, a channel closed
+	// once the process has been waited for.
+	reaped map[int]<-chan struct{}
+}
+
+var nodesR = api.MustLookup("nodes")
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if err := checkName(c.Name); err != nil {
+		return err
+	}
+	if c.Nodes == 0 {
+		c.Nodes = 3
+	}
+	if c.Nodes < 1 || c.Nodes > 100 {
+		return fmt.Errorf("nodes %d: a lab has 1 to 100 nodes", c.Nodes)
+	}
+	if c.Dataplane == "" {
+		c.Dataplane = "ebpf"
+	}
+	if c.Dataplane != "ebpf" && c.Dataplane != "iptables" {
+		return fmt.Errorf("dataplane %q: allowed are ebpf, iptables", c.Dataplane)
+	}
+	if c.Binary == "" {
+		return errors.New("no skep binary given to run the server and agents")
+	}
+	bin, err := filepath.Abs(c.Binary)
+	if err != nil {
+		return fmt.Errorf("binary %s: %w", c.Binary, err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("binary: %w", err)
+	}
+	c.Binary = bin
+	if c.ImagesDir != "" {
+		if c.ImagesDir, err = filepath.Abs(c.ImagesDir); err != nil {
+			return fmt.Errorf("images dir: %w", err)
+		}
+		if fi, err := os.Stat(c.ImagesDir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("images dir %s: not a directory", c.ImagesDir)
+		}
+	}
+	if c.Dir == "" {
+		c.Dir = DirFor(c.Name)
+	}
+	if c.Dir, err = filepath.Abs(c.Dir); err != nil {
+		return fmt.Errorf("lab dir: %w", err)
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 3 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return nil
+}
+
+func checkHost() error {
+	if _, err := os.Stat(filepath.Join(cgroup2Root, "cgroup.procs")); err != nil {
+		return fmt.Errorf("no cgroup2 hierarchy at %s: %w", cgroup2Root, err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != bpfFSMagic {
+		return errors.New("bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf, or make deps)")
+	}
+	for _, tool := range []string{"ip", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (Debian packages iproute2, util-linux): %w", tool, err)
+		}
+	}
+	return nil
+}
+
+// Up builds a lab and waits until every node is Ready. When it fails, it
+// removes what it made; the error then carries the end of the log that
+// says why.
+func Up(ctx context.Context, cfg Config) (*Lab, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := checkHost(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, stateFile)); err == nil {
+		return nil, fmt.Errorf("lab %s exists already (state in %s): skep lab down --name %s first", cfg.Name, cfg.Dir, cfg.Name)
+	}
+	l := &Lab{cfg: cfg, log: cfg.Logger.With("lab", cfg.Name), reaped: map[int]<-chan struct{}{}}
+	if err := l.up(ctx); err != nil {
+		l.progress("up failed, removing what was made")
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if derr := l.Down(dctx); derr != nil {
+			err = errors.Join(err, fmt.Errorf("and removing the half-made lab: %w", derr))
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) progress(format string, args ...any) {
+	fmt.Fprintf(l.cfg.Progress, "lab %s: %s\n", l.cfg.Name, fmt.Sprintf(format, args...))
+}
+
+func (l *Lab) up(ctx context.Context) error {
+	cfg := l.cfg
+	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "logs"), filepath.Join(cfg.Dir, "nodes")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	unlock, err := lockSubnets()
+	if err != nil {
+		return err
+	}
+	k, err := freeSubnet(cfg.Name)
+	if err != nil {
+		unlock()
+		return err
+	}
+	// Every name is fixed and written down before anything is made.
+	l.st = &state{
+		Name: cfg.Name, Dir: cfg.Dir, Binary: cfg.Binary, Dataplane: cfg.Dataplane, ImagesDir: cfg.ImagesDir,
+		AgentArgs: cfg.AgentArgs, Subnet: k, Bridge: bridgeName(cfg.Name),
+		Cgroup: filepath.Join(cgroup2Root, "sklab-"+cfg.Name),
+	}
+	l.st.Client = member{Name: ClientName, Short: ClientName, Netns: clientNetns(cfg.Name), HostVeth: clientVeth(k),
+		IP: clientIP(k).String(), Cgroup: filepath.Join(l.st.Cgroup, ClientName)}
+	for i := 1; i <= cfg.Nodes; i++ {
+		short := "node" + strconv.Itoa(i)
+		l.st.Nodes = append(l.st.Nodes, member{
+			Name: nodeName(cfg.Name, i), Short: short, Netns: nodeNetns(cfg.Name, i), HostVeth: nodeVeth(k, i),
+			IP: nodeIP(k, i).String(), Cgroup: filepath.Join(l.st.Cgroup, short),
+			DataDir: filepath.Join(cfg.Dir, "nodes", short), Log: filepath.Join(cfg.Dir, "logs", short+".log"),
+		})
+	}
+	if err := l.st.save(); err != nil {
+		unlock()
+		return err
+	}
+	err = makeBridge(l.st.Bridge, bridgeIP(k))
+	unlock()
+	if err != nil {
+		return err
+	}
+	l.progress("bridge %s with %s, node network %s", l.st.Bridge, bridgeIP(k), subnet(k))
+
+	for _, dir := range []string{l.st.Cgroup, l.st.Client.Cgroup, filepath.Join(l.st.Cgroup, "server")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+	}
+	if err := l.startServer(ctx); err != nil {
+		return err
+	}
+	for i := range l.st.Nodes {
+		if err := l.makeNode(ctx, i); err != nil {
+			return err
+		}
+	}
+	c := &l.st.Client
+	if err := makeNetns(c.Netns); err != nil {
+		return err
+	}
+	if err := plug(c.Netns, c.HostVeth, l.st.Bridge, clientIP(k), bridgeIP(k)); err != nil {
+		return err
+	}
+	var gws []netip.Addr
+	for i := range l.st.Nodes {
+		gws = append(gws, nodeIP(k, i+1))
+	}
+	if err := routeVia(c.Netns, lbPool(k), gws); err != nil {
+		return err
+	}
+	l.progress("client %s in netns %s; LoadBalancer pool %s routed through the nodes", c.IP, c.Netns, lbPool(k))
+	return l.WaitReady(ctx, l.cfg.ReadyTimeout)
+}
+
+func (l *Lab) startServer(ctx context.Context) error {
+	k := l.st.Subnet
+	port, err := freePort(bridgeIP(k))
+	if err != nil {
+		return err
+	}
+	dataDir := filepath.Join(l.st.Dir, "server")
+	listen := netip.AddrPortFrom(bridgeIP(k), uint16(port)).String()
+	argv := []string{l.st.Binary, "server", "--listen", listen, "--advertise-address", bridgeIP(k).String(),
+		"--tls-san", bridgeIP(k).String(), "--data-dir", dataDir, "--nats-listen", "127.0.0.1:-1",
+		"--lb-pool", lbPool(k).String(), "--cluster-cidr", ClusterCIDR, "--no-fsync"}
+	argv = append(argv, l.cfg.ServerArgs...)
+	// The server writes ~/.skep/config when there is none; a lab's config
+	// lives in its directory only, so that it goes with the lab.
+	env := append(os.Environ(), "HOME="+filepath.Join(dataDir, "home"))
+	logPath := filepath.Join(l.st.Dir, "logs", "server.log")
+	p, done, err := daemon("", filepath.Join(l.st.Cgroup, "server"), argv, env, logPath)
+	if err != nil {
+		return fmt.Errorf("start the server: %w", err)
+	}
+	l.track(p, done)
+	l.st.Server = p
+	l.st.ServerURL = "https://" + listen
+	if err := l.st.save(); err != nil {
+		return err
+	}
+	l.progress("server %s (pid %d, log %s)", l.st.ServerURL, p.PID, logPath)
+
+	// Ready when the API answers with the admin config.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := l.Client()
+		if err == nil {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, _, err = c.List(lctx, nodesR, "", client.ListOptions{})
+			cancel()
+			if err == nil {
+				return nil
+			}
+		}
+		if !p.running() {
+			return fmt.Errorf("the server exited; the end of %s:\n%s", logPath, tail(logPath, 20))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the server at %s did not answer (%v); the end of %s:\n%s", l.st.ServerURL, err, logPath, tail(logPath, 20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (l *Lab) makeNode(ctx context.Context, i int) error {
+	n := &l.st.Nodes[i]
+	k := l.st.Subnet
+	if err := makeNetns(n.Netns); err != nil {
+		return err
+	}
+	if err := plug(n.Netns, n.HostVeth, l.st.Bridge, nodeIP(k, i+1), bridgeIP(k)); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(n.Cgroup, 0o755); err != nil {
+		return fmt.Errorf("create cgroup %s: %w", n.Cgroup, err)
+	}
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", n.DataDir, err)
+	}
+	if err := l.startAgent(n); err != nil {
+		return err
+	}
+	l.progress("%s: %s in netns %s, cgroup %s, agent pid %d", n.Name, n.IP, n.Netns, n.Cgroup, n.Agent.PID)
+	return nil
+}
+
+// agentArgs are the agent's flags, the same a real node's agent gets.
+func (l *Lab) agentArgs(n *member) []string {
+	argv := []string{l.st.Binary, "agent", "--server", l.st.ServerURL, "--node-name", n.Name,
+		"--node-ip", n.IP, "--interface", "eth0", "--data-dir", n.DataDir, "--dataplane", l.st.Dataplane,
+		"--cgroup-root", n.Cgroup, "--cluster-cidr", ClusterCIDR}
+	if l.st.ImagesDir != "" {
+		argv = append(argv, "--images", l.st.ImagesDir)
+	}
+	return append(argv, l.st.AgentArgs...)
+}
+
+func (l *Lab) startAgent(n *member) error {
+	token, err := os.ReadFile(filepath.Join(l.st.Dir, "server", "node-token"))
+	if err != nil {
+		return fmt.Errorf("read the node token: %w", err)
+	}
+	// The token goes by environment, not on the command line that ps shows.
+	env := append(os.Environ(), "SKEP_TOKEN="+strings.TrimSpace(string(token)))
+	p, done, err := daemon(n.Netns, n.Cgroup, l.agentArgs(n), env, n.Log)
+	if err != nil {
+		return fmt.Errorf("start the agent of %s: %w", n.Name, err)
+	}
+	l.track(p, done)
+	n.Agent = p
+	return l.st.save()
+}
+
+func (l *Lab) track(p *proc, done <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reaped[p.PID] = done
+}
+
+// WaitReady waits up to timeout until every node of the lab is Ready,
+// writing progress as nodes become Ready. It fails early when an agent
+// exits, with the end of its log.
+func (l *Lab) WaitReady(ctx context.Context, timeout time.Duration) error {
+	c, err := l.Client()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	last := -1
+	for {
+		ready, notReady := l.readiness(ctx, c)
+		if len(ready) != last {
+			l.progress("%d/%d nodes Ready", len(ready), len(l.st.Nodes))
+			last = len(ready)
+		}
+		if len(notReady) == 0 {
+			return nil
+		}
+		for _, n := range l.st.Nodes {
+			if n.Agent != nil && !n.Agent.running() {
+				return fmt.Errorf("the agent of %s exited; the end of %s:\n%s", n.Name, n.Log, tail(n.Log, 20))
+			}
+		}
+		if time.Now().After(deadline) {
+			n := l.member(notReady[0])
+			return fmt.Errorf("nodes not Ready after %s: %s; the end of %s:\n%s", timeout, strings.Join(notReady, ", "), n.Log, tail(n.Log, 20))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for nodes Ready: %w", ctx.Err())
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// readiness sorts the lab's nodes into Ready and not (yet) Ready.
+func (l *Lab) readiness(ctx context.Context, c *client.HTTP) (ready, notReady []string) {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	objs, _, err := c.List(lctx, nodesR, "", client.ListOptions{})
+	isReady := map[string]bool{}
+	if err == nil {
+		for _, o := range objs {
+			n := o.(*corev1.Node)
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					isReady[n.Name] = true
+				}
+			}
+		}
+	}
+	for _, n := range l.st.Nodes {
+		if isReady[n.Name] {
+			ready = append(ready, n.Name)
+		} else {
+			notReady = append(notReady, n.Name)
+		}
+	}
+	return ready, notReady
+}
+
+// Open finds a lab by its state file: in dir, or in DirFor(name) when dir
+// is empty. It fails with ErrNoLab when there is none.
+func Open(name, dir string) (*Lab, error) {
+	if name == "" {
+		name = DefaultName
+	}
+	if dir == "" {
+		dir = DirFor(name)
+	}
+	st, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg := Config{Name: st.Name, Nodes: len(st.Nodes), Dataplane: st.Dataplane, Binary: st.Binary,
+		ImagesDir: st.ImagesDir, Dir: st.Dir, AgentArgs: st.AgentArgs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Progress: io.Discard}
+	return &Lab{cfg: cfg, st: st, log: cfg.Logger, reaped: map[int]<-chan struct{}{}}, nil
+}
+
+// SetProgress sends the progress lines of later calls (Down, WaitReady) to w.
+func (l *Lab) SetProgress(w io.Writer) {
+	if w == nil {
+		w = io.Discard
+	}
+	l.cfg.Progress = w
+}
+
+// Config is the configuration the lab was made with.
+func (l *Lab) Config() Config { return l.cfg }
+
+// Name is the lab's name.
+func (l *Lab) Name() string { return l.st.Name }
+
+// AdminConfigPath is the admin's client config: export SKEPCONFIG=<it>.
+func (l *Lab) AdminConfigPath() string { return filepath.Join(l.st.Dir, "server", "admin.conf") }
+
+// ServerURL is the API server's address, on the bridge.
+func (l *Lab) ServerURL() string { return l.st.ServerURL }
+
+// Client is an API client with the admin's credentials.
+func (l *Lab) Client() (*client.HTTP, error) {
+	cfg, err := client.LoadConfig(l.AdminConfigPath())
+	if err != nil {
+		return nil, fmt.Errorf("load the lab's admin config: %w", err)
+	}
+	return client.New(cfg)
+}
+
+// Nodes are the names of the lab's nodes, as registered: <lab>-node1 ...
+func (l *Lab) Nodes() []string {
+	var out []string
+	for _, n := range l.st.Nodes {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// member finds a node by its name (<lab>-node2) or short name (node2), or
+// the client by "client".
+func (l *Lab) member(name string) *member {
+	if name == ClientName {
+		return &l.st.Client
+	}
+	for i := range l.st.Nodes {
+		if n := &l.st.Nodes[i]; n.Name == name || n.Short == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (l *Lab) mustMember(name string) (*member, error) {
+	m := l.member(name)
+	if m == nil {
+		return nil, fmt.Errorf("lab %s has no node %q (it has %s and %s)", l.st.Name, name, strings.Join(l.Nodes(), ", "), ClientName)
+	}
+	return m, nil
+}
+
+// NodeIP is a node's InternalIP (the invalid address for an unknown node).
+func (l *Lab) NodeIP(node string) netip.Addr {
+	if m := l.member(node); m != nil && m.Name != ClientName {
+		a, _ := netip.ParseAddr(m.IP)
+		return a
+	}
+	return netip.Addr{}
+}
+
+// ClientIP is the address of the client namespace, the world outside.
+func (l *Lab) ClientIP() netip.Addr { return clientIP(l.st.Subnet) }
+
+// BridgeIP is the host's address on the node network.
+func (l *Lab) BridgeIP() netip.Addr { return bridgeIP(l.st.Subnet) }
+
+// LBPool is the range LoadBalancer addresses come from; the client routes
+// it through the nodes.
+func (l *Lab) LBPool() netip.Prefix { return lbPool(l.st.Subnet) }
+
+// Netns is the network namespace's name of a node or of the client.
+func (l *Lab) Netns(node string) string {
+	if m := l.member(node); m != nil {
+		return m.Netns
+	}
+	return ""
+}
+
+// Cgroup is the cgroup2 directory of a node or of the client.
+func (l *Lab) Cgroup(node string) string {
+	if m := l.member(node); m != nil {
+		return m.Cgroup
+	}
+	return ""
+}
+
+// LogPath is the log of a node's agent, or of the server for "server".
+func (l *Lab) LogPath(node string) string {
+	if node == "server" {
+		return filepath.Join(l.st.Dir, "logs", "server.log")
+	}
+	if m := l.member(node); m != nil {
+		return m.Log
+	}
+	return ""
+}
+
+// AgentRunning says whether a node's agent process is running.
+func (l *Lab) AgentRunning(node string) bool {
+	m := l.member(node)
+	return m != nil && m.Agent.running()
+}
+
+// ServerRunning says whether the server process is running.
+func (l *Lab) ServerRunning() bool { return l.st.Server.running() }
+
+// Exec runs argv on a node (its name or node<i>), or on the client for
+// "client": in its network namespace and its cgroup, so the node's socket
+// programs see it as one of the node's processes. It returns the command's
+// exit status; err is for a command that could not run or was killed,
+// also when ctx ended.
+func (l *Lab) Exec(ctx context.Context, node string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	m, err := l.mustMember(node)
+	if err != nil {
+		return -1, err
+	}
+	cmd, fd, err := command(ctx, m.Netns, m.Cgroup, argv)
+	if err != nil {
+		return -1, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	err = cmd.Start()
+	fd.Close()
+	if err != nil {
+		return -1, fmt.Errorf("run %s on %s: %w", argv[0], node, err)
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() >= 0 && ctx.Err() == nil {
+		return exit.ExitCode(), nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("run %s on %s: %w", argv[0], node, err)
+	}
+	return 0, nil
+}
+
+// StopAgent stops a node's agent (SIGTERM, then SIGKILL after 10 s) and
+// leaves everything else of the node running: its pods, containerd (as far
+// as the agent leaves it) and dataplane.
+func (l *Lab) StopAgent(ctx context.Context, node string) error {
+	m, err := l.mustMember(node)
+	if err != nil {
+		return err
+	}
+	l.stopTracked(m.Agent, 10*time.Second)
+	return nil
+}
+
+// StartAgent starts a node's agent again, with the flags it had.
+func (l *Lab) StartAgent(ctx context.Context, node string) error {
+	m, err := l.mustMember(node)
+	if err != nil {
+		return err
+	}
+	if m.Agent.running() {
+		return fmt.Errorf("the agent of %s is running (pid %d)", m.Name, m.Agent.PID)
+	}
+	return l.startAgent(m)
+}
+
+// KillNode kills every process of a node at once (agent, containerd,
+// shims, pods: its whole cgroup) and cuts its cable to the node network,
+// as a machine that loses power. ReviveNode undoes the cable cut and starts
+// the agent again.
+func (l *Lab) KillNode(ctx context.Context, node string) error {
+	m, err := l.mustMember(node)
+	if err != nil {
+		return err
+	}
+	if err := setLinkUp(m.HostVeth, false); err != nil {
+		return err
+	}
+	procs := cgroupProcs(m.Cgroup)
+	if err := killCgroup(m.Cgroup); err != nil {
+		return err
+	}
+	l.waitGone(procs, 5*time.Second)
+	return nil
+}
+
+// CutNode sets a node's cable to the node network down (or up again, with
+// up true); its processes keep running.
+func (l *Lab) CutNode(node string, up bool) error {
+	m, err := l.mustMember(node)
+	if err != nil {
+		return err
+	}
+	return setLinkUp(m.HostVeth, up)
+}
+
+// ReviveNode reconnects a killed node and starts its agent again.
+func (l *Lab) ReviveNode(ctx context.Context, node string) error {
+	if err := l.CutNode(node, true); err != nil {
+		return err
+	}
+	return l.StartAgent(ctx, node)
+}
+
+// stopTracked stops a process of the lab and, when this process started
+// it, waits until it has been reaped.
+func (l *Lab) stopTracked(p *proc, grace time.Duration) {
+	if p == nil {
+		return
+	}
+	p.stop(grace)
+	l.mu.Lock()
+	done := l.reaped[p.PID]
+	l.mu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// waitGone waits until the processes have left /proc entirely. Processes
+// this process did not start are reaped by PID 1, which on some machines
+// takes a while; until then they are zombies that still count as ours.
+func (l *Lab) waitGone(procs []proc, d time.Duration) bool {
+	return waitFor(d, func() bool {
+		for i := range procs {
+			if procs[i].exists() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// PIDs are the recorded processes of the lab that run: the server and the
+// agents.
+func (l *Lab) PIDs() []int {
+	var out []int
+	for _, p := range l.started() {
+		if p.running() {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
