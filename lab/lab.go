@@ -670,3 +670,50 @@ func (l *Lab) PIDs() []int {
 	}
 	return out
 }
+
+// Bridge is the name of the lab's bridge in the host namespace.
+func (l *Lab) Bridge() string { return l.st.Bridge }
+
+// Dir is the lab's directory: state, data and logs.
+func (l *Lab) Dir() string { return l.st.Dir }
+
+// Ready says, for every node of the lab, whether the API server has it
+// Ready.
+func (l *Lab) Ready(ctx context.Context) (map[string]bool, error) {
+	c, err := l.Client()
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, _, err := c.List(lctx, nodesR, "", client.ListOptions{}); err != nil {
+		return nil, fmt.Errorf("list nodes at %s: %w", l.st.ServerURL, err)
+	}
+	ready, _ := l.readiness(ctx, c)
+	out := map[string]bool{}
+	for _, n := range l.st.Nodes {
+		out[n.Name] = false
+	}
+	for _, n := range ready {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// List names the labs that have a state file under DefaultRoot.
+func List() ([]string, error) {
+	entries, err := os.ReadDir(DefaultRoot)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list labs: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(DefaultRoot, e.Name(), stateFile)); err == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
