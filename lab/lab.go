@@ -602,10 +602,16 @@ func (l *Lab) KillNode(ctx context.Context, node string) error {
 		return err
 	}
 	procs := cgroupProcs(m.Cgroup)
-	if err := killCgroup(m.Cgroup); err != nil {
-		return err
+	if !killProcs(m.Cgroup) {
+		return fmt.Errorf("kill node %s: processes remain in %s", m.Name, m.Cgroup)
 	}
-	l.waitGone(procs, 5*time.Second)
+	l.mu.Lock()
+	done := l.reaped[m.Agent.PID]
+	l.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	l.waitGone(procs, 15*time.Second)
 	return nil
 }
 
@@ -619,10 +625,15 @@ func (l *Lab) CutNode(node string, up bool) error {
 	return setLinkUp(m.HostVeth, up)
 }
 
-// ReviveNode reconnects a killed node and starts its agent again.
+// ReviveNode reconnects a killed node and, once it reaches the API server
+// again, starts its agent.
 func (l *Lab) ReviveNode(ctx context.Context, node string) error {
 	if err := l.CutNode(node, true); err != nil {
 		return err
+	}
+	m, _ := l.mustMember(node)
+	if err := dialFrom(m.Netns, strings.TrimPrefix(l.st.ServerURL, "https://"), 10*time.Second); err != nil {
+		return fmt.Errorf("revive %s: %w", m.Name, err)
 	}
 	return l.StartAgent(ctx, node)
 }

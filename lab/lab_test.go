@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
@@ -22,8 +23,9 @@ import (
 	"github.com/skep-io/skep/lab/labtest"
 )
 
-// skep is the binary built by TestMain, the one the labs run.
-var skep string
+// skep is the binary built by TestMain, the one the labs run; images the
+// directory of the test images.
+var skep, images string
 
 func TestMain(m *testing.M) {
 	// The test binary doubles as a helper run inside a lab or as a lab's
@@ -38,6 +40,12 @@ func TestMain(m *testing.M) {
 	}
 	skep, err = labtest.BuildSkep(dir)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	images = filepath.Join(dir, "images")
+	if err := labtest.BuildImages(images); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -166,6 +174,27 @@ func TestTwoLabsReachAndGoDown(t *testing.T) {
 		}
 	})
 
+	t.Run("kill and revive a node", func(t *testing.T) {
+		n2 := a.Nodes()[1]
+		if err := a.KillNode(t.Context(), n2); err != nil {
+			t.Fatal(err)
+		}
+		if procs, _ := os.ReadFile(a.Cgroup(n2) + "/cgroup.procs"); len(procs) > 0 || a.AgentRunning(n2) {
+			t.Errorf("processes left in %s after KillNode: %q", n2, procs)
+		}
+		var sink bytes.Buffer
+		if code, err := a.Exec(t.Context(), "client", []string{"busybox", "ping", "-c1", "-W1", a.NodeIP(n2).String()}, nil, &sink, &sink); err != nil || code == 0 {
+			t.Errorf("ping to killed node %s: exit %d, err %v; want no answer", n2, code, err)
+		}
+		if err := a.ReviveNode(t.Context(), n2); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.WaitReady(t.Context(), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		run(t, a, "client", "busybox", "ping", "-c1", "-W3", a.NodeIP(n2).String())
+	})
+
 	t.Run("down of one leaves the other", func(t *testing.T) {
 		labtest.Teardown(t, b)
 		for _, n := range a.Nodes() {
@@ -248,6 +277,82 @@ func TestDownAfterCrash(t *testing.T) {
 	}
 }
 
+// TestDownWithPodsAfterCrash: a lab with a pod running on each node loses
+// its server and agents at once (SIGKILL), which leaves containerd and the
+// shims running with nobody to stop them; Down from the state file alone
+// removes them and everything else.
+func TestDownWithPodsAfterCrash(t *testing.T) {
+	name := labtest.Name("p")
+	dir := filepath.Join(os.TempDir(), "skep-lab-"+name)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	up, err := lab.Up(ctx, lab.Config{Name: name, Dir: dir, Nodes: 2, Binary: skep, ImagesDir: images, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() { labtest.Teardown(t, up) })
+
+	c, err := up.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	podsR := api.MustLookup("pods")
+	for _, node := range up.Nodes() {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "echo-" + node, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+				Name: "echo", Image: "skep/echo:latest", ImagePullPolicy: corev1.PullNever,
+			}}},
+		}
+		if _, err := c.Create(ctx, podsR, pod); err != nil {
+			t.Fatalf("create pod on %s: %v", node, err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		objs, _, err := c.List(ctx, podsR, "default", client.ListOptions{})
+		running := 0
+		var phases []string
+		for _, o := range objs {
+			p := o.(*corev1.Pod)
+			phases = append(phases, p.Name+"="+string(p.Status.Phase))
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		if err == nil && running == len(up.Nodes()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods not Running after 60 s: %v (err %v)", phases, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The hard case: shims and containerd, which the agents started, run.
+	for _, node := range up.Nodes() {
+		if got := procsNamed(up.Cgroup(node), "containerd-shim"); got == 0 {
+			t.Fatalf("no containerd-shim in %s's cgroup %s with its pod running", node, up.Cgroup(node))
+		}
+	}
+
+	l, err := lab.Open(name, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range l.PIDs() {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	l.SetProgress(testWriter{t})
+	start := time.Now()
+	if err := l.Down(ctx); err != nil {
+		t.Errorf("down after the crash: %v", err)
+	}
+	t.Logf("down took %s", time.Since(start).Round(10*time.Millisecond))
+	if left := l.Leftovers(); len(left) > 0 {
+		t.Errorf("down after the crash left behind:\n  %s", strings.Join(left, "\n  "))
+	}
+}
+
 // TestUpFailsCleanly: an agent that cannot start makes Up fail with the
 // agent's own words, and leave nothing behind.
 func TestUpFailsCleanly(t *testing.T) {
@@ -298,4 +403,24 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// procsNamed counts the processes named comm in a cgroup2 directory and
+// below it.
+func procsNamed(cgroup, comm string) int {
+	n := 0
+	filepath.WalkDir(cgroup, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		data, _ := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		for _, pid := range strings.Fields(string(data)) {
+			c, _ := os.ReadFile("/proc/" + pid + "/comm")
+			if strings.TrimSpace(string(c)) == comm {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
 }

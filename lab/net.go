@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -242,4 +244,43 @@ func freePort(addr netip.Addr) (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// dialFrom connects to addr over TCP from inside the network namespace ns,
+// retrying until it succeeds or d has passed: whether a node can reach the
+// API server.
+func dialFrom(ns string, addr string, d time.Duration) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread enters the namespace and is thrown away afterwards
+		// (no UnlockOSThread), so no other goroutine ever runs in it.
+		runtime.LockOSThread()
+		h, err := netns.GetFromPath(netnsPath(ns))
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", ns, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
+			return
+		}
+		var last error
+		ok := waitFor(d, func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				return true
+			}
+			last = err
+			time.Sleep(100 * time.Millisecond)
+			return false
+		})
+		if !ok {
+			errc <- fmt.Errorf("reach %s from netns %s: %w", addr, ns, last)
+			return
+		}
+		errc <- nil
+	}()
+	return <-errc
 }

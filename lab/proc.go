@@ -51,20 +51,28 @@ func daemon(netns, cgroup string, argv, env []string, logPath string) (p *proc, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
-	defer logf.Close()
 	cmd, fd, err := command(nil, netns, cgroup, argv)
 	if err != nil {
+		logf.Close()
 		return nil, nil, err
 	}
 	defer fd.Close()
 	cmd.SysProcAttr.Setsid = true
 	cmd.Stdout, cmd.Stderr, cmd.Env = logf, logf, env
 	if err := cmd.Start(); err != nil {
+		logf.Close()
 		return nil, nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	start, _, _ := procStat(cmd.Process.Pid)
 	ch := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(ch) }()
+	go func() {
+		// The log says how the process ended, when this process sees it.
+		err := cmd.Wait()
+		fmt.Fprintf(logf, "lab: pid %d ended: %v\n", cmd.Process.Pid, cmd.ProcessState)
+		_ = err
+		logf.Close()
+		close(ch)
+	}()
 	return &proc{PID: cmd.Process.Pid, Start: start}, ch, nil
 }
 
@@ -171,6 +179,20 @@ func killCgroup(dir string) error {
 		return fmt.Errorf("kill cgroup %s: %w", dir, err)
 	}
 	return nil
+}
+
+// killProcs kills every process in a cgroup2 directory and below it one by
+// one, until none is left (or 5 s have passed). Unlike cgroup.kill, it
+// leaves the cgroup usable: on this kernel a process cloned into a cgroup
+// (CLONE_INTO_CGROUP) after a cgroup.kill there is killed at birth.
+func killProcs(dir string) bool {
+	return waitFor(5*time.Second, func() bool {
+		procs := cgroupProcs(dir)
+		for _, p := range procs {
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+		return len(procs) == 0
+	})
 }
 
 // removeCgroup removes a cgroup2 directory and those below it, deepest

@@ -28,6 +28,18 @@ func BuildSkep(dir string) (string, error) {
 	return bin, nil
 }
 
+// BuildImages builds the test images (OCI tarballs from this repository's
+// own sources, test/images) into dir, for Config.ImagesDir. It runs the go
+// command rather than importing test/images, which lab code must not.
+func BuildImages(dir string) error {
+	cmd := exec.Command("go", "run", "github.com/skep-io/skep/test/images/build", "-out", dir)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the test images: %w\n%s", err, out)
+	}
+	return nil
+}
+
 // Name makes a lab name unique to this test process, so that labs of
 // tests running at the same time on one machine never meet.
 func Name(prefix string) string {
