@@ -22,6 +22,7 @@ func main() {
 			serverCommand(),
 			agentCommand(),
 			dataplaneCommand(),
+			labCommand(),
 			applyCommand(),
 			createCommand(),
 			getCommand(),

@@ -1,0 +1,320 @@
+// Package e2e runs skep as a user does: a lab cluster of nodes in network
+// namespaces, each with its own agent, containerd and cgroup, and the test
+// images; manifests applied through the API; answers checked from pods and
+// from a client outside the cluster. Every test runs in both dataplane
+// modes, on a fresh lab per mode, and the lab is taken down even when a
+// test fails.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/lab"
+	"github.com/skep-io/skep/test/images"
+)
+
+var (
+	skepBinary string
+	imagesDir  string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "skep-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	skepBinary = filepath.Join(dir, "skep")
+	if out, err := exec.Command("go", "build", "-o", skepBinary, "../../cmd/skep").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build skep: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	imagesDir = filepath.Join(dir, "images")
+	if _, err := images.Build(context.Background(), imagesDir); err != nil {
+		fmt.Fprintf(os.Stderr, "build test images: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster is a running lab and an admin client for it.
+type cluster struct {
+	lab *lab.Lab
+	c   *client.HTTP
+}
+
+func upLab(t *testing.T, mode string) *cluster {
+	t.Helper()
+	name := fmt.Sprintf("e2e%s%d", mode[:1], os.Getpid()%1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	l, err := lab.Up(ctx, lab.Config{Name: name, Nodes: 3, Dataplane: mode, Binary: skepBinary, ImagesDir: imagesDir,
+		Dir: filepath.Join(os.TempDir(), "skep-lab-"+name), Progress: &progress})
+	if l != nil {
+		t.Cleanup(func() {
+			dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer dcancel()
+			if err := l.Down(dctx); err != nil {
+				t.Errorf("lab down: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("lab up (%s): %v\n%s", mode, err, progress.String())
+	}
+	c, err := l.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{lab: l, c: c}
+}
+
+// apply applies a manifest as `skep apply -f -` would.
+func (cl *cluster) apply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := exec.Command(skepBinary, "apply", "-f", "-")
+	cmd.Env = append(os.Environ(), "SKEPCONFIG="+cl.lab.AdminConfigPath())
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("skep apply: %v\n%s", err, out)
+	}
+}
+
+func (cl *cluster) pod(ns, name string) *corev1.Pod {
+	obj, err := cl.c.Get(context.Background(), api.MustLookup("pods"), ns, name)
+	if err != nil {
+		return nil
+	}
+	return obj.(*corev1.Pod)
+}
+
+// waitPod polls until ok holds for the pod, or fails the test showing it.
+func (cl *cluster) waitPod(t *testing.T, name string, timeout time.Duration, what string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var p *corev1.Pod
+	for time.Now().Before(deadline) {
+		if p = cl.pod("default", name); p != nil && ok(p) {
+			return p
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("pod %s: waited %v for %s; last status: %+v", name, timeout, what, podSummary(p))
+	return nil
+}
+
+func podSummary(p *corev1.Pod) string {
+	if p == nil {
+		return "<none>"
+	}
+	var cs []string
+	for _, c := range p.Status.ContainerStatuses {
+		cs = append(cs, fmt.Sprintf("%s ready=%v restarts=%d state=%+v", c.Name, c.Ready, c.RestartCount, c.State))
+	}
+	return fmt.Sprintf("node=%s phase=%s ip=%s containers=[%s]", p.Spec.NodeName, p.Status.Phase, p.Status.PodIP, strings.Join(cs, "; "))
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func TestCluster(t *testing.T) {
+	for _, mode := range []string{"ebpf", "iptables"} {
+		t.Run(mode, func(t *testing.T) {
+			cl := upLab(t, mode)
+			t.Run("IntroPodSharesVolumeAndNetwork", func(t *testing.T) { testIntroPod(t, cl) })
+			t.Run("ServiceFromPodsAndOutside", func(t *testing.T) { testService(t, cl) })
+		})
+	}
+}
+
+// testIntroPod runs the introduction's two-container pod, corrected, with
+// the toolbox image: one container writes a file to the shared emptyDir and
+// serves it on localhost; the other is ready only once it fetched it.
+func testIntroPod(t *testing.T, cl *cluster) {
+	cl.apply(t, `apiVersion: v1
+kind: Pod
+metadata:
+  name: pod1
+spec:
+  containers:
+    - name: app1
+      image: skep/toolbox:latest
+      command: ["sh", "-c", "echo hello-from-app1 > /data/msg && exec httpd -f -p 8080 -h /data"]
+      volumeMounts:
+        - name: data
+          mountPath: /data
+    - name: app2
+      image: skep/toolbox:latest
+      command: ["sh", "-c", "until wget -q -O /tmp/got http://localhost:8080/msg; do sleep 0.5; done; exec sleep 3600"]
+      readinessProbe:
+        exec: {command: ["sh", "-c", "grep -q hello-from-app1 /tmp/got && grep -q hello-from-app1 /data/msg"]}
+        periodSeconds: 1
+      volumeMounts:
+        - name: data
+          mountPath: /data
+  volumes:
+    - name: data
+      emptyDir: {}
+`)
+	p := cl.waitPod(t, "pod1", 90*time.Second, "Ready with a pod IP", func(p *corev1.Pod) bool { return ready(p) && p.Status.PodIP != "" })
+	t.Logf("pod1 Ready on %s with IP %s: app2 read app1's file from the shared volume and fetched it over localhost", p.Spec.NodeName, p.Status.PodIP)
+}
+
+// testService deploys the echo server on three nodes behind a NodePort
+// Service and reaches it by ClusterIP and DNS name from a pod on every
+// node, and by node port from the client outside the cluster.
+func testService(t *testing.T, cl *cluster) {
+	cl.apply(t, `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      containers:
+      - name: echo
+        image: skep/echo:latest
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: NODE_NAME
+          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports:
+  - port: 80
+    targetPort: 8080
+    nodePort: 31122
+`)
+	// Three ready replicas, one per node.
+	deadline := time.Now().Add(2 * time.Minute)
+	nodes := map[string]bool{}
+	for time.Now().Before(deadline) {
+		objs, _, err := cl.c.List(context.Background(), api.MustLookup("pods"), "default", client.ListOptions{LabelSelector: "app=echo"})
+		nodes = map[string]bool{}
+		for _, o := range objs {
+			if p := o.(*corev1.Pod); err == nil && ready(p) {
+				nodes[p.Spec.NodeName] = true
+			}
+		}
+		if len(nodes) == 3 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(nodes) != 3 {
+		t.Fatalf("echo replicas ready on nodes %v; want 3 ready, one per node", nodes)
+	}
+
+	// From a pod on every node: 30 requests by the short name reach all
+	// three backends, and the namespaced and full names answer too.
+	check := `set -e
+for i in $(seq 30); do wget -q -O - http://echo/; echo; done > /tmp/out
+n=$(grep -o '"pod":"[^"]*"' /tmp/out | sort -u | wc -l)
+[ "$n" -eq 3 ] || { echo "reached $n backends"; exit 2; }
+wget -q -O - http://echo.default/ >/dev/null
+wget -q -O - http://echo.default.svc.cluster.local/ >/dev/null
+`
+	for _, node := range cl.lab.Nodes() {
+		name := "probe-" + node
+		cl.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeName: %s
+  restartPolicy: Never
+  containers:
+  - name: probe
+    image: skep/toolbox:latest
+    command: ["sh", "-c", %q]
+`, name, node, check))
+	}
+	for _, node := range cl.lab.Nodes() {
+		p := cl.waitPod(t, "probe-"+node, 90*time.Second, "phase Succeeded (every backend reached by name from the pod)", func(p *corev1.Pod) bool {
+			if p.Status.Phase == corev1.PodFailed {
+				t.Fatalf("probe pod on %s failed: %s", node, podSummary(p))
+			}
+			return p.Status.Phase == corev1.PodSucceeded
+		})
+		t.Logf("from a pod on %s: ClusterIP by short, namespaced and full DNS name reached all 3 backends", p.Spec.NodeName)
+	}
+
+	// From outside: the node port answers on every node.
+	for _, node := range cl.lab.Nodes() {
+		url := fmt.Sprintf("http://%s:31122/", cl.lab.NodeIP(node))
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		code, err := cl.lab.Exec(ctx, "client", []string{"curl", "-sS", "--max-time", "3", "--retry", "5", "--retry-all-errors", url}, nil, &out, &out)
+		cancel()
+		if err != nil || code != 0 || !strings.Contains(out.String(), `"pod":"echo-`) {
+			t.Fatalf("curl %s from the client: exit %d %v\n%s", url, code, err, out.String())
+		}
+		t.Logf("NodePort %s from outside answered: %s", url, strings.TrimSpace(out.String()))
+	}
+
+	// A LoadBalancer address: one node answers ARP for it on the node
+	// network, and the client outside reaches the Service through it.
+	cl.apply(t, `apiVersion: v1
+kind: Service
+metadata:
+  name: echo-lb
+spec:
+  type: LoadBalancer
+  selector: {app: echo}
+  ports:
+  - port: 80
+    targetPort: 8080
+`)
+	obj, err := cl.c.Get(context.Background(), api.MustLookup("services"), "default", "echo-lb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing := obj.(*corev1.Service).Status.LoadBalancer.Ingress
+	if len(ing) != 1 {
+		t.Fatalf("echo-lb: ingress %+v; want one address from the lab's pool", ing)
+	}
+	url := "http://" + ing[0].IP + "/"
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := cl.lab.Exec(ctx, "client", []string{"curl", "-sS", "--max-time", "3", "--retry", "8", "--retry-all-errors", url}, nil, &out, &out)
+	if err != nil || code != 0 || !strings.Contains(out.String(), `"pod":"echo-`) {
+		t.Fatalf("curl %s (LoadBalancer) from the client: exit %d %v\n%s", url, code, err, out.String())
+	}
+	t.Logf("LoadBalancer %s from outside answered: %s", url, strings.TrimSpace(out.String()))
+}
