@@ -26,7 +26,7 @@ func credentials(ctx context.Context, server, joinToken, caFile, dataDir, nodeNa
 		return cfg, nil
 	}
 	if joinToken == "" {
-		return client.Config{}, errors.New("--token is required to join (the content of the server's <data-dir>/node-token)")
+		return client.Config{}, permanent(errors.New("--token is required to join (the content of the server's <data-dir>/node-token)"))
 	}
 	ca, err := fetchCA(ctx, server, joinToken, caFile)
 	if err != nil {
@@ -53,13 +53,13 @@ func fetchCA(ctx context.Context, server, joinToken, caFile string) ([]byte, err
 	if caFile != "" {
 		ca, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
+			return nil, permanent(fmt.Errorf("--ca: %w", err))
 		}
 		return ca, nil
 	}
 	pin := pki.SplitJoinToken(joinToken)
 	if pin == "" {
-		return nil, errors.New("the join token pins no CA (it does not start with K10<hash>::); pass --ca")
+		return nil, permanent(errors.New("the join token pins no CA (it does not start with K10<hash>::); pass --ca"))
 	}
 	// Nothing is trusted yet: the certificate chain is checked below, by
 	// the hash of the CA the server hands out.
@@ -78,7 +78,35 @@ func fetchCA(ctx context.Context, server, joinToken, caFile string) ([]byte, err
 		return nil, fmt.Errorf("fetch the CA from %s: %w", server, err)
 	}
 	if got := pki.CAHash(ca); got != pin {
-		return nil, fmt.Errorf("the CA of %s has hash %s, but the join token pins %s: wrong server or wrong token", server, got, pin)
+		return nil, permanent(fmt.Errorf("the CA of %s has hash %s, but the join token pins %s: wrong server or wrong token", server, got, pin))
 	}
 	return ca, nil
+}
+
+// permanentError is a failure retrying cannot mend: a wrong token or CA.
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+func permanent(err error) error { return permanentError{err} }
+
+// retry runs f until it succeeds, fails permanently, or ctx ends, waiting
+// 1 s doubling to 10 s between tries: a node that boots before the control
+// plane, or loses it for a while, keeps trying as a kubelet does.
+func retry(ctx context.Context, what string, log interface{ Warn(string, ...any) }, f func() error) error {
+	wait := time.Second
+	for {
+		err := f()
+		var perm permanentError
+		if err == nil || errors.As(err, &perm) {
+			return err
+		}
+		log.Warn(what+" failed; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }

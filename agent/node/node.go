@@ -81,7 +81,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create --data-dir: %w", err)
 	}
-	creds, err := credentials(ctx, cfg.Server, cfg.JoinToken, cfg.CAFile, cfg.DataDir, cfg.Name)
+	var creds client.Config
+	err := retry(ctx, "join "+cfg.Server, cfg.Logger, func() (err error) {
+		creds, err = credentials(ctx, cfg.Server, cfg.JoinToken, cfg.CAFile, cfg.DataDir, cfg.Name)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

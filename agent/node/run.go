@@ -26,7 +26,7 @@ import (
 // and the pods, stay in place when it returns, so Services keep answering
 // while the agent restarts.
 func (a *Agent) Run(ctx context.Context) error {
-	if _, err := a.register(ctx); err != nil {
+	if err := retry(ctx, "register node "+a.cfg.Name, a.log, func() error { _, err := a.register(ctx); return err }); err != nil {
 		return err
 	}
 	a.log.Info("node registered", "ip", a.cfg.NodeIP, "dataplane", a.cfg.Dataplane)

@@ -242,9 +242,19 @@ spec:
 
 	// From a pod on every node: 30 requests by the short name reach all
 	// three backends, and the namespaced and full names answer too.
-	check := `set -e
-for i in $(seq 30); do wget -q -O - http://echo/; echo; done > /tmp/out
-n=$(grep -o '"pod":"[^"]*"' /tmp/out | sort -u | wc -l)
+	// The first request waits (10 s at most) for this node's dataplane to
+	// carry the Service, as a client waits for a rollout. After that every
+	// request must succeed, and within 60 requests all three backends
+	// answer (the dataplane may still be taking in the last endpoint).
+	check := `for i in $(seq 20); do wget -q -O /dev/null http://echo/ && break; sleep 0.5; done
+set -e
+n=0
+for i in $(seq 60); do
+  wget -q -O - http://echo/ >> /tmp/out; echo >> /tmp/out
+  n=$(grep -o '"pod":"[^"]*"' /tmp/out | sort -u | wc -l)
+  [ "$n" -eq 3 ] && break
+  sleep 0.1
+done
 [ "$n" -eq 3 ] || { echo "reached $n backends"; exit 2; }
 wget -q -O - http://echo.default/ >/dev/null
 wget -q -O - http://echo.default.svc.cluster.local/ >/dev/null
