@@ -70,10 +70,10 @@ node1=$("$skep" lab status --name "$lab" | awk '/node1/ {print $1; exit}')
 nodeip=$("$skep" get nodes -o wide | awk 'NR==2 {print $6}')
 
 say "ClusterIP $cip from $node1 (eBPF socket load balancing): the answering pod changes"
-for _ in 1 2 3 4 5 6; do "$skep" lab exec --name "$lab" "$node1" -- curl -s "http://$cip/"; echo; done
+for _ in 1 2 3 4 5 6; do "$skep" lab exec --name "$lab" "$node1" -- curl -s "http://$cip/"; done
 
 say "NodePort $nodeip:31122 from the client outside the cluster (eBPF tc)"
-for _ in 1 2 3; do "$skep" lab exec --name "$lab" client -- curl -s "http://$nodeip:31122/"; echo; done
+for _ in 1 2 3; do "$skep" lab exec --name "$lab" client -- curl -s "http://$nodeip:31122/"; done
 
 say "by name, from a pod: echo.default.svc.cluster.local"
 "$skep" apply -f - <<'YAML'
