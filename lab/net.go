@@ -110,7 +110,9 @@ func deleteLink(name string) error {
 		}
 		return fmt.Errorf("find link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(l); err != nil {
+	// A veth goes with its peer's namespace, so it may vanish between the
+	// lookup and the delete: gone is what was wanted.
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
 		return fmt.Errorf("delete link %s: %w", name, err)
 	}
 	return nil

@@ -132,14 +132,16 @@ type podSyncer struct {
 	a    *Agent
 	host *podHost
 	pods *client.Informer
+	eps  *client.Informer
 
-	mu      sync.Mutex
-	pending map[string]bool // ns/name
-	kick    chan struct{}
+	mu          sync.Mutex
+	pending     map[string]bool // ns/name
+	terminating map[types.UID]bool
+	kick        chan struct{}
 }
 
-func (a *Agent) runPods(ctx context.Context, host *podHost, pods *client.Informer) {
-	s := &podSyncer{a: a, host: host, pods: pods, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+func (a *Agent) runPods(ctx context.Context, host *podHost, pods, eps *client.Informer) {
+	s := &podSyncer{a: a, host: host, pods: pods, eps: eps, pending: map[string]bool{}, terminating: map[types.UID]bool{}, kick: make(chan struct{}, 1)}
 	pods.AddHandlers(client.Handlers{
 		OnAdd:    func(o api.Object) { s.enqueue(client.KeyOf(o)) },
 		OnUpdate: func(_, o api.Object) { s.enqueue(client.KeyOf(o)) },
@@ -224,20 +226,12 @@ func (s *podSyncer) sync(ctx context.Context, key string) {
 	pod := obj.(*corev1.Pod)
 	log := s.a.log.With("pod", key)
 	if pod.DeletionTimestamp != nil {
-		grace := 30 * time.Second
-		if pod.DeletionGracePeriodSeconds != nil {
-			grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
-		}
-		if err := s.host.rt.KillPod(ctx, pod.UID, grace); err != nil {
-			log.Warn("stop pod", "err", err)
-			return
-		}
-		zero := int64(0)
-		err := s.a.c.Delete(ctx, podsR, pod.Namespace, pod.Name, client.DeleteOptions{GracePeriodSeconds: &zero})
-		if err != nil && !apierrors.IsNotFound(err) {
-			log.Warn("remove terminated pod", "err", err)
-		} else {
-			log.Info("pod stopped and removed")
+		s.mu.Lock()
+		started := s.terminating[pod.UID]
+		s.terminating[pod.UID] = true
+		s.mu.Unlock()
+		if !started {
+			go s.terminate(ctx, pod)
 		}
 		return
 	}
@@ -260,6 +254,70 @@ func (s *podSyncer) sync(ctx context.Context, key string) {
 			log.Warn("write pod status", "err", err)
 		}
 	}
+}
+
+// drainDelay is how long a terminating pod keeps serving after its address
+// left the Endpoints this agent sees, for the other nodes' dataplanes to
+// catch up: no new connection is sent to a pod that already stopped.
+const drainDelay = time.Second
+
+// terminate stops a pod marked for deletion, as the kubelet does, but only
+// once no Service sends it new connections: it waits (within the grace
+// period) until the pod is out of every Endpoints' ready addresses, then
+// drainDelay, then sends SIGTERM, and finally removes the pod object.
+func (s *podSyncer) terminate(ctx context.Context, pod *corev1.Pod) {
+	log := s.a.log.With("pod", pod.Namespace+"/"+pod.Name)
+	defer func() {
+		s.mu.Lock()
+		delete(s.terminating, pod.UID)
+		s.mu.Unlock()
+	}()
+	grace := 30 * time.Second
+	if pod.DeletionGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	}
+	deadline := time.Now().Add(grace)
+	if grace > 0 && pod.Status.PodIP != "" {
+		drainBy := time.Now().Add(min(grace/2, 10*time.Second))
+		for s.servedBy(pod.Status.PodIP) && time.Now().Before(drainBy) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(drainDelay, time.Until(deadline))):
+		}
+	}
+	if err := s.host.rt.KillPod(ctx, pod.UID, max(time.Until(deadline), 0)); err != nil {
+		log.Warn("stop pod", "err", err)
+		s.enqueue(client.KeyOf(pod)) // try again
+		return
+	}
+	zero := int64(0)
+	err := s.a.c.Delete(ctx, podsR, pod.Namespace, pod.Name, client.DeleteOptions{GracePeriodSeconds: &zero})
+	if err != nil && !apierrors.IsNotFound(err) {
+		log.Warn("remove terminated pod", "err", err)
+		return
+	}
+	log.Info("pod stopped and removed")
+}
+
+// servedBy reports whether an Endpoints object still lists ip as ready.
+func (s *podSyncer) servedBy(ip string) bool {
+	for _, o := range s.eps.List() {
+		for _, ss := range o.(*corev1.Endpoints).Subsets {
+			for _, a := range ss.Addresses {
+				if a.IP == ip {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // keepScheduled carries the PodScheduled condition the scheduler set into

@@ -75,7 +75,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	a.log.Info("node ready for pods", "podCIDR", podCIDR, "dns", host.dnsAddr)
-	a.runPods(ctx, host, pods)
+	a.runPods(ctx, host, pods, eps)
 	return nil
 }
 
