@@ -257,9 +257,11 @@ func (s *podSyncer) sync(ctx context.Context, key string) {
 }
 
 // drainDelay is how long a terminating pod keeps serving after its address
-// left the Endpoints this agent sees, for the other nodes' dataplanes to
-// catch up: no new connection is sent to a pod that already stopped.
-const drainDelay = time.Second
+// left the Endpoints this agent sees, for every node's dataplane to catch
+// up: no new connection is sent to a pod that already stopped. The iptables
+// mode syncs at most once a second and its restore takes time of its own,
+// so this is longer than eBPF alone would need.
+const drainDelay = 3 * time.Second
 
 // terminate stops a pod marked for deletion, as the kubelet does, but only
 // once no Service sends it new connections: it waits (within the grace

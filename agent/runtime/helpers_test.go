@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/namespaces"
+	"github.com/skep-io/skep/lab/labtest"
 	"github.com/skep-io/skep/test/images"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -38,9 +38,9 @@ func TestMain(m *testing.M) {
 	// The shims of the tests' containerds daemonize: orphaned, they would
 	// become zombies of PID 1, which on some machines reaps them only
 	// seconds later. As a subreaper the test binary gets them and reaps
-	// them itself (reapShims), so that a test ends with its shims gone.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "become child subreaper:", err)
+	// them itself (labtest.ReapShims), so that a test ends with its shims gone.
+	if err := labtest.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	dir, err := os.MkdirTemp("", "skep-runtime-images-")
@@ -252,7 +252,7 @@ func (env *testEnv) checkNothingLeft() {
 	// A shim exits a moment after its last container is deleted.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if reapShims() == 0 && len(processesMentioning(env.dataDir)) == 0 {
+		if labtest.ReapShims() == 0 && len(processesMentioning(env.dataDir)) == 0 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -476,39 +476,4 @@ func listPods(t *testing.T, r *Runtime) ([]RunningPod, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// reapShims reaps the exited shims the test binary inherited as their
-// subreaper, and returns how many shims it still has as children. Only
-// processes named containerd-shim are waited for: the containerd processes
-// are os/exec's to wait for.
-func reapShims() int {
-	entries, _ := os.ReadDir("/proc")
-	left := 0
-	for _, e := range entries {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(stat)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < 0 || !strings.HasPrefix(s[open+1:close], "containerd-shim") {
-			continue
-		}
-		var state string
-		var pid, ppid int
-		fmt.Sscan(s[:open], &pid)
-		fmt.Sscan(s[close+1:], &state, &ppid)
-		if ppid != os.Getpid() {
-			continue
-		}
-		if state == "Z" {
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-			continue
-		}
-		left++
-	}
-	return left
 }

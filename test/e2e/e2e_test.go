@@ -22,6 +22,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
+	"github.com/skep-io/skep/lab/labtest"
 	"github.com/skep-io/skep/test/images"
 )
 
@@ -31,6 +32,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if err := labtest.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "skep-e2e-")
 	if err != nil {
 		panic(err)
@@ -70,6 +75,9 @@ func upLab(t *testing.T, mode string) *cluster {
 			defer dcancel()
 			if err := l.Down(dctx); err != nil {
 				t.Errorf("lab down: %v", err)
+			}
+			if !labtest.WaitShimsGone(15 * time.Second) {
+				t.Errorf("containerd shims still running 15s after lab down")
 			}
 		})
 	}
@@ -143,6 +151,8 @@ func TestCluster(t *testing.T) {
 			cl := upLab(t, mode)
 			t.Run("IntroPodSharesVolumeAndNetwork", func(t *testing.T) { testIntroPod(t, cl) })
 			t.Run("ServiceFromPodsAndOutside", func(t *testing.T) { testService(t, cl) })
+			t.Run("ScaleAndRollOutUnderTraffic", func(t *testing.T) { testScaleUnderTraffic(t, cl) })
+			t.Run("AgentRestartUnderTraffic", func(t *testing.T) { testAgentRestart(t, cl) })
 		})
 	}
 }
@@ -327,4 +337,164 @@ spec:
 		t.Fatalf("curl %s (LoadBalancer) from the client: exit %d %v\n%s", url, code, err, out.String())
 	}
 	t.Logf("LoadBalancer %s from outside answered: %s", url, strings.TrimSpace(out.String()))
+}
+
+// steadyClient makes requests to url from a node, one after another, for
+// d, and reports how many succeeded and failed.
+func (cl *cluster) steadyClient(node, url string, d time.Duration) <-chan [2]int {
+	out := make(chan [2]int, 1)
+	script := fmt.Sprintf(`ok=0; fail=0; end=$(( $(date +%%s) + %d ))
+while [ $(date +%%s) -lt $end ]; do
+  if curl -s --max-time 2 -o /dev/null %s; then ok=$((ok+1)); else fail=$((fail+1)); fi
+done
+echo $ok $fail`, int(d.Seconds()), url)
+	go func() {
+		var buf bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+		defer cancel()
+		cl.lab.Exec(ctx, node, []string{"sh", "-c", script}, nil, &buf, &buf)
+		var r [2]int
+		if _, err := fmt.Sscan(buf.String(), &r[0], &r[1]); err != nil {
+			r[1] = -1
+		}
+		out <- r
+	}()
+	return out
+}
+
+func (cl *cluster) clusterIP(t *testing.T, name string) string {
+	t.Helper()
+	obj, err := cl.c.Get(context.Background(), api.MustLookup("services"), "default", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj.(*corev1.Service).Spec.ClusterIP
+}
+
+// waitReadyReplicas waits until the echo Deployment has n ready pods and
+// no others.
+func (cl *cluster) waitReadyReplicas(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var ready, all int
+	for time.Now().Before(deadline) {
+		objs, _, err := cl.c.List(context.Background(), api.MustLookup("pods"), "default", client.ListOptions{LabelSelector: "app=echo"})
+		if err == nil {
+			ready, all = 0, len(objs)
+			for _, o := range objs {
+				if p := o.(*corev1.Pod); isReady(p) && p.DeletionTimestamp == nil {
+					ready++
+				}
+			}
+			if ready == n && all == n {
+				return
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("echo: %d ready of %d pods after %v; want %d", ready, all, timeout, n)
+}
+
+func isReady(p *corev1.Pod) bool { return ready(p) }
+
+func (cl *cluster) skep(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command(skepBinary, args...)
+	cmd.Env = append(os.Environ(), "SKEPCONFIG="+cl.lab.AdminConfigPath())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("skep %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// testScaleUnderTraffic scales the echo Deployment up and down and rolls it
+// out with a new template while a client on a node keeps connecting to
+// its ClusterIP: not one request may fail.
+func testScaleUnderTraffic(t *testing.T, cl *cluster) {
+	url := "http://" + cl.clusterIP(t, "echo") + "/"
+	node := cl.lab.Nodes()[0]
+	const d = 25 * time.Second
+	start := time.Now()
+	result := cl.steadyClient(node, url, d)
+	cl.skep(t, "scale", "deploy", "echo", "--replicas", "5")
+	cl.waitReadyReplicas(t, 5, d)
+	cl.skep(t, "scale", "deploy", "echo", "--replicas", "2")
+	cl.waitReadyReplicas(t, 2, d)
+	cl.apply(t, `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      containers:
+      - name: echo
+        image: skep/echo:latest
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        - {name: VERSION, value: "2"}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
+`)
+	cl.waitReadyReplicas(t, 3, d)
+	t.Logf("scaled 3→5→2 and rolled out a new template to 3 in %v", time.Since(start).Round(time.Millisecond))
+	r := <-result
+	if r[1] != 0 || r[0] < 20 {
+		t.Fatalf("steady client on %s to %s during scaling and rollout: %d succeeded, %d failed; want none failed", node, url, r[0], r[1])
+	}
+	t.Logf("steady client on %s: %d requests, none failed", node, r[0])
+}
+
+// testAgentRestart stops a node's agent and starts it again while a client
+// on that node keeps connecting through the ClusterIP: the programs and
+// rules stay in place, so no request fails, and the restarted agent adopts
+// the running pods.
+func testAgentRestart(t *testing.T, cl *cluster) {
+	url := "http://" + cl.clusterIP(t, "echo") + "/"
+	node := cl.lab.Nodes()[0]
+	before := podUIDsOn(t, cl, node)
+	result := cl.steadyClient(node, url, 10*time.Second)
+	time.Sleep(2 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cl.lab.StopAgent(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := cl.lab.StartAgent(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	r := <-result
+	if r[1] != 0 || r[0] < 10 {
+		t.Fatalf("steady client on %s while its agent restarted: %d succeeded, %d failed; want none failed", node, r[0], r[1])
+	}
+	cl.waitReadyReplicas(t, 3, 30*time.Second)
+	after := podUIDsOn(t, cl, node)
+	for uid := range before {
+		if !after[uid] {
+			t.Errorf("pod %s on %s was replaced across the agent restart; want it adopted", uid, node)
+		}
+	}
+	t.Logf("agent of %s restarted: %d requests through the ClusterIP, none failed; its %d pods adopted", node, r[0], len(before))
+}
+
+func podUIDsOn(t *testing.T, cl *cluster, node string) map[string]bool {
+	t.Helper()
+	objs, _, err := cl.c.List(context.Background(), api.MustLookup("pods"), "default", client.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, o := range objs {
+		if p := o.(*corev1.Pod); p.Status.Phase == corev1.PodRunning {
+			out[string(p.UID)] = true
+		}
+	}
+	return out
 }
