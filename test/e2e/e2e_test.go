@@ -19,6 +19,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/miekg/dns"
+
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
@@ -32,6 +34,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Re-executed inside a node's network namespace: ask a DNS server.
+	if len(os.Args) == 4 && os.Args[1] == "dns-query" {
+		os.Exit(dnsQuery(os.Args[2], os.Args[3]))
+	}
 	if err := labtest.BecomeSubreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -151,6 +157,8 @@ func TestCluster(t *testing.T) {
 			cl := upLab(t, mode)
 			t.Run("IntroPodSharesVolumeAndNetwork", func(t *testing.T) { testIntroPod(t, cl) })
 			t.Run("ServiceFromPodsAndOutside", func(t *testing.T) { testService(t, cl) })
+			t.Run("ClientIPAffinity", func(t *testing.T) { testAffinity(t, cl) })
+			t.Run("HairpinAndExternalName", func(t *testing.T) { testHairpinAndExternalName(t, cl) })
 			t.Run("ScaleAndRollOutUnderTraffic", func(t *testing.T) { testScaleUnderTraffic(t, cl) })
 			t.Run("AgentRestartUnderTraffic", func(t *testing.T) { testAgentRestart(t, cl) })
 		})
@@ -497,4 +505,118 @@ func podUIDsOn(t *testing.T, cl *cluster, node string) map[string]bool {
 		}
 	}
 	return out
+}
+
+// dnsQuery asks server for name and prints every answer record.
+func dnsQuery(server, name string) int {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	r, err := dns.Exchange(m, server)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println(dns.RcodeToString[r.Rcode])
+	for _, rr := range r.Answer {
+		fmt.Println(rr.String())
+	}
+	return 0
+}
+
+// testHairpinAndExternalName: a pod reaches itself through its own
+// Service, and an ExternalName Service resolves to a CNAME of its target
+// at the node's cluster DNS.
+func testHairpinAndExternalName(t *testing.T, cl *cluster) {
+	cl.apply(t, `apiVersion: v1
+kind: Service
+metadata:
+  name: hairpin
+spec:
+  selector: {app: hairpin}
+  ports:
+  - {port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  # Not named like its Service: /etc/hosts maps the pod's own name to its
+  # address, which would bypass the Service.
+  name: hairpin-pod
+  labels: {app: hairpin}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: sh
+    image: skep/toolbox:latest
+    command: ["sh", "-c", "echo me > /tmp/me && httpd -p 8080 -h /tmp && for i in $(seq 40); do wget -q -O - http://hairpin/me | grep -q me && exit 0; sleep 0.5; done; exit 1"]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  type: ExternalName
+  externalName: external-service.example.com
+`)
+	p := cl.waitPod(t, "hairpin-pod", 60*time.Second, "phase Succeeded (the pod reached itself through its Service)", func(p *corev1.Pod) bool {
+		if p.Status.Phase == corev1.PodFailed {
+			t.Fatalf("hairpin pod failed: %s", podSummary(p))
+		}
+		return p.Status.Phase == corev1.PodSucceeded
+	})
+	t.Logf("pod %s on %s reached itself through Service hairpin", p.Name, p.Spec.NodeName)
+
+	node := cl.lab.Nodes()[0]
+	obj, err := cl.c.Get(context.Background(), api.MustLookup("nodes"), "", node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidr := obj.(*corev1.Node).Spec.PodCIDR
+	dnsIP := strings.TrimSuffix(cidr, ".0/24") + ".1"
+	deadline := time.Now().Add(20 * time.Second)
+	var out bytes.Buffer
+	for time.Now().Before(deadline) {
+		out.Reset()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cl.lab.Exec(ctx, node, []string{os.Args[0], "dns-query", dnsIP + ":53", "my-service.default.svc.cluster.local"}, nil, &out, &out)
+		cancel()
+		if strings.Contains(out.String(), "CNAME\texternal-service.example.com.") {
+			t.Logf("my-service.default.svc.cluster.local at %s: %s", dnsIP, strings.ReplaceAll(strings.TrimSpace(out.String()), "\n", " | "))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("ExternalName my-service at the cluster DNS %s: got %q; want a CNAME to external-service.example.com.", dnsIP, out.String())
+}
+
+// testAffinity: with sessionAffinity ClientIP, every request from one
+// client reaches the same backend.
+func testAffinity(t *testing.T, cl *cluster) {
+	cl.apply(t, `apiVersion: v1
+kind: Service
+metadata:
+  name: echo-aff
+spec:
+  selector: {app: echo}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig:
+    clientIP: {timeoutSeconds: 60}
+  ports:
+  - {port: 80, targetPort: 8080}
+`)
+	url := "http://" + cl.clusterIP(t, "echo-aff") + "/"
+	node := cl.lab.Nodes()[1]
+	script := fmt.Sprintf(`for i in $(seq 100); do curl -s --max-time 2 %s >/dev/null && break; sleep 0.1; done
+for i in $(seq 20); do curl -s --max-time 2 %s; echo; done | grep -o '"pod":"[^"]*"' | sort | uniq -c`, url, url)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := cl.lab.Exec(ctx, node, []string{"sh", "-c", script}, nil, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "20 ") {
+		t.Fatalf("20 requests from %s to %s (ClientIP affinity): %q; want all 20 at one backend", node, url, out.String())
+	}
+	t.Logf("ClientIP affinity: 20 requests from %s all reached %s", node, strings.TrimSpace(lines[0]))
 }
