@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -33,6 +34,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "images", Usage: "(images) a directory of OCI image tarballs (*.tar) to import at start, for nodes with no registry"},
 			&cli.StringFlag{Name: "containerd-address", Usage: "(runtime) an existing containerd's socket; default: start one of the agent's own under --data-dir"},
 			&cli.StringSliceFlag{Name: "dns-upstream", Usage: "(dns) resolvers for names outside the cluster, ip or ip:port; default: the node's /etc/resolv.conf"},
+			&cli.DurationFlag{Name: "node-lease-duration", Value: 40 * time.Second, Usage: "(node) how long the node's Lease lasts unrenewed; it is renewed every quarter of it"},
 			&cli.BoolFlag{Name: "cleanup", Usage: "remove everything the agent made on this node (pods, containerd, pod network, programs, pins, links, chains), and exit"},
 		},
 		Action: func(c *cli.Context) error {
@@ -62,7 +64,7 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 		Server: strings.TrimRight(c.String("server"), "/"), JoinToken: strings.TrimSpace(c.String("token")), CAFile: c.String("ca"),
 		Name: c.String("node-name"), DataDir: c.String("data-dir"), Dataplane: c.String("dataplane"),
 		CgroupRoot: c.String("cgroup-root"), Interface: c.String("interface"), Logger: newLogger(),
-		ImagesDir: c.String("images"), ContainerdAddress: c.String("containerd-address"), DNSUpstreams: c.StringSlice("dns-upstream"),
+		LeaseDuration: c.Duration("node-lease-duration"), ImagesDir: c.String("images"), ContainerdAddress: c.String("containerd-address"), DNSUpstreams: c.StringSlice("dns-upstream"),
 	}
 	if cfg.Dataplane != "ebpf" && cfg.Dataplane != "iptables" {
 		return cfg, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", cfg.Dataplane)

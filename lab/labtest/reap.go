@@ -23,9 +23,14 @@ func BecomeSubreaper() error {
 
 // ReapShims reaps the exited shims the test binary inherited as their
 // subreaper, and returns how many shims it still has as children. Only
-// processes named containerd-shim are waited for: the other children are
-// os/exec's to wait for.
-func ReapShims() int {
+// processes named containerd-shim are waited for: the other children
+// (containerd among them, in tests that run it themselves) are os/exec's
+// to wait for.
+func ReapShims() int { return reap("containerd-shim") }
+
+// reap waits for the exited children whose name starts with prefix and
+// counts those still running.
+func reap(prefix string) int {
 	entries, _ := os.ReadDir("/proc")
 	left := 0
 	for _, e := range entries {
@@ -36,7 +41,7 @@ func ReapShims() int {
 		// pid (comm) state ppid ...
 		s := string(stat)
 		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < 0 || !strings.HasPrefix(s[open+1:close], "containerd-shim") {
+		if open < 0 || close < 0 || !strings.HasPrefix(s[open+1:close], prefix) {
 			continue
 		}
 		var state string
@@ -56,14 +61,17 @@ func ReapShims() int {
 	return left
 }
 
-// WaitShimsGone reaps shims until none is left, for at most d.
+// WaitShimsGone reaps shims, and the containerds of agents the test binary
+// inherited (an agent's cleanup may exit while its containerd is still
+// stopping), until none is left, for at most d. Only for tests that start
+// no containerd themselves.
 func WaitShimsGone(d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if ReapShims() == 0 {
+		if reap("containerd") == 0 {
 			return true
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return ReapShims() == 0
+	return reap("containerd") == 0
 }

@@ -74,7 +74,10 @@ func upLab(t *testing.T, mode string) *cluster {
 	defer cancel()
 	var progress bytes.Buffer
 	l, err := lab.Up(ctx, lab.Config{Name: name, Nodes: 3, Dataplane: mode, Binary: skepBinary, ImagesDir: imagesDir,
-		Dir: filepath.Join(os.TempDir(), "skep-lab-"+name), Progress: &progress})
+		Dir: filepath.Join(os.TempDir(), "skep-lab-"+name), Progress: &progress,
+		// A lost node is noticed in seconds, not the default minute.
+		ServerArgs: []string{"--node-monitor-grace-period", "6s", "--pod-eviction-timeout", "8s"},
+		AgentArgs:  []string{"--node-lease-duration", "4s"}})
 	if l != nil {
 		t.Cleanup(func() {
 			dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -161,6 +164,7 @@ func TestCluster(t *testing.T) {
 			t.Run("HairpinAndExternalName", func(t *testing.T) { testHairpinAndExternalName(t, cl) })
 			t.Run("ScaleAndRollOutUnderTraffic", func(t *testing.T) { testScaleUnderTraffic(t, cl) })
 			t.Run("AgentRestartUnderTraffic", func(t *testing.T) { testAgentRestart(t, cl) })
+			t.Run("NodeKilled", func(t *testing.T) { testNodeKilled(t, cl) })
 		})
 	}
 }
@@ -619,4 +623,74 @@ for i in $(seq 20); do curl -s --max-time 2 %s; echo; done | grep -o '"pod":"[^"
 		t.Fatalf("20 requests from %s to %s (ClientIP affinity): %q; want all 20 at one backend", node, url, out.String())
 	}
 	t.Logf("ClientIP affinity: 20 requests from %s all reached %s", node, strings.TrimSpace(lines[0]))
+}
+
+// testNodeKilled kills a node (its agent, containerd and pods stopped, its
+// cable cut): its endpoints leave the Service, the Service keeps answering
+// from the other nodes, and its pods come back on the other nodes.
+func testNodeKilled(t *testing.T, cl *cluster) {
+	nodes := cl.lab.Nodes()
+	victim, client := nodes[len(nodes)-1], nodes[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	killed := time.Now()
+	if err := cl.lab.KillNode(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	// Its addresses leave the Endpoints.
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		obj, err := cl.c.Get(ctx, api.MustLookup("endpoints"), "default", "echo")
+		on := 0
+		if err == nil {
+			for _, ss := range obj.(*corev1.Endpoints).Subsets {
+				for _, a := range ss.Addresses {
+					if a.NodeName != nil && *a.NodeName == victim {
+						on++
+					}
+				}
+			}
+		}
+		if err == nil && on == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("45s after %s was killed the echo Endpoints still list %d ready addresses on it", victim, on)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("%s killed: its endpoints left the Service after %v", victim, time.Since(killed).Round(time.Millisecond))
+	// The Service keeps answering, from the nodes still alive.
+	url := "http://" + cl.clusterIP(t, "echo") + "/"
+	var out bytes.Buffer
+	script := fmt.Sprintf(`sleep 1; fail=0; for i in $(seq 30); do curl -s --max-time 2 -o /dev/null %s || fail=$((fail+1)); done; echo $fail`, url)
+	if _, err := cl.lab.Exec(ctx, client, []string{"sh", "-c", script}, nil, &out, &out); err != nil || strings.TrimSpace(out.String()) != "0" {
+		t.Fatalf("30 requests from %s to %s after %s was lost: %v, failures %q; want 0", client, url, victim, err, out.String())
+	}
+	// Its pods come back elsewhere.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		objs, _, err := cl.c.List(ctx, api.MustLookup("pods"), "default", client2opts("app=echo"))
+		ready := 0
+		if err == nil {
+			for _, o := range objs {
+				p := o.(*corev1.Pod)
+				if p.Spec.NodeName != victim && isReady(p) && p.DeletionTimestamp == nil {
+					ready++
+				}
+			}
+		}
+		if ready == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("60s after the endpoints left, %d echo pods ready on the remaining nodes; want 3", ready)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("%s killed: 30 requests from %s all answered, 3 echo pods ready on the other nodes %v after the kill", victim, client, time.Since(killed).Round(time.Millisecond))
+}
+
+func client2opts(selector string) client.ListOptions {
+	return client.ListOptions{LabelSelector: selector}
 }
