@@ -28,9 +28,9 @@ func BecomeSubreaper() error {
 // to wait for.
 func ReapShims() int { return reap("containerd-shim") }
 
-// reap waits for the exited children whose name starts with prefix and
-// counts those still running.
-func reap(prefix string) int {
+// reap waits for the exited children whose name starts with one of
+// prefixes and counts those still running.
+func reap(prefixes ...string) int {
 	entries, _ := os.ReadDir("/proc")
 	left := 0
 	for _, e := range entries {
@@ -41,7 +41,7 @@ func reap(prefix string) int {
 		// pid (comm) state ppid ...
 		s := string(stat)
 		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < 0 || !strings.HasPrefix(s[open+1:close], prefix) {
+		if open < 0 || close < 0 || !hasAnyPrefix(s[open+1:close], prefixes) {
 			continue
 		}
 		var state string
@@ -61,17 +61,26 @@ func reap(prefix string) int {
 	return left
 }
 
-// WaitShimsGone reaps shims, and the containerds of agents the test binary
-// inherited (an agent's cleanup may exit while its containerd is still
-// stopping), until none is left, for at most d. Only for tests that start
-// no containerd themselves.
+// WaitShimsGone reaps shims, and the containerd and runc processes of
+// agents the test binary inherited (an agent's cleanup may exit while its
+// containerd, or a runc a shim started, is still stopping), until none is
+// left, for at most d. Only for tests that start no containerd themselves.
 func WaitShimsGone(d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if reap("containerd") == 0 {
+		if reap("containerd", "runc") == 0 {
 			return true
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return reap("containerd") == 0
+	return reap("containerd", "runc") == 0
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
