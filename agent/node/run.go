@@ -167,7 +167,7 @@ func cleanupPods(ctx context.Context, cfg Config, podCIDR netip.Prefix) error {
 // dataplane made on this node: `skep agent --cleanup`.
 func CleanupDataplanes(ctx context.Context, cfg Config) error {
 	return errors.Join(
-		ebpf.Cleanup(ebpf.Config{NodeName: cfg.Name, CgroupPath: cfg.CgroupRoot, Interface: cfg.Interface, Logger: cfg.Logger}),
+		ebpf.Cleanup(ebpfConfig(cfg, cfg.Logger)),
 		iptables.Cleanup(ctx, iptables.DefaultChainPrefix),
 	)
 }

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,10 +20,7 @@ import (
 // other mode left on this node, so a switch leaves no stale rules or
 // programs behind.
 func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
-	ebpfCfg := ebpf.Config{NodeName: a.cfg.Name, CgroupPath: a.cfg.CgroupRoot, Interface: a.cfg.Interface, Logger: a.log}
-	if a.cfg.NodeIP.IsValid() {
-		ebpfCfg.NodeIPs = append(ebpfCfg.NodeIPs, a.cfg.NodeIP)
-	}
+	ebpfCfg := ebpfConfig(a.cfg, a.log)
 	switch a.cfg.Dataplane {
 	case "ebpf", "":
 		if err := iptables.Cleanup(ctx, iptables.DefaultChainPrefix); err != nil {
@@ -35,6 +34,15 @@ func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
 		return iptables.New(ctx, iptables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR, Logger: a.log})
 	}
 	return nil, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", a.cfg.Dataplane)
+}
+
+// ebpfConfig is the eBPF dataplane of the node cfg describes.
+func ebpfConfig(cfg Config, log *slog.Logger) ebpf.Config {
+	c := ebpf.Config{NodeName: cfg.Name, CgroupPath: cfg.CgroupRoot, Interface: cfg.Interface, Logger: log}
+	if cfg.NodeIP.IsValid() {
+		c.NodeIPs = []netip.Addr{cfg.NodeIP}
+	}
+	return c
 }
 
 // syncServices keeps the dataplane carrying the cluster's Services until

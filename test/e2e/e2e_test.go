@@ -202,11 +202,10 @@ spec:
 	t.Logf("pod1 Ready on %s with IP %s: app2 read app1's file from the shared volume and fetched it over localhost", p.Spec.NodeName, p.Status.PodIP)
 }
 
-// testService deploys the echo server on three nodes behind a NodePort
-// Service and reaches it by ClusterIP and DNS name from a pod on every
-// node, and by node port from the client outside the cluster.
-func testService(t *testing.T, cl *cluster) {
-	cl.apply(t, `apiVersion: apps/v1
+// echoDeployment is the echo server, 3 replicas, ready once it answers;
+// a new version is a new pod template, so applying it rolls the pods out.
+func echoDeployment(version string) string {
+	return `apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: echo
@@ -222,14 +221,20 @@ spec:
       - name: echo
         image: skep/echo:latest
         env:
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: NODE_NAME
-          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        - {name: VERSION, value: "` + version + `"}
         readinessProbe:
           httpGet: {path: /, port: 8080}
           periodSeconds: 1
----
+`
+}
+
+// testService deploys the echo server on three nodes behind a NodePort
+// Service and reaches it by ClusterIP and DNS name from a pod on every
+// node, and by node port from the client outside the cluster.
+func testService(t *testing.T, cl *cluster) {
+	cl.apply(t, echoDeployment("1")+`---
 apiVersion: v1
 kind: Service
 metadata:
@@ -388,26 +393,24 @@ func (cl *cluster) clusterIP(t *testing.T, name string) string {
 func (cl *cluster) waitReadyReplicas(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var ready, all int
+	var nReady, all int
 	for time.Now().Before(deadline) {
 		objs, _, err := cl.c.List(context.Background(), api.MustLookup("pods"), "default", client.ListOptions{LabelSelector: "app=echo"})
 		if err == nil {
-			ready, all = 0, len(objs)
+			nReady, all = 0, len(objs)
 			for _, o := range objs {
-				if p := o.(*corev1.Pod); isReady(p) && p.DeletionTimestamp == nil {
-					ready++
+				if p := o.(*corev1.Pod); ready(p) && p.DeletionTimestamp == nil {
+					nReady++
 				}
 			}
-			if ready == n && all == n {
+			if nReady == n && all == n {
 				return
 			}
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("echo: %d ready of %d pods after %v; want %d", ready, all, timeout, n)
+	t.Fatalf("echo: %d ready of %d pods after %v; want %d", nReady, all, timeout, n)
 }
-
-func isReady(p *corev1.Pod) bool { return ready(p) }
 
 func (cl *cluster) skep(t *testing.T, args ...string) {
 	t.Helper()
@@ -431,29 +434,7 @@ func testScaleUnderTraffic(t *testing.T, cl *cluster) {
 	cl.waitReadyReplicas(t, 5, d)
 	cl.skep(t, "scale", "deploy", "echo", "--replicas", "2")
 	cl.waitReadyReplicas(t, 2, d)
-	cl.apply(t, `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      containers:
-      - name: echo
-        image: skep/echo:latest
-        env:
-        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
-        - {name: VERSION, value: "2"}
-        readinessProbe:
-          httpGet: {path: /, port: 8080}
-          periodSeconds: 1
-`)
+	cl.apply(t, echoDeployment("2"))
 	cl.waitReadyReplicas(t, 3, d)
 	t.Logf("scaled 3→5→2 and rolled out a new template to 3 in %v", time.Since(start).Round(time.Millisecond))
 	r := <-result
@@ -630,7 +611,7 @@ for i in $(seq 20); do curl -s --max-time 2 %s; echo; done | grep -o '"pod":"[^"
 // from the other nodes, and its pods come back on the other nodes.
 func testNodeKilled(t *testing.T, cl *cluster) {
 	nodes := cl.lab.Nodes()
-	victim, client := nodes[len(nodes)-1], nodes[0]
+	victim, from := nodes[len(nodes)-1], nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	killed := time.Now()
@@ -664,33 +645,29 @@ func testNodeKilled(t *testing.T, cl *cluster) {
 	url := "http://" + cl.clusterIP(t, "echo") + "/"
 	var out bytes.Buffer
 	script := fmt.Sprintf(`sleep 1; fail=0; for i in $(seq 30); do curl -s --max-time 2 -o /dev/null %s || fail=$((fail+1)); done; echo $fail`, url)
-	if _, err := cl.lab.Exec(ctx, client, []string{"sh", "-c", script}, nil, &out, &out); err != nil || strings.TrimSpace(out.String()) != "0" {
-		t.Fatalf("30 requests from %s to %s after %s was lost: %v, failures %q; want 0", client, url, victim, err, out.String())
+	if _, err := cl.lab.Exec(ctx, from, []string{"sh", "-c", script}, nil, &out, &out); err != nil || strings.TrimSpace(out.String()) != "0" {
+		t.Fatalf("30 requests from %s to %s after %s was lost: %v, failures %q; want 0", from, url, victim, err, out.String())
 	}
 	// Its pods come back elsewhere.
 	deadline = time.Now().Add(60 * time.Second)
 	for {
-		objs, _, err := cl.c.List(ctx, api.MustLookup("pods"), "default", client2opts("app=echo"))
-		ready := 0
+		objs, _, err := cl.c.List(ctx, api.MustLookup("pods"), "default", client.ListOptions{LabelSelector: "app=echo"})
+		nReady := 0
 		if err == nil {
 			for _, o := range objs {
 				p := o.(*corev1.Pod)
-				if p.Spec.NodeName != victim && isReady(p) && p.DeletionTimestamp == nil {
-					ready++
+				if p.Spec.NodeName != victim && ready(p) && p.DeletionTimestamp == nil {
+					nReady++
 				}
 			}
 		}
-		if ready == 3 {
+		if nReady == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("60s after the endpoints left, %d echo pods ready on the remaining nodes; want 3", ready)
+			t.Fatalf("60s after the endpoints left, %d echo pods ready on the remaining nodes; want 3", nReady)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Logf("%s killed: 30 requests from %s all answered, 3 echo pods ready on the other nodes %v after the kill", victim, client, time.Since(killed).Round(time.Millisecond))
-}
-
-func client2opts(selector string) client.ListOptions {
-	return client.ListOptions{LabelSelector: selector}
+	t.Logf("%s killed: 30 requests from %s all answered, 3 echo pods ready on the other nodes %v after the kill", victim, from, time.Since(killed).Round(time.Millisecond))
 }
