@@ -22,13 +22,14 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/scheduler"
+	"github.com/skep-io/skep/controlplane/simnodes"
 )
 
 var deploymentRolloutStatus = deployment.RolloutStatus
 
 func TestDeploymentScale(t *testing.T) {
 	c := apiservertest.Start(t)
-	newCluster(t, c, "node-1", "node-2", "node-3")
+	simnodes.Start(t, c, "node-1", "node-2", "node-3")
 	startManager(t, c, fastConfig("cm-1"))
 
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 3, "web:v1"))
@@ -136,8 +137,8 @@ func (w *readyWatcher) min() (int, int) {
 
 func TestRollingUpdateKeepsAvailability(t *testing.T) {
 	c := apiservertest.Start(t)
-	k := newCluster(t, c, "node-1", "node-2", "node-3")
-	k.readyDelay = 300 * time.Millisecond // pods take a while to become ready
+	k := simnodes.Start(t, c, "node-1", "node-2", "node-3")
+	k.SetReadyDelay(300 * time.Millisecond) // pods take a while to become ready
 	startManager(t, c, fastConfig("cm-1"))
 
 	d := deploymentOf("web", 4, "web:v1")
@@ -192,7 +193,7 @@ func TestRollingUpdateKeepsAvailability(t *testing.T) {
 
 func TestRecreate(t *testing.T) {
 	c := apiservertest.Start(t)
-	newCluster(t, c, "node-1", "node-2")
+	simnodes.Start(t, c, "node-1", "node-2")
 	startManager(t, c, fastConfig("cm-1"))
 	d := deploymentOf("db", 2, "db:v1")
 	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
@@ -242,7 +243,7 @@ func TestRecreate(t *testing.T) {
 
 func TestNodeFailure(t *testing.T) {
 	c := apiservertest.Start(t)
-	k := newCluster(t, c, "node-1", "node-2", "node-3")
+	k := simnodes.Start(t, c, "node-1", "node-2", "node-3")
 	startManager(t, c, fastConfig("cm-1"))
 	mustCreate(t, c, servicesR, serviceOf("web"))
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 3, "web:v1"))
@@ -269,7 +270,7 @@ func TestNodeFailure(t *testing.T) {
 
 	victim := activePods(t, c, "web")[0]
 	dead := victim.Spec.NodeName
-	k.setAlive(dead, false)
+	k.SetAlive(dead, false)
 	t.Logf("stopping the heartbeat of %s, which runs %s", dead, victim.Name)
 
 	poll(t, 10*time.Second, func() string {
@@ -316,7 +317,7 @@ func TestNodeFailure(t *testing.T) {
 	})
 
 	// The node comes back: Ready again, and nothing is placed twice.
-	k.setAlive(dead, true)
+	k.SetAlive(dead, true)
 	poll(t, 10*time.Second, func() string {
 		o, _ := c.Get(context.Background(), nodesR, "", dead)
 		if !scheduler.NodeReady(o.(*corev1.Node)) {
@@ -331,7 +332,7 @@ func TestNodeFailure(t *testing.T) {
 
 func TestEndpointsBatchPodChanges(t *testing.T) {
 	c := apiservertest.Start(t)
-	newCluster(t, c, "node-1", "node-2")
+	simnodes.Start(t, c, "node-1", "node-2")
 	cfg := fastConfig("cm-1")
 	cfg.EndpointsBatchPeriod = 500 * time.Millisecond
 	startManager(t, c, cfg)
@@ -385,7 +386,7 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 
 func TestGarbageCollection(t *testing.T) {
 	c := apiservertest.Start(t)
-	newCluster(t, c, "node-1")
+	simnodes.Start(t, c, "node-1")
 	startManager(t, c, fastConfig("cm-1"))
 	ctx := context.Background()
 
@@ -422,7 +423,7 @@ func TestGarbageCollection(t *testing.T) {
 
 func TestReplicationController(t *testing.T) {
 	c := apiservertest.Start(t)
-	newCluster(t, c, "node-1", "node-2")
+	simnodes.Start(t, c, "node-1", "node-2")
 	startManager(t, c, fastConfig("cm-1"))
 	ctx := context.Background()
 	rcR := replicationControllersR
@@ -461,7 +462,7 @@ func TestReplicationController(t *testing.T) {
 // ever bound twice or lost.
 func TestLeaderFailover(t *testing.T) {
 	c := apiservertest.Start(t)
-	newCluster(t, c, "node-1", "node-2", "node-3")
+	simnodes.Start(t, c, "node-1", "node-2", "node-3")
 	var mu sync.Mutex
 	bindings := map[string][]string{}
 	manager := func(id string) (func(), Config) {

@@ -10,16 +10,13 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 )
 
@@ -103,161 +100,7 @@ func poll(t *testing.T, timeout time.Duration, cond func() string) {
 	}
 }
 
-// cluster plays the nodes: it registers Node objects, renews their
-// leases, and does what a kubelet does to pods bound to a live node (runs
-// them with an IP, makes them ready a little later, removes them once
-// they are terminating).
-type cluster struct {
-	t          *testing.T
-	c          client.Interface
-	readyDelay time.Duration
-
-	mu      sync.Mutex
-	alive   map[string]bool
-	nodeIdx map[string]int
-	nextIP  map[string]int
-	running map[string]time.Time // pod uid -> when it started running
-}
-
-func newCluster(t *testing.T, c client.Interface, nodes ...string) *cluster {
-	t.Helper()
-	k := &cluster{t: t, c: c, readyDelay: 100 * time.Millisecond, alive: map[string]bool{},
-		nodeIdx: map[string]int{}, nextIP: map[string]int{}, running: map[string]time.Time{}}
-	for _, n := range nodes {
-		k.addNode(n)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); k.run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return k
-}
-
-func (k *cluster) addNode(name string) {
-	k.t.Helper()
-	now := metav1.Now()
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}},
-		Status: corev1.NodeStatus{
-			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")},
-			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")},
-			Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
-		},
-	}
-	mustCreate(k.t, k.c, nodesR, node)
-	holder, secs := name, int32(40)
-	mustCreate(k.t, k.c, leasesR, &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: nodelifecycle.LeaseNamespace, Name: name},
-		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: ptr(metav1.NewMicroTime(time.Now()))},
-	})
-	k.mu.Lock()
-	k.alive[name] = true
-	k.nodeIdx[name] = len(k.nodeIdx) + 1
-	k.mu.Unlock()
-}
-
 func ptr[T any](v T) *T { return &v }
-
-// setAlive stops or resumes a node's heartbeat and kubelet.
-func (k *cluster) setAlive(name string, alive bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.alive[name] = alive
-}
-
-func (k *cluster) isAlive(name string) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.alive[name]
-}
-
-func (k *cluster) run(ctx context.Context) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	lastRenew := time.Time{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if time.Since(lastRenew) > 300*time.Millisecond {
-			lastRenew = time.Now()
-			k.renewLeases(ctx)
-		}
-		k.syncPods(ctx)
-	}
-}
-
-func (k *cluster) renewLeases(ctx context.Context) {
-	k.mu.Lock()
-	var nodes []string
-	for n, ok := range k.alive {
-		if ok {
-			nodes = append(nodes, n)
-		}
-	}
-	k.mu.Unlock()
-	for _, n := range nodes {
-		o, err := k.c.Get(ctx, leasesR, nodelifecycle.LeaseNamespace, n)
-		if err != nil {
-			continue
-		}
-		l := o.(*coordinationv1.Lease)
-		l.Spec.RenewTime = ptr(metav1.NewMicroTime(time.Now()))
-		_, _ = k.c.Update(ctx, leasesR, l)
-	}
-}
-
-func (k *cluster) syncPods(ctx context.Context) {
-	objs, _, err := k.c.List(ctx, podsR, "", client.ListOptions{})
-	if err != nil {
-		return
-	}
-	for _, o := range objs {
-		p := o.(*corev1.Pod)
-		if p.Spec.NodeName == "" || !k.isAlive(p.Spec.NodeName) {
-			continue
-		}
-		switch {
-		case p.DeletionTimestamp != nil:
-			zero := int64(0)
-			_ = k.c.Delete(ctx, podsR, p.Namespace, p.Name, client.DeleteOptions{GracePeriodSeconds: &zero})
-		case p.Status.Phase != corev1.PodRunning:
-			k.mu.Lock()
-			k.nextIP[p.Spec.NodeName]++
-			ip := fmt.Sprintf("10.244.%d.%d", k.nodeIdx[p.Spec.NodeName], k.nextIP[p.Spec.NodeName])
-			k.running[string(p.UID)] = time.Now()
-			k.mu.Unlock()
-			p.Status.Phase, p.Status.PodIP = corev1.PodRunning, ip
-			p.Status.PodIPs = []corev1.PodIP{{IP: ip}}
-			setPodCondition(p, corev1.PodReady, corev1.ConditionFalse)
-			_, _ = k.c.UpdateStatus(ctx, podsR, p)
-		case !podstate.Ready(p):
-			k.mu.Lock()
-			since, ok := k.running[string(p.UID)]
-			k.mu.Unlock()
-			if ok && time.Since(since) < k.readyDelay {
-				continue
-			}
-			setPodCondition(p, corev1.PodReady, corev1.ConditionTrue)
-			setPodCondition(p, corev1.ContainersReady, corev1.ConditionTrue)
-			_, _ = k.c.UpdateStatus(ctx, podsR, p)
-		}
-	}
-}
-
-func setPodCondition(p *corev1.Pod, typ corev1.PodConditionType, st corev1.ConditionStatus) {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == typ {
-			if p.Status.Conditions[i].Status != st {
-				p.Status.Conditions[i].Status, p.Status.Conditions[i].LastTransitionTime = st, metav1.Now()
-			}
-			return
-		}
-	}
-	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: typ, Status: st, LastTransitionTime: metav1.Now()})
-}
 
 func deploymentOf(name string, replicas int32, image string) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
