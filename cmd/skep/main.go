@@ -29,6 +29,10 @@ func main() {
 			describeCommand(),
 			deleteCommand(),
 			scaleCommand(),
+			rolloutCommand(),
+			cordonCommand(),
+			uncordonCommand(),
+			drainCommand(),
 			versionCommand(),
 		},
 		Flags: []cli.Flag{
@@ -49,7 +53,17 @@ func hoistFlags(app *cli.App, args []string) []string {
 		return args
 	}
 	cmd := app.Command(args[1])
-	if cmd == nil || len(cmd.Subcommands) > 0 {
+	depth := 2 // program and verb
+	// Verbs with subcommands (`skep rollout status`): hoist within the
+	// subcommand named next.
+	for cmd != nil && len(cmd.Subcommands) > 0 {
+		if len(args) <= depth {
+			return args
+		}
+		cmd = cmd.Command(args[depth])
+		depth++
+	}
+	if cmd == nil {
 		return args
 	}
 	boolean := map[string]bool{}
@@ -61,7 +75,7 @@ func hoistFlags(app *cli.App, args []string) []string {
 		}
 	}
 	var flags, positional []string
-	rest := args[2:]
+	rest := args[depth:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		if a == "--" {
@@ -79,6 +93,6 @@ func hoistFlags(app *cli.App, args []string) []string {
 			i++
 		}
 	}
-	out := append([]string{args[0], args[1]}, flags...)
+	out := append(append([]string{}, args[:depth]...), flags...)
 	return append(out, positional...)
 }

@@ -109,6 +109,11 @@ func table(r *api.Resource, wide bool) ([]string, func(api.Object) []string) {
 			e := o.(*corev1.Endpoints)
 			return []string{e.Name, endpointList(e), age(o)}
 		}
+	case "ConfigMap":
+		return []string{"NAME", "DATA", "AGE"}, func(o api.Object) []string {
+			cm := o.(*corev1.ConfigMap)
+			return []string{cm.Name, fmt.Sprint(len(cm.Data) + len(cm.BinaryData)), age(o)}
+		}
 	case "ResourceQuota":
 		return []string{"NAME", "AGE", "REQUEST", "LIMIT"}, func(o api.Object) []string {
 			q := o.(*corev1.ResourceQuota)

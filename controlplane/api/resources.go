@@ -71,6 +71,7 @@ var resources = []*Resource{
 	{Version: "v1", Kind: "Service", Name: "services", ShortNames: []string{"svc"}, Namespaced: true, New: func() Object { return &corev1.Service{} }, HasStatus: true},
 	{Version: "v1", Kind: "Endpoints", Name: "endpoints", ShortNames: []string{"ep"}, Namespaced: true, New: func() Object { return &corev1.Endpoints{} }},
 	{Version: "v1", Kind: "ReplicationController", Name: "replicationcontrollers", ShortNames: []string{"rc"}, Namespaced: true, New: func() Object { return &corev1.ReplicationController{} }, HasStatus: true},
+	{Version: "v1", Kind: "ConfigMap", Name: "configmaps", ShortNames: []string{"cm"}, Namespaced: true, New: func() Object { return &corev1.ConfigMap{} }},
 	{Version: "v1", Kind: "ResourceQuota", Name: "resourcequotas", ShortNames: []string{"quota"}, Namespaced: true, New: func() Object { return &corev1.ResourceQuota{} }, HasStatus: true},
 	{Group: "apps", Version: "v1", Kind: "Deployment", Name: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, New: func() Object { return &appsv1.Deployment{} }, HasStatus: true},
 	{Group: "apps", Version: "v1", Kind: "ReplicaSet", Name: "replicasets", ShortNames: []string{"rs"}, Namespaced: true, New: func() Object { return &appsv1.ReplicaSet{} }, HasStatus: true},

@@ -41,6 +41,8 @@ func Validate(r *Resource, obj Object) field.ErrorList {
 		errs = append(errs, validateRC(o)...)
 	case *corev1.ResourceQuota:
 		errs = append(errs, validateQuota(o)...)
+	case *corev1.ConfigMap:
+		errs = append(errs, validateConfigMap(o)...)
 	case *coordinationv1.Lease, *corev1.Namespace, *corev1.Node:
 	}
 	return errs
@@ -352,6 +354,26 @@ func validateService(s *corev1.Service) field.ErrorList {
 		}
 	}
 	errs = append(errs, metavalidation.ValidateLabels(s.Spec.Selector, p.Child("selector"))...)
+	return errs
+}
+
+// validateConfigMap checks keys as Kubernetes does: each a valid file
+// name, in data or binaryData but not both.
+func validateConfigMap(cm *corev1.ConfigMap) field.ErrorList {
+	var errs field.ErrorList
+	for k := range cm.Data {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs = append(errs, field.Invalid(field.NewPath("data").Key(k), k, msg))
+		}
+	}
+	for k := range cm.BinaryData {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs = append(errs, field.Invalid(field.NewPath("binaryData").Key(k), k, msg))
+		}
+		if _, dup := cm.Data[k]; dup {
+			errs = append(errs, field.Invalid(field.NewPath("binaryData").Key(k), k, "duplicate of key present in data"))
+		}
+	}
 	return errs
 }
 

@@ -335,6 +335,11 @@ func (s *rollout) ensureNewRS(ctx context.Context, create bool, replicas int32) 
 		},
 		Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, MinReadySeconds: d.Spec.MinReadySeconds, Selector: sel, Template: *tmpl},
 	}
+	// `rollout history` shows why each revision was made, as the user
+	// wrote it on the deployment.
+	if cause, ok := d.Annotations[ChangeCauseAnnotation]; ok {
+		rs.Annotations[ChangeCauseAnnotation] = cause
+	}
 	created, err := s.dc.c.Create(ctx, replicaSetsResource, rs)
 	if apierrors.IsAlreadyExists(err) {
 		existing, gerr := s.dc.c.Get(ctx, replicaSetsResource, rs.Namespace, rs.Name)

@@ -24,6 +24,7 @@ const (
 	RevisionAnnotation        = "deployment.kubernetes.io/revision"
 	DesiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
 	MaxReplicasAnnotation     = "deployment.kubernetes.io/max-replicas"
+	ChangeCauseAnnotation     = "kubernetes.io/change-cause"
 	PodTemplateHashLabel      = appsv1.DefaultDeploymentUniqueLabelKey // "pod-template-hash"
 )
 
