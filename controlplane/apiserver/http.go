@@ -43,6 +43,7 @@ func (s *Server) Handler() http.Handler {
 		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 	}))
 	mux.Handle("/skep/v1/join", s.authenticated(s.join))
+	mux.Handle(client.ServingCertificatePath, s.authenticated(s.servingCertificate))
 	// The CA is public: an agent fetches it before it trusts the server and
 	// checks it against the hash its join token carries, as k3s does.
 	mux.HandleFunc("/cacerts", func(w http.ResponseWriter, r *http.Request) { w.Write(s.caPEM) })
@@ -152,6 +153,16 @@ func parsePath(path string) (target, error) {
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {
 	start := time.Now()
+	if a, ok := parseAccessPath(r.URL.Path); ok {
+		// Logs, exec and node proxy stream for as long as they last: no
+		// latency is observed for them, as for watches.
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		defer func() { s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), a.resource(), strconv.Itoa(rec.code)).Inc() }()
+		if err := s.serveAccess(rec, r, id, a); err != nil {
+			writeError(rec, err)
+		}
+		return
+	}
 	t, err := parsePath(r.URL.Path)
 	if err != nil {
 		writeError(w, apierrors.NewNotFound(gr(&api.Resource{}), err.Error()))
@@ -443,6 +454,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.code = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection, to hijack it
+// for an upgraded exec stream.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *statusRecorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {

@@ -43,6 +43,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	caPEM   []byte
+	nodes   *nodeAccess
 }
 
 // New makes an API server on st.
@@ -76,6 +77,7 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		metrics: m,
 		caPEM:   cfg.CAPEM,
+		nodes:   &nodeAccess{store: st},
 	}, nil
 }
 

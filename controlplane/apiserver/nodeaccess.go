@@ -1,0 +1,366 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/pki"
+	"github.com/skep-io/skep/controlplane/store"
+)
+
+// The API server reaches a node's agent as Kubernetes' reaches a kubelet:
+// HTTPS to the node's InternalIP at the port its Node status publishes
+// (status.daemonEndpoints.kubeletEndpoint.port, default 10250), for
+// container logs, commands in containers and image import.
+//
+// Both ends of that channel hold certificates of the node CA, which the
+// API server keeps in the store (so every API server of an HA set has the
+// same) and makes on first use:
+//   - each agent, with its node credential, has the API server sign a
+//     serving certificate for its own addresses (ServingCertificatePath);
+//     the API server checks the agent's certificate against that CA and the
+//     node's address;
+//   - the API server presents a client certificate of the same CA, named
+//     pki.APIServerClientName, and the agent serves no one else.
+//
+// A node's serving certificate is for server use only, so no node can
+// pose as the API server to another.
+
+// DefaultAgentPort is where an agent serves when its Node says nothing.
+const DefaultAgentPort = 10250
+
+// nodeCAKey is where the node CA is kept.
+var nodeCAKey = store.Key{Resource: "pki", Name: "node-ca"}
+
+const (
+	servingValidity = 365 * 24 * time.Hour
+	clientValidity  = 365 * 24 * time.Hour
+)
+
+// nodeAccess holds the API server's end of the channel, made on first use.
+type nodeAccess struct {
+	store *store.Store
+
+	mu        sync.Mutex
+	ca        *pki.CA
+	transport *http.Transport
+}
+
+type storedCA struct {
+	Cert []byte `json:"cert"`
+	Key  []byte `json:"key"`
+}
+
+// load returns the node CA and a transport that presents the API server's
+// client certificate and trusts only agents' serving certificates.
+func (n *nodeAccess) load(ctx context.Context) (*pki.CA, *http.Transport, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ca != nil {
+		return n.ca, n.transport, nil
+	}
+	ca, err := n.loadCA(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := ca.ClientCert(pki.APIServerClientName, clientValidity)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.transport = agentTransport(ca, cert)
+	n.ca = ca
+	return n.ca, n.transport, nil
+}
+
+func (n *nodeAccess) loadCA(ctx context.Context) (*pki.CA, error) {
+	for {
+		e, err := n.store.Get(ctx, nodeCAKey)
+		if err == nil {
+			var s storedCA
+			if err := json.Unmarshal(e.Value, &s); err != nil {
+				return nil, fmt.Errorf("read the node CA: %w", err)
+			}
+			return pki.ParseCA(s.Cert, s.Key)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("read the node CA: %w", err)
+		}
+		certPEM, keyPEM, err := pki.NewCA("skep-node-ca")
+		if err != nil {
+			return nil, err
+		}
+		data, _ := json.Marshal(storedCA{Cert: certPEM, Key: keyPEM})
+		// Another API server may make one at the same time: the first
+		// written is everyone's.
+		if _, err := n.store.Create(ctx, nodeCAKey, data); err != nil && !errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("keep the node CA: %w", err)
+		}
+	}
+}
+
+func agentTransport(ca *pki.CA, cert tls.Certificate) *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}
+}
+
+// servingCertificate signs an agent's serving certificate for its node's
+// addresses.
+func (s *Server) servingCertificate(w http.ResponseWriter, r *http.Request, id Identity) {
+	nodes := api.MustLookup("nodes")
+	if r.Method != http.MethodPost {
+		writeError(w, apierrors.NewMethodNotSupported(gr(nodes), r.Method))
+		return
+	}
+	if id.Node == "" {
+		writeError(w, apierrors.NewForbidden(gr(nodes), "", fmt.Errorf("%s may not ask for a node's serving certificate; a node asks with its own credential", id)))
+		return
+	}
+	var req client.ServingCertificateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil || req.CSR == "" {
+		writeError(w, apierrors.NewBadRequest(`the body must be {"csr": "<PEM certificate request>"}`))
+		return
+	}
+	obj, err := s.reg.get(r.Context(), nodes, "", id.Node)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ca, _, err := s.nodes.load(r.Context())
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	cert, err := ca.SignNodeServing([]byte(req.CSR), id.Node, nodeAddresses(obj.(*corev1.Node)), servingValidity)
+	if err != nil {
+		writeError(w, apierrors.NewForbidden(gr(nodes), id.Node, err))
+		return
+	}
+	s.log.Info("serving certificate signed", "node", id.Node)
+	writeJSON(w, http.StatusOK, client.ServingCertificateResponse{Certificate: string(cert), CA: string(ca.CertPEM())})
+}
+
+func nodeAddresses(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
+
+// accessPath is a parsed path of what the API server proxies to agents.
+type accessPath struct {
+	kind      string // "log", "exec" or "proxy"
+	namespace string
+	name      string // the pod, or the node for proxy
+	rest      string // proxy: the agent's path, starting with "/"
+}
+
+// parseAccessPath recognizes /api/v1/namespaces/NS/pods/NAME/{log,exec}
+// and /api/v1/nodes/NAME/proxy[/PATH].
+func parseAccessPath(path string) (accessPath, bool) {
+	p, ok := strings.CutPrefix(path, "/api/v1/")
+	if !ok {
+		return accessPath{}, false
+	}
+	parts := strings.Split(p, "/")
+	switch {
+	case len(parts) == 5 && parts[0] == "namespaces" && parts[2] == "pods" && (parts[4] == "log" || parts[4] == "exec"):
+		return accessPath{kind: parts[4], namespace: parts[1], name: parts[3]}, true
+	case len(parts) >= 3 && parts[0] == "nodes" && parts[2] == "proxy":
+		return accessPath{kind: "proxy", name: parts[1], rest: "/" + strings.Join(parts[3:], "/")}, true
+	}
+	return accessPath{}, false
+}
+
+// resource is the resource and subresource, for errors and metrics.
+func (a accessPath) resource() string {
+	if a.kind == "proxy" {
+		return "nodes/proxy"
+	}
+	return "pods/" + a.kind
+}
+
+func (s *Server) serveAccess(w http.ResponseWriter, r *http.Request, id Identity, a accessPath) error {
+	pods, nodes := api.MustLookup("pods"), api.MustLookup("nodes")
+	res := pods
+	if a.kind == "proxy" {
+		res = nodes
+	}
+	if !id.Admin {
+		return apierrors.NewForbidden(gr(res), a.name, fmt.Errorf("%s may not use %s: only the admin reads logs, runs commands in pods and reaches nodes' agents", id, a.resource()))
+	}
+	ctx := r.Context()
+	q := r.URL.Query()
+	var node string
+	target := &url.URL{Scheme: "https"}
+	switch a.kind {
+	case "log", "exec":
+		if a.kind == "log" && r.Method != http.MethodGet || a.kind == "exec" && r.Method != http.MethodPost && r.Method != http.MethodGet {
+			return apierrors.NewMethodNotSupported(gr(pods), r.Method)
+		}
+		obj, err := s.reg.get(ctx, pods, a.namespace, a.name)
+		if err != nil {
+			return err
+		}
+		pod := obj.(*corev1.Pod)
+		container, err := podContainer(pod, q.Get("container"))
+		if err != nil {
+			return err
+		}
+		if pod.Spec.NodeName == "" {
+			return apierrors.NewBadRequest(fmt.Sprintf("pod %s is not scheduled to a node yet: it has no container to %s", a.name, map[string]string{"log": "read the logs of", "exec": "run a command in"}[a.kind]))
+		}
+		node = pod.Spec.NodeName
+		agentQuery := url.Values{"podUID": {string(pod.UID)}}
+		if a.kind == "log" {
+			target.Path = "/containerLogs/" + a.namespace + "/" + a.name + "/" + container
+			for _, b := range []string{"follow", "previous"} {
+				if v := q.Get(b); v != "" {
+					if _, err := strconv.ParseBool(v); err != nil {
+						return apierrors.NewBadRequest(fmt.Sprintf("%s=%q: must be true or false", b, v))
+					}
+					agentQuery.Set(b, v)
+				}
+			}
+			if v := q.Get("tailLines"); v != "" {
+				if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
+					return apierrors.NewBadRequest(fmt.Sprintf("tailLines=%q: must be a number >= 0", v))
+				}
+				agentQuery.Set("tailLines", v)
+			}
+		} else {
+			if len(q["command"]) == 0 {
+				return apierrors.NewBadRequest("you must specify at least one command for the container (command=...)")
+			}
+			if !strings.EqualFold(r.Header.Get("Upgrade"), client.ExecProtocol) {
+				return apierrors.NewBadRequest(fmt.Sprintf("exec needs an HTTP/1.1 connection upgraded to %s (Connection: Upgrade, Upgrade: %s)", client.ExecProtocol, client.ExecProtocol))
+			}
+			target.Path = "/exec/" + a.namespace + "/" + a.name + "/" + container
+			agentQuery["command"] = q["command"]
+			if v := q.Get("stdin"); v != "" {
+				agentQuery.Set("stdin", v)
+			}
+		}
+		target.RawQuery = agentQuery.Encode()
+	case "proxy":
+		node = a.name
+		target.Path, target.RawQuery = a.rest, r.URL.RawQuery
+	}
+	obj, err := s.reg.get(ctx, nodes, "", node)
+	if err != nil {
+		if apierrors.IsNotFound(err) && a.kind != "proxy" {
+			return apierrors.NewServiceUnavailable(fmt.Sprintf("pod %s is bound to node %s, which does not exist", a.name, node))
+		}
+		return err
+	}
+	host, err := agentAddress(obj.(*corev1.Node))
+	if err != nil {
+		return err
+	}
+	target.Host = host
+	_, transport, err := s.nodes.load(ctx)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	s.proxyToAgent(w, r, transport, node, target)
+	return nil
+}
+
+// podContainer picks the container a request means: the one named, or
+// the pod's only one (or the one its kubectl.kubernetes.io/default-container
+// annotation names), as kubectl does.
+func podContainer(pod *corev1.Pod, name string) (string, error) {
+	var names, inits []string
+	for _, c := range pod.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		inits = append(inits, c.Name)
+	}
+	choose := fmt.Sprintf("choose one of: [%s]", strings.Join(names, " "))
+	if len(inits) > 0 {
+		choose += fmt.Sprintf(" or one of the init containers: [%s]", strings.Join(inits, " "))
+	}
+	if name == "" {
+		if d := pod.Annotations["kubectl.kubernetes.io/default-container"]; slices.Contains(names, d) {
+			return d, nil
+		}
+		if len(names) == 1 {
+			return names[0], nil
+		}
+		return "", apierrors.NewBadRequest(fmt.Sprintf("a container name must be specified for pod %s, %s", pod.Name, choose))
+	}
+	if slices.Contains(names, name) || slices.Contains(inits, name) {
+		return name, nil
+	}
+	return "", apierrors.NewBadRequest(fmt.Sprintf("container %s is not valid for pod %s: %s", name, pod.Name, choose))
+}
+
+// agentAddress is host:port of a node's agent.
+func agentAddress(n *corev1.Node) (string, error) {
+	port := int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	if port == 0 {
+		port = DefaultAgentPort
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return netip.AddrPortFrom(ip, uint16(port)).String(), nil
+			}
+		}
+	}
+	return "", apierrors.NewServiceUnavailable(fmt.Sprintf("node %s has no InternalIP in its status: its agent cannot be reached", n.Name))
+}
+
+// proxyToAgent sends the request on to the agent and its answer back,
+// streaming both ways: a followed log as it grows, an image archive as it
+// is uploaded, and an upgraded exec connection for as long as it lasts.
+// The caller's bearer token does not go to the node.
+func (s *Server) proxyToAgent(w http.ResponseWriter, r *http.Request, transport http.RoundTripper, node string, target *url.URL) {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = target
+			pr.Out.Host = ""
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport:     transport,
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			s.log.Warn("agent did not answer", "node", node, "agent", target.Host, "err", err)
+			writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf("the agent of node %s at %s did not answer: %v", node, target.Host, err)))
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
