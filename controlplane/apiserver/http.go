@@ -157,7 +157,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {
 		// Logs, exec and node proxy stream for as long as they last: no
 		// latency is observed for them, as for watches.
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-		defer func() { s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), a.resource(), strconv.Itoa(rec.code)).Inc() }()
+		defer func() {
+			s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), a.resource(), strconv.Itoa(rec.code)).Inc()
+		}()
 		if err := s.serveAccess(rec, r, id, a); err != nil {
 			writeError(rec, err)
 		}
