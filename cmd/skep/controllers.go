@@ -17,6 +17,7 @@ func startControllers(ctx context.Context, srv *apiserver.Server, cfg serverConf
 			ClusterCIDR:            cfg.ClusterCIDR,
 			NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod,
 			PodEvictionTimeout:     cfg.PodEvictionTimeout,
+			LeaseDuration:          cfg.LeaderLeaseDuration,
 		}, log)
 		if err != nil && ctx.Err() == nil {
 			log.Error("controller manager stopped", "err", err)

@@ -18,7 +18,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/urfave/cli/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/pki"
@@ -43,6 +47,7 @@ type serverConfig struct {
 	ClusterCIDR            string
 	NodeMonitorGracePeriod time.Duration
 	PodEvictionTimeout     time.Duration
+	LeaderLeaseDuration    time.Duration
 }
 
 func serverCommand() *cli.Command {
@@ -65,6 +70,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) pod addresses; each node gets a /24 of it"},
 			&cli.DurationFlag{Name: "node-monitor-grace-period", Value: 40 * time.Second, Usage: "(nodes) a node whose lease is older is marked NotReady"},
 			&cli.DurationFlag{Name: "pod-eviction-timeout", Value: 60 * time.Second, Usage: "(nodes) pods of a node NotReady this long are deleted and replaced elsewhere"},
+			&cli.DurationFlag{Name: "leader-elect-lease-duration", Value: 12 * time.Second, Usage: "(high availability) with several servers on one NATS, how long the others wait after the leader's last renewal before one of them takes over the scheduler and controllers"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := serverConfigFrom(c)
@@ -85,6 +91,7 @@ func serverConfigFrom(c *cli.Context) (serverConfig, error) {
 		NATSListen: c.String("nats-listen"), NATSReplicas: c.Int("nats-replicas"), NodePortRange: c.String("node-port-range"),
 		NoFsync: c.Bool("no-fsync"), ClusterCIDR: c.String("cluster-cidr"),
 		NodeMonitorGracePeriod: c.Duration("node-monitor-grace-period"), PodEvictionTimeout: c.Duration("pod-eviction-timeout"),
+		LeaderLeaseDuration: c.Duration("leader-elect-lease-duration"),
 	}
 	var err error
 	if cfg.ServiceCIDR, err = netip.ParsePrefix(c.String("service-cidr")); err != nil {
@@ -102,6 +109,9 @@ func serverConfigFrom(c *cli.Context) (serverConfig, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return cfg, fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+	}
+	if cfg.LeaderLeaseDuration < 3*time.Second {
+		return cfg, fmt.Errorf("--leader-elect-lease-duration %s: must be 3s or more", cfg.LeaderLeaseDuration)
 	}
 	if cfg.NATSURL == "" && cfg.NATSCreds != "" {
 		return cfg, errors.New("invalid flag use; --nats-creds needs --nats-url")
@@ -158,6 +168,9 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger) error {
 	if err := srv.Bootstrap(ctx); err != nil {
 		return err
 	}
+	if err := claimCluster(ctx, srv.Client(), bundle.CAPEM, cfg.DataDir); err != nil {
+		return err
+	}
 	go srv.Run(ctx)
 	startControllers(ctx, srv, cfg, log)
 
@@ -187,6 +200,37 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(sctx)
+	return nil
+}
+
+// rootCAConfigMap publishes the cluster's CA as Kubernetes does in
+// kube-root-ca.crt. Servers sharing one NATS must share one CA: the first
+// publishes it, and a later one started with a different CA refuses to
+// serve, rather than splitting the cluster into two that cannot trust each
+// other's agents.
+const rootCAConfigMap = "kube-root-ca.crt"
+
+func claimCluster(ctx context.Context, c client.Interface, caPEM []byte, dataDir string) error {
+	configMaps := api.MustLookup("configmaps")
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: rootCAConfigMap},
+		Data:       map[string]string{"ca.crt": string(caPEM)},
+	}
+	_, err := c.Create(ctx, configMaps, cm)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("publish the cluster CA: %w", err)
+	}
+	obj, err := c.Get(ctx, configMaps, "kube-system", rootCAConfigMap)
+	if err != nil {
+		return fmt.Errorf("read the cluster CA: %w", err)
+	}
+	if obj.(*corev1.ConfigMap).Data["ca.crt"] != string(caPEM) {
+		return fmt.Errorf("this datastore belongs to a cluster with another CA (kube-system/%s): "+
+			"to add a server to it, copy tls/ and node-token from a running server's --data-dir into %s first", rootCAConfigMap, dataDir)
+	}
 	return nil
 }
 

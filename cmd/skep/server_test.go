@@ -53,7 +53,7 @@ type serverProc struct {
 	cmd     *exec.Cmd
 	dataDir string
 	config  string
-	log     *bytes.Buffer
+	log     *syncBuffer
 }
 
 func freePort(t *testing.T) int {
@@ -66,15 +66,17 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startServer runs `skep server` on dataDir and waits until it answers. It
-// is stopped (by PID) when the test ends, unless the test killed it.
-func startServer(t *testing.T, dataDir string) *serverProc {
+// startServer runs `skep server` on dataDir, with extra flags, and waits
+// until it answers. It is stopped (by PID) when the test ends, unless the
+// test killed it.
+func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	home := t.TempDir() // the server writes ~/.skep/config when missing
 	port := freePort(t)
-	p := &serverProc{dataDir: dataDir, config: filepath.Join(dataDir, "admin.conf"), log: &bytes.Buffer{}}
-	p.cmd = exec.Command(skepBinary, "server", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--nats-listen", "127.0.0.1:-1", "--lb-pool", "198.18.200.0/28")
+	p := &serverProc{dataDir: dataDir, config: filepath.Join(dataDir, "admin.conf"), log: &syncBuffer{}}
+	args := []string{"server", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--nats-listen", "127.0.0.1:-1", "--lb-pool", "198.18.200.0/28"}
+	p.cmd = exec.Command(skepBinary, append(args, extra...)...)
 	p.cmd.Env = append(os.Environ(), "HOME="+home)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
