@@ -14,6 +14,7 @@
  *   lb4_nodeips    addresses of this node, where NodePorts answer.
  *   lb4_svc_names  svc id -> the Kubernetes name of the service port; only
  *                  the agent reads it, to report and to resume its state.
+ *   lb4_be_conns   backend id -> new connections sent to it, per CPU.
  *
  * Backend ids are allocated by the agent and never reused while the agent
  * runs, so a stale id anywhere (affinity, reverse NAT, conntrack) simply
@@ -137,6 +138,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_svc_names SEC(".maps");
 
+/* New connections per backend: a connect or sendmsg the socket programs
+ * pointed at it, or a flow tc created towards it. Per CPU, so that counting
+ * never bounces a cache line between CPUs; the agent sums the CPUs when it
+ * reads, and deletes a backend's entry when the backend goes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, LB4_BACKENDS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_be_conns SEC(".maps");
+
 static __always_inline int lb4_is_node_addr(__be32 addr)
 {
 	return bpf_map_lookup_elem(&lb4_nodeips, &addr) != NULL;
@@ -254,4 +268,30 @@ static __always_inline void lb4_affinity_update(const struct lb4_affinity_key *k
 	};
 
 	bpf_map_update_elem(&lb4_affinity, key, &val, BPF_ANY);
+}
+
+/**
+ * lb4_count_connection - count one new connection to a backend
+ * @backend_id: lb4_backends key
+ *
+ * The entry is made by the first connection rather than by the agent, so
+ * that programming a service costs no extra map writes. The value is this
+ * CPU's own, so a plain increment is enough.
+ */
+static __always_inline void lb4_count_connection(__u32 backend_id)
+{
+	__u64 one = 1;
+	__u64 *n;
+
+	n = bpf_map_lookup_elem(&lb4_be_conns, &backend_id);
+	if (n) {
+		*n += 1;
+		return;
+	}
+	if (bpf_map_update_elem(&lb4_be_conns, &backend_id, &one, BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU made the entry between the lookup and the insert. */
+	n = bpf_map_lookup_elem(&lb4_be_conns, &backend_id);
+	if (n)
+		*n += 1;
 }

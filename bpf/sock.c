@@ -121,6 +121,7 @@ static __always_inline int __sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		return -EHOSTUNREACH;
 	if (timeout)
 		lb4_affinity_update(&akey, backend_id);
+	lb4_count_connection(backend_id);
 
 	sock4_update_revnat(ctx, be, orig_addr, orig_port, proto);
 	ctx->user_ip4 = be->address;

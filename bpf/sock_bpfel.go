@@ -88,6 +88,7 @@ type SockSock4RevnatVal struct {
 const (
 	SockMapLb4Affinity       = "lb4_affinity"
 	SockMapLb4Backends       = "lb4_backends"
+	SockMapLb4BeConns        = "lb4_be_conns"
 	SockMapLb4Nodeips        = "lb4_nodeips"
 	SockMapLb4Services       = "lb4_services"
 	SockMapLb4SvcNames       = "lb4_svc_names"
@@ -152,6 +153,7 @@ type SockProgramSpecs struct {
 type SockMapSpecs struct {
 	Lb4Affinity *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4Backends *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4BeConns  *ebpf.MapSpec `ebpf:"lb4_be_conns"`
 	Lb4Nodeips  *ebpf.MapSpec `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.MapSpec `ebpf:"lb4_services"`
 	Lb4SvcNames *ebpf.MapSpec `ebpf:"lb4_svc_names"`
@@ -186,6 +188,7 @@ func (o *SockObjects) Close() error {
 type SockMaps struct {
 	Lb4Affinity *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4Backends *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4BeConns  *ebpf.Map `ebpf:"lb4_be_conns"`
 	Lb4Nodeips  *ebpf.Map `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.Map `ebpf:"lb4_services"`
 	Lb4SvcNames *ebpf.Map `ebpf:"lb4_svc_names"`
@@ -196,6 +199,7 @@ func (m *SockMaps) Close() error {
 	return _SockClose(
 		m.Lb4Affinity,
 		m.Lb4Backends,
+		m.Lb4BeConns,
 		m.Lb4Nodeips,
 		m.Lb4Services,
 		m.Lb4SvcNames,

@@ -35,6 +35,13 @@ type TCCt4Key struct {
 	Pad   [2]uint8
 }
 
+type TCIcmp4Bucket struct {
+	_      structs.HostLayout
+	Stamp  uint64
+	Tokens uint32
+	Pad    uint32
+}
+
 type TCLb4AffinityKey struct {
 	_       structs.HostLayout
 	Client  uint64
@@ -94,7 +101,9 @@ type TCLb4SvcName struct {
 const (
 	TCMapLb4Affinity = "lb4_affinity"
 	TCMapLb4Backends = "lb4_backends"
+	TCMapLb4BeConns  = "lb4_be_conns"
 	TCMapLb4Ct       = "lb4_ct"
+	TCMapLb4IcmpRate = "lb4_icmp_rate"
 	TCMapLb4Nodeips  = "lb4_nodeips"
 	TCMapLb4Services = "lb4_services"
 	TCMapLb4SvcNames = "lb4_svc_names"
@@ -156,7 +165,9 @@ type TCProgramSpecs struct {
 type TCMapSpecs struct {
 	Lb4Affinity *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4Backends *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4BeConns  *ebpf.MapSpec `ebpf:"lb4_be_conns"`
 	Lb4Ct       *ebpf.MapSpec `ebpf:"lb4_ct"`
+	Lb4IcmpRate *ebpf.MapSpec `ebpf:"lb4_icmp_rate"`
 	Lb4Nodeips  *ebpf.MapSpec `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.MapSpec `ebpf:"lb4_services"`
 	Lb4SvcNames *ebpf.MapSpec `ebpf:"lb4_svc_names"`
@@ -192,7 +203,9 @@ func (o *TCObjects) Close() error {
 type TCMaps struct {
 	Lb4Affinity *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4Backends *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4BeConns  *ebpf.Map `ebpf:"lb4_be_conns"`
 	Lb4Ct       *ebpf.Map `ebpf:"lb4_ct"`
+	Lb4IcmpRate *ebpf.Map `ebpf:"lb4_icmp_rate"`
 	Lb4Nodeips  *ebpf.Map `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.Map `ebpf:"lb4_services"`
 	Lb4SvcNames *ebpf.Map `ebpf:"lb4_svc_names"`
@@ -202,7 +215,9 @@ func (m *TCMaps) Close() error {
 	return _TCClose(
 		m.Lb4Affinity,
 		m.Lb4Backends,
+		m.Lb4BeConns,
 		m.Lb4Ct,
+		m.Lb4IcmpRate,
 		m.Lb4Nodeips,
 		m.Lb4Services,
 		m.Lb4SvcNames,

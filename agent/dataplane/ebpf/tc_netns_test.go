@@ -1,12 +1,14 @@
 package ebpf
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,6 +253,98 @@ func TestTCNodePortRemoteBackend(t *testing.T) {
 			}
 			if want := "remote pod sees 198.18.0.1"; string(got) != want {
 				t.Errorf("through NodePort to a remote backend: %q, want %q", got, want)
+			}
+		}
+	})
+}
+
+// TestTCRejectThroughNetns connects from the client namespace to frontends
+// whose services have no serving backend: TCP fails at once with
+// ECONNREFUSED (the RST from tc), and a connected UDP socket gets
+// ECONNREFUSED (the ICMP port unreachable). Listeners on the node's own
+// NodePort make sure the refusal is tc's: a packet let through would reach
+// them and succeed.
+func TestTCRejectThroughNetns(t *testing.T) {
+	lab := newTCLab(t)
+	cfg := testConfig(t)
+	cfg.Interface = "ext0"
+	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
+	t.Cleanup(func() {
+		netns.Set(lab.node)
+		Cleanup(cfg)
+	})
+	decoyTCP, err := net.Listen("tcp4", "198.18.0.1:30086")
+	if err != nil {
+		t.Fatalf("listen on the node: %v", err)
+	}
+	t.Cleanup(func() { decoyTCP.Close() })
+	go func() {
+		for {
+			c, err := decoyTCP.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("node stack"))
+			c.Close()
+		}
+	}()
+	decoyUDP, err := net.ListenPacket("udp4", "198.18.0.1:30086")
+	if err != nil {
+		t.Fatalf("listen udp on the node: %v", err)
+	}
+	t.Cleanup(func() { decoyUDP.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := decoyUDP.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			decoyUDP.WriteTo([]byte("node stack"), from)
+		}
+	}()
+
+	d := newDataplane(t, cfg)
+	lbAddr := netip.MustParseAddr("198.18.100.6")
+	notReady := dataplane.Backend{Addr: netip.MustParseAddr("10.244.1.5"), Port: 8080, Local: true}
+	if err := d.Sync(t.Context(), services(
+		&dataplane.Service{Key: tcpKey, ClusterIP: clusterIP, Port: 80, NodePort: 30086,
+			LoadBalancerIPs: []netip.Addr{lbAddr}, Backends: []dataplane.Backend{notReady}},
+		&dataplane.Service{Key: udpKey, ClusterIP: clusterIP, Port: 80, NodePort: 30086,
+			LoadBalancerIPs: []netip.Addr{lbAddr}},
+	)); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+
+	lab.in(t, lab.client, func() {
+		for _, addr := range []string{"198.18.0.1:30086", "198.18.100.6:80"} {
+			start := time.Now()
+			c, err := net.DialTimeout("tcp4", addr, 3*time.Second)
+			if err == nil {
+				got, _ := io.ReadAll(c)
+				c.Close()
+				t.Fatalf("TCP connect to %s without backends succeeded (%q), want ECONNREFUSED", addr, got)
+			}
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("TCP connect to %s without backends: %v, want ECONNREFUSED", addr, err)
+			}
+			if el := time.Since(start); el > time.Second {
+				t.Errorf("TCP connect to %s took %v to be refused", addr, el)
+			}
+
+			u, err := net.Dial("udp4", addr)
+			if err != nil {
+				t.Fatalf("connect udp socket: %v", err)
+			}
+			u.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := u.Write([]byte("hi")); err != nil {
+				t.Fatalf("send to %s: %v", addr, err)
+			}
+			buf := make([]byte, 64)
+			n, err := u.Read(buf)
+			u.Close()
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("UDP to %s without backends: read %q, %v; want ECONNREFUSED", addr, buf[:n], err)
 			}
 		}
 	})
