@@ -52,7 +52,11 @@ type Config struct {
 	// DNSUpstreams answer names outside the cluster; "" reads
 	// /etc/resolv.conf.
 	DNSUpstreams []string
-	Logger       *slog.Logger
+	// AgentPort is where the agent's HTTPS endpoint (logs, exec, image
+	// import, for the API server) listens on NodeIP; 0 picks a free port,
+	// which the Node status publishes.
+	AgentPort int
+	Logger    *slog.Logger
 }
 
 var (
@@ -67,7 +71,10 @@ var (
 type Agent struct {
 	cfg Config
 	c   client.Interface
+	hc  *client.HTTP // the same client, for the agent's own API paths
 	log *slog.Logger
+	// agentPort is the port the endpoint listens on, once it does.
+	agentPort int
 }
 
 // New joins the cluster (or reuses the credential of an earlier join).
@@ -93,7 +100,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, c: c, log: cfg.Logger.With("node", cfg.Name)}, nil
+	return &Agent{cfg: cfg, c: c, hc: c, log: cfg.Logger.With("node", cfg.Name)}, nil
 }
 
 // Client is the agent's own API client.
@@ -129,6 +136,7 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		}
 		n := cur.(*corev1.Node)
 		n.Status.Capacity, n.Status.Allocatable, n.Status.Addresses, n.Status.NodeInfo = status.Capacity, status.Allocatable, status.Addresses, status.NodeInfo
+		n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(a.agentPort)
 		setNodeReady(n)
 		obj, err := a.c.UpdateStatus(ctx, nodesR, n)
 		if apierrors.IsConflict(err) {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,11 +27,20 @@ import (
 // and the pods, stay in place when it returns, so Services keep answering
 // while the agent restarts.
 func (a *Agent) Run(ctx context.Context) error {
+	ln, err := a.listenEndpoint()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	if err := retry(ctx, "register node "+a.cfg.Name, a.log, func() error { _, err := a.register(ctx); return err }); err != nil {
 		return err
 	}
 	a.log.Info("node registered", "ip", a.cfg.NodeIP, "dataplane", a.cfg.Dataplane)
 	go a.keepLease(ctx)
+	var tlsCfg *tls.Config
+	if err := retry(ctx, "get the agent's serving certificate", a.log, func() (err error) { tlsCfg, err = a.servingTLS(ctx); return err }); err != nil {
+		return err
+	}
 
 	dp, err := a.newDataplane(ctx)
 	if err != nil {
@@ -51,6 +61,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, inf := range []*client.Informer{svcs, eps, nodes, pods} {
 		run(func() { inf.Run(ctx) })
 	}
+	ep := &endpoint{node: a.cfg.Name, pods: pods, log: a.log}
+	run(func() { a.serveEndpoint(ctx, ln, tlsCfg, ep) })
 	run(func() { a.syncServices(ctx, dp, svcs, eps) })
 	run(func() { a.announceLoadBalancers(ctx, svcs, nodes) })
 
@@ -63,6 +75,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer host.Close()
+	ep.rt.Store(host.rt)
+	run(func() { a.watchRuntime(ctx, host.rt, nodes) })
 	run(func() { a.syncRoutes(ctx, host.net, nodes) })
 	resolver, err := dns.New(dns.Config{Listen: []string{netip.AddrPortFrom(host.dnsAddr, 53).String()}, Upstreams: a.cfg.DNSUpstreams, Logger: a.log},
 		dnsSource{svcs: svcs, eps: eps, pods: pods})

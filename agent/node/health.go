@@ -1,0 +1,118 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+// How often the agent asks containerd whether it answers, and how long it
+// waits for the answer: a containerd that is down, or hung, makes the
+// node not Ready within about the sum.
+const (
+	runtimeCheckEvery   = 2 * time.Second
+	runtimeCheckTimeout = 3 * time.Second
+)
+
+// Reasons of the node's Ready condition the agent sets.
+const (
+	reasonAgentReady  = "AgentReady"
+	reasonRuntimeDown = "ContainerRuntimeDown"
+)
+
+// pinger is what the health check needs of the container runtime.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// watchRuntime keeps the node's Ready condition False, with reason
+// ContainerRuntimeDown and the error as message, while containerd does not
+// answer, and True when it does again, as kubelet's runtime health check
+// does. It writes only when the condition changes (or the node lifecycle
+// controller changed it back), until ctx ends.
+func (a *Agent) watchRuntime(ctx context.Context, rt pinger, nodes *client.Informer) {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, runtimeCheckTimeout)
+		err := rt.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		cached, ok := nodes.Get("", a.cfg.Name)
+		if ok && !needsWrite(readyCondition(cached.(*corev1.Node)), err) {
+			// The cache says nothing is to change: no request.
+		} else if werr := a.setRuntimeHealth(ctx, err); werr != nil && ctx.Err() == nil {
+			a.log.Warn("write the node's Ready condition", "err", werr)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(runtimeCheckEvery):
+		}
+	}
+}
+
+// setRuntimeHealth writes the Ready condition that follows from the
+// runtime's answer (runtimeErr nil: it answered).
+func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
+	want := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: reasonAgentReady, Message: "skep agent is posting ready status"}
+	if runtimeErr != nil {
+		want.Status, want.Reason = corev1.ConditionFalse, reasonRuntimeDown
+		want.Message = "container runtime is down: " + runtimeErr.Error()
+	}
+	for {
+		obj, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
+		if err != nil {
+			return err
+		}
+		n := obj.(*corev1.Node)
+		cur := readyCondition(n)
+		if !needsWrite(cur, runtimeErr) {
+			return nil
+		}
+		now := metav1.Now()
+		want.LastHeartbeatTime, want.LastTransitionTime = now, now
+		if cur != nil {
+			*cur = want
+		} else {
+			n.Status.Conditions = append(n.Status.Conditions, want)
+		}
+		_, err = a.c.UpdateStatus(ctx, nodesR, n)
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err == nil {
+			if runtimeErr != nil {
+				a.log.Warn("node not ready: container runtime down", "err", runtimeErr)
+			} else {
+				a.log.Info("node ready: container runtime answers")
+			}
+		}
+		return err
+	}
+}
+
+// needsWrite says whether the Ready condition cur must change. Healthy,
+// only a condition this check set is undone: the node lifecycle
+// controller's Unknown, and its heartbeat True, are its own.
+func needsWrite(cur *corev1.NodeCondition, runtimeErr error) bool {
+	ours := cur != nil && cur.Status == corev1.ConditionFalse && cur.Reason == reasonRuntimeDown
+	if runtimeErr != nil {
+		return !ours
+	}
+	return cur == nil || ours
+}
+
+func readyCondition(n *corev1.Node) *corev1.NodeCondition {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
