@@ -70,7 +70,7 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	agentDir := t.TempDir()
 	agentLog := &syncBuffer{}
 	agent := exec.Command(skepBinary, "agent", "--server", cfg, "--token", strings.TrimSpace(string(token)),
-		"--node-name", node, "--node-ip", "127.0.0.1", "--data-dir", agentDir, "--cgroup-root", cgroup, "--dataplane", "ebpf")
+		"--node-name", node, "--node-ip", "127.0.0.1", "--data-dir", agentDir, "--cgroup-root", cgroup, "--dataplane", "ebpf", "--agent-port", "0")
 	agent.Stdout, agent.Stderr = agentLog, agentLog
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
