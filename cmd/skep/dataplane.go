@@ -34,17 +34,21 @@ func dataplaneCommand() *cli.Command {
 					hn, _ := os.Hostname()
 					node = strings.ToLower(hn)
 				}
-				svcs, mode, err := readDataplane(c.Context, node, c.String("dataplane"))
+				svcs, conns, mode, err := readDataplane(c.Context, node, c.String("dataplane"))
 				if err != nil {
 					return err
 				}
-				return printDataplane(c.App.Writer, mode, svcs)
+				return printDataplane(c.App.Writer, mode, svcs, conns)
 			},
 		}},
 	}
 }
 
-func readDataplane(ctx context.Context, node, mode string) ([]dataplane.Service, string, error) {
+// connCounts are the new connections the dataplane counted per backend of
+// each service port; nil where it counts none (iptables).
+type connCounts map[dataplane.ServiceKey]map[netip.AddrPort]uint64
+
+func readDataplane(ctx context.Context, node, mode string) ([]dataplane.Service, connCounts, string, error) {
 	pins := filepath.Join(ebpf.DefaultPinRoot, node)
 	if mode == "" {
 		mode = "iptables"
@@ -55,23 +59,35 @@ func readDataplane(ctx context.Context, node, mode string) ([]dataplane.Service,
 	switch mode {
 	case "ebpf":
 		if _, err := os.Stat(pins); err != nil {
-			return nil, mode, fmt.Errorf("no eBPF dataplane of node %s here: %s does not exist (is the agent running with --node-name %s?)", node, pins, node)
+			return nil, nil, mode, fmt.Errorf("no eBPF dataplane of node %s here: %s does not exist (is the agent running with --node-name %s?)", node, pins, node)
 		}
-		s, err := ebpf.ReadServices(ebpf.Config{NodeName: node})
-		return s, mode, err
+		stats, err := ebpf.ReadServices(ebpf.Config{NodeName: node})
+		if err != nil {
+			return nil, nil, mode, err
+		}
+		svcs := make([]dataplane.Service, len(stats))
+		conns := connCounts{}
+		for i, s := range stats {
+			svcs[i] = s.Service
+			conns[s.Key] = s.Connections
+		}
+		return svcs, conns, mode, nil
 	case "iptables":
 		p, err := iptables.New(ctx, iptables.Config{NodeName: node})
 		if err != nil {
-			return nil, mode, err
+			return nil, nil, mode, err
 		}
 		defer p.Close()
 		s, err := p.Services(ctx)
-		return s, mode, err
+		return s, nil, mode, err
 	}
-	return nil, mode, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", mode)
+	return nil, nil, mode, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", mode)
 }
 
-func printDataplane(w interface{ Write([]byte) (int, error) }, mode string, svcs []dataplane.Service) error {
+// printDataplane writes one line per service port. Each backend carries
+// what is worth knowing about it: not serving, and, where the dataplane
+// counts them, the new connections sent to it.
+func printDataplane(w interface{ Write([]byte) (int, error) }, mode string, svcs []dataplane.Service, conns connCounts) error {
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Key.String() < svcs[j].Key.String() })
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	fmt.Fprintf(tw, "SERVICE (%s)\tFRONTENDS\tBACKENDS\tAFFINITY\n", mode)
@@ -87,11 +103,18 @@ func printDataplane(w interface{ Write([]byte) (int, error) }, mode string, svcs
 		}
 		var backs []string
 		for _, b := range s.Backends {
-			mark := ""
+			var notes []string
 			if !b.Serving() {
-				mark = " (not serving)"
+				notes = append(notes, "not serving")
 			}
-			backs = append(backs, fmt.Sprintf("%s:%d%s", b.Addr, b.Port, mark))
+			if conns != nil {
+				notes = append(notes, fmt.Sprintf("%d conns", conns[s.Key][netip.AddrPortFrom(b.Addr, b.Port)]))
+			}
+			back := fmt.Sprintf("%s:%d", b.Addr, b.Port)
+			if len(notes) > 0 {
+				back += " (" + strings.Join(notes, ", ") + ")"
+			}
+			backs = append(backs, back)
 		}
 		aff := "None"
 		if s.AffinityTimeout > 0 {

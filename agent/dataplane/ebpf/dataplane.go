@@ -162,6 +162,14 @@ func New(ctx context.Context, cfg Config) (*Dataplane, error) {
 		return nil, err
 	}
 	d.state = st
+	// A connection counted while an earlier run removed its backend can
+	// leave a count behind; an id handed out again must start from zero.
+	if err := purge(d.maps().conns, func(id uint32, _ []uint64) bool {
+		_, ok := st.backends[id]
+		return !ok
+	}); err != nil {
+		log.Warn("drop connection counters of removed backends", "error", err)
+	}
 	log.Info("ebpf dataplane ready", "pin_dir", dir, "cgroup", cfg.CgroupPath,
 		"interface", cfg.Interface, "services", len(st.names), "backends", len(st.backends))
 	return d, nil
@@ -175,6 +183,7 @@ func (d *Dataplane) maps() lbMaps {
 		names:    d.objs.Sock.Lb4SvcNames,
 		affinity: d.objs.Sock.Lb4Affinity,
 		ct:       d.objs.TC.Lb4Ct,
+		conns:    d.objs.Sock.Lb4BeConns,
 	}
 }
 

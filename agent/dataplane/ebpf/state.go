@@ -22,6 +22,7 @@ type lbMaps struct {
 	names    *ebpf.Map // svc id -> bpf.LB4SvcName
 	affinity *ebpf.Map // bpf.LB4AffinityKey -> bpf.LB4AffinityVal
 	ct       *ebpf.Map // bpf.CT4Key -> bpf.CT4Entry
+	conns    *ebpf.Map // backend id -> new connections, one count per CPU
 }
 
 // mapState is the content of the maps the agent owns: what they hold (read
@@ -297,13 +298,35 @@ func compareKeys(a, b dataplane.ServiceKey) int {
 		cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
 }
 
-// services turns map state back into the dataplane's model.
+// ServiceStats is one service port as a node's maps hold it, with what the
+// datapath counted for it.
+type ServiceStats struct {
+	dataplane.Service
+	// Connections counts the new connections sent to each backend since it
+	// was programmed: connects and unconnected UDP sends balanced by the
+	// socket programs, and flows tc balanced from outside. A backend that
+	// was never chosen has no entry.
+	Connections map[netip.AddrPort]uint64
+}
+
+// servicesOf turns map state back into the dataplane's model.
 func (st *mapState) servicesOf(nodeName string) []dataplane.Service {
-	byID := map[uint32]*dataplane.Service{}
-	get := func(id uint32) *dataplane.Service {
+	stats := st.statsOf(nodeName, nil)
+	out := make([]dataplane.Service, len(stats))
+	for i, s := range stats {
+		out[i] = s.Service
+	}
+	return out
+}
+
+// statsOf is servicesOf with the connection counts of conns (backend id ->
+// count) attached.
+func (st *mapState) statsOf(nodeName string, conns map[uint32]uint64) []ServiceStats {
+	byID := map[uint32]*ServiceStats{}
+	get := func(id uint32) *ServiceStats {
 		s := byID[id]
 		if s == nil {
-			s = &dataplane.Service{Key: serviceKeyOf(st.names[id])}
+			s = &ServiceStats{Service: dataplane.Service{Key: serviceKeyOf(st.names[id])}}
 			byID[id] = s
 		}
 		return s
@@ -351,15 +374,42 @@ func (st *mapState) servicesOf(nodeName string) []dataplane.Service {
 			be.NodeName = nodeName
 		}
 		s.Backends = append(s.Backends, be)
+		if n, ok := conns[id]; ok {
+			if s.Connections == nil {
+				s.Connections = map[netip.AddrPort]uint64{}
+			}
+			s.Connections[netip.AddrPortFrom(be.Addr, be.Port)] = n
+		}
 	}
-	out := make([]dataplane.Service, 0, len(byID))
+	out := make([]ServiceStats, 0, len(byID))
 	for _, s := range byID {
 		slices.SortFunc(s.LoadBalancerIPs, netip.Addr.Compare)
 		slices.SortFunc(s.ExternalIPs, netip.Addr.Compare)
 		out = append(out, *s)
 	}
-	slices.SortFunc(out, func(a, b dataplane.Service) int { return compareKeys(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b ServiceStats) int { return compareKeys(a.Key, b.Key) })
 	return out
+}
+
+// readConnections sums the per-CPU connection counts of every backend.
+func readConnections(m *ebpf.Map) (map[uint32]uint64, error) {
+	var (
+		id     uint32
+		perCPU []uint64
+	)
+	out := map[uint32]uint64{}
+	it := m.Iterate()
+	for it.Next(&id, &perCPU) {
+		var sum uint64
+		for _, n := range perCPU {
+			sum += n
+		}
+		out[id] = sum
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read connection counters: %w", err)
+	}
+	return out, nil
 }
 
 // writeBatch writes keys and values in one BPF_MAP_UPDATE_BATCH, or one by

@@ -167,10 +167,18 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 }
 
 // forgetBackends drops affinity and conntrack entries that name removed
-// backends, so that no client stays bound to them.
+// backends, so that no client stays bound to them, and their connection
+// counters.
 func (d *Dataplane) forgetBackends(ctx context.Context, removed map[uint32]bpf.LB4Backend) error {
 	m := d.maps()
 	var errs []error
+	ids := make([]uint32, 0, len(removed))
+	for id := range removed {
+		ids = append(ids, id)
+	}
+	if err := deleteBatch(m.conns, ids); err != nil {
+		errs = append(errs, fmt.Errorf("delete connection counters: %w", err))
+	}
 	errs = append(errs, purge(m.affinity, func(_ bpf.LB4AffinityKey, v bpf.LB4AffinityVal) bool {
 		_, gone := removed[v.BackendId]
 		return gone
@@ -218,10 +226,22 @@ func (d *Dataplane) Services(ctx context.Context) ([]dataplane.Service, error) {
 	return st.servicesOf(d.cfg.NodeName), nil
 }
 
-// ReadServices reads what a node's pinned maps hold, without loading the
-// node's programs into any hook or changing a map: for
-// `skep dataplane services` beside a running agent.
-func ReadServices(cfg Config) ([]dataplane.Service, error) {
+// ServiceStats reads the services back from the maps, with the connections
+// counted for each backend.
+func (d *Dataplane) ServiceStats(ctx context.Context) ([]ServiceStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return nil, errors.New("read ebpf dataplane services: closed")
+	}
+	return readStats(d.maps(), d.cfg.NodeName)
+}
+
+// ReadServices reads what a node's pinned maps hold, with the connections
+// counted for each backend, without loading the node's programs into any
+// hook or changing a map: for `skep dataplane services` beside a running
+// agent.
+func ReadServices(cfg Config) ([]ServiceStats, error) {
 	dir := cfg.pinDir()
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("read ebpf dataplane services: no pins of node %s: %w", cfg.NodeName, err)
@@ -232,9 +252,17 @@ func ReadServices(cfg Config) ([]dataplane.Service, error) {
 	}
 	d := &Dataplane{cfg: cfg, objs: objs}
 	defer d.Close()
-	st, err := loadMapState(d.maps())
+	return readStats(d.maps(), cfg.NodeName)
+}
+
+func readStats(m lbMaps, nodeName string) ([]ServiceStats, error) {
+	st, err := loadMapState(m)
 	if err != nil {
 		return nil, fmt.Errorf("read ebpf dataplane services: %w", err)
 	}
-	return st.servicesOf(cfg.NodeName), nil
+	conns, err := readConnections(m.conns)
+	if err != nil {
+		return nil, fmt.Errorf("read ebpf dataplane services: %w", err)
+	}
+	return st.statsOf(nodeName, conns), nil
 }
