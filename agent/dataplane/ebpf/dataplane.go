@@ -88,8 +88,13 @@ type Dataplane struct {
 	// resync is set when a write failed: the next Sync reloads state from
 	// the maps before diffing.
 	resync bool
+	// synced is set by the first successful Sync; until then, and while
+	// resync is set, a Sync is a full one.
+	synced bool
 	// lastWrites counts the map writes of the last Sync.
 	lastWrites int
+
+	metrics *metrics
 }
 
 var _ dataplane.Dataplane = (*Dataplane)(nil)
@@ -139,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Dataplane, error) {
 		return nil, fmt.Errorf("new ebpf dataplane: %w", err)
 	}
 	d := &Dataplane{cfg: cfg, log: log, objs: objs}
+	d.metrics = newMetrics(d)
 	if err := d.writeNodeIPs(); err != nil {
 		d.Close()
 		return nil, err

@@ -123,13 +123,25 @@ func (c *change) apply(m lbMaps) error {
 // Sync makes the maps carry exactly services, writing only what differs
 // from what they hold. A failed write leaves the maps partly updated but
 // never inconsistent; the next Sync reads them back and converges.
-func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]*dataplane.Service) error {
+func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]*dataplane.Service) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	start := time.Now()
+	kind := syncPartial
+	if d.resync || !d.synced {
+		kind = syncFull
+	}
+	defer func() {
+		if err != nil {
+			d.metrics.syncErrors.Inc()
+			return
+		}
+		d.synced = true
+		d.metrics.syncDuration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	}()
 	if d.objs == nil {
 		return errors.New("sync ebpf dataplane: closed")
 	}
-	start := time.Now()
 	if d.resync {
 		st, err := loadMapState(d.maps())
 		if err != nil {
