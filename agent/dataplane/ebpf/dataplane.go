@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Dataplane, error) {
 	d.state = st
 	// A connection counted while an earlier run removed its backend can
 	// leave a count behind; an id handed out again must start from zero.
-	if err := purge(d.maps().conns, func(id uint32, _ []uint64) bool {
+	if err := dropConnections(d.maps().conns, func(id uint32) bool {
 		_, ok := st.backends[id]
 		return !ok
 	}); err != nil {

@@ -391,25 +391,53 @@ func (st *mapState) statsOf(nodeName string, conns map[uint32]uint64) []ServiceS
 	return out
 }
 
-// readConnections sums the per-CPU connection counts of every backend.
+// readConnections sums the per-CPU connection counts of every backend, in
+// batches: a few system calls for thousands of backends.
 func readConnections(m *ebpf.Map) (map[uint32]uint64, error) {
-	var (
-		id     uint32
-		perCPU []uint64
-	)
-	out := map[uint32]uint64{}
-	it := m.Iterate()
-	for it.Next(&id, &perCPU) {
-		var sum uint64
-		for _, n := range perCPU {
-			sum += n
-		}
-		out[id] = sum
-	}
-	if err := it.Err(); err != nil {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
 		return nil, fmt.Errorf("read connection counters: %w", err)
 	}
-	return out, nil
+	out := map[uint32]uint64{}
+	keys := make([]uint32, countChunk)
+	perCPU := make([]uint64, countChunk*cpus)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, perCPU, nil)
+		for i, id := range keys[:n] {
+			var sum uint64
+			for _, c := range perCPU[i*cpus : (i+1)*cpus] {
+				sum += c
+			}
+			out[id] = sum
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return out, nil
+		case err != nil:
+			return nil, fmt.Errorf("read connection counters: %w", err)
+		}
+	}
+}
+
+// dropConnections deletes the counters of the backends for which drop is
+// true. Only backends that got a connection have one, so the ids are
+// looked up first: a batch delete stops at the first missing key.
+func dropConnections(m *ebpf.Map, drop func(id uint32) bool) error {
+	conns, err := readConnections(m)
+	if err != nil {
+		return err
+	}
+	var dead []uint32
+	for id := range conns {
+		if drop(id) {
+			dead = append(dead, id)
+		}
+	}
+	if err := deleteBatch(m, dead); err != nil {
+		return fmt.Errorf("delete connection counters: %w", err)
+	}
+	return nil
 }
 
 // writeBatch writes keys and values in one BPF_MAP_UPDATE_BATCH, or one by

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/skep-io/skep/agent/dataplane"
 )
 
@@ -136,5 +138,43 @@ func TestTCConnectionCounters(t *testing.T) {
 		if got := sum(s.Connections); got != want {
 			t.Errorf("%v: %d connections counted (%v), want %d", s.Key, got, s.Connections, want)
 		}
+	}
+}
+
+// TestStaleCounterDroppedAtStart: a count left for a backend id the maps
+// no longer hold (a connection counted while its backend was removed) is
+// dropped when a Dataplane takes the pins over, so that the id, handed out
+// again, starts from zero.
+func TestStaleCounterDroppedAtStart(t *testing.T) {
+	cfg := testConfig(t)
+	d := newDataplane(t, cfg)
+	svc := &dataplane.Service{Key: tcpKey, ClusterIP: clusterIP, Port: 80, Backends: threeBackends(t, "18088")}
+	if err := d.Sync(t.Context(), services(svc)); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := make([]uint64, cpus)
+	counts[0] = 7
+	live := uint32(0)
+	for id := range d.state.backends {
+		live = id
+	}
+	for _, id := range []uint32{live, 9999} {
+		if err := d.maps().conns.Put(id, counts); err != nil {
+			t.Fatalf("write counter: %v", err)
+		}
+	}
+	d.Close()
+
+	d2 := newDataplane(t, cfg)
+	got, err := readConnections(d2.maps().conns)
+	if err != nil {
+		t.Fatalf("readConnections: %v", err)
+	}
+	if want := map[uint32]uint64{live: 7}; len(got) != 1 || got[live] != 7 {
+		t.Errorf("counters after restart: %v, want %v (the live backend's kept, the stale one dropped)", got, want)
 	}
 }

@@ -184,13 +184,10 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 func (d *Dataplane) forgetBackends(ctx context.Context, removed map[uint32]bpf.LB4Backend) error {
 	m := d.maps()
 	var errs []error
-	ids := make([]uint32, 0, len(removed))
-	for id := range removed {
-		ids = append(ids, id)
-	}
-	if err := deleteBatch(m.conns, ids); err != nil {
-		errs = append(errs, fmt.Errorf("delete connection counters: %w", err))
-	}
+	errs = append(errs, dropConnections(m.conns, func(id uint32) bool {
+		_, gone := removed[id]
+		return gone
+	}))
 	errs = append(errs, purge(m.affinity, func(_ bpf.LB4AffinityKey, v bpf.LB4AffinityVal) bool {
 		_, gone := removed[v.BackendId]
 		return gone
