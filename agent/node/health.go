@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -60,28 +61,16 @@ func (a *Agent) watchRuntime(ctx context.Context, rt pinger, nodes *client.Infor
 // setRuntimeHealth writes the Ready condition that follows from the
 // runtime's answer (runtimeErr nil: it answered).
 func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
-	want := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: reasonAgentReady, Message: "skep agent is posting ready status"}
-	if runtimeErr != nil {
-		want.Status, want.Reason = corev1.ConditionFalse, reasonRuntimeDown
-		want.Message = "container runtime is down: " + runtimeErr.Error()
-	}
 	for {
 		obj, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
 		if err != nil {
 			return err
 		}
 		n := obj.(*corev1.Node)
-		cur := readyCondition(n)
-		if !needsWrite(cur, runtimeErr) {
+		if !needsWrite(readyCondition(n), runtimeErr) {
 			return nil
 		}
-		now := metav1.Now()
-		want.LastHeartbeatTime, want.LastTransitionTime = now, now
-		if cur != nil {
-			*cur = want
-		} else {
-			n.Status.Conditions = append(n.Status.Conditions, want)
-		}
+		setReady(n, runtimeReadyCondition(runtimeErr))
 		_, err = a.c.UpdateStatus(ctx, nodesR, n)
 		if apierrors.IsConflict(err) {
 			continue
@@ -95,6 +84,35 @@ func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
 		}
 		return err
 	}
+}
+
+// errRuntimeNotStarted is why a newly registered node is not Ready yet.
+var errRuntimeNotStarted = errors.New("not started yet")
+
+// runtimeReadyCondition is the Ready condition the agent reports when its
+// runtime answered (runtimeErr nil) or not.
+func runtimeReadyCondition(runtimeErr error) corev1.NodeCondition {
+	if runtimeErr != nil {
+		return corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: reasonRuntimeDown,
+			Message: "container runtime is down: " + runtimeErr.Error()}
+	}
+	return corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: reasonAgentReady,
+		Message: "skep agent is posting ready status"}
+}
+
+// setReady makes c the node's Ready condition, stamped now; the
+// transition time stays when the status does.
+func setReady(n *corev1.Node, c corev1.NodeCondition) {
+	now := metav1.Now()
+	c.LastHeartbeatTime, c.LastTransitionTime = now, now
+	if cur := readyCondition(n); cur != nil {
+		if cur.Status == c.Status {
+			c.LastTransitionTime = cur.LastTransitionTime
+		}
+		*cur = c
+		return
+	}
+	n.Status.Conditions = append(n.Status.Conditions, c)
 }
 
 // needsWrite says whether the Ready condition cur must change. Healthy,

@@ -118,9 +118,7 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		Capacity:    capacity,
 		Allocatable: capacity,
 		Addresses:   []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.cfg.NodeIP.String()}, {Type: corev1.NodeHostName, Address: hostname}},
-		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady",
-			Message: "skep agent is posting ready status", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
-		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "skep", OperatingSystem: "linux", Architecture: runtime.GOARCH, ContainerRuntimeVersion: "containerd"},
+		NodeInfo:    corev1.NodeSystemInfo{KubeletVersion: "skep", OperatingSystem: "linux", Architecture: runtime.GOARCH, ContainerRuntimeVersion: "containerd"},
 	}
 	for {
 		cur, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
@@ -137,7 +135,14 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		n := cur.(*corev1.Node)
 		n.Status.Capacity, n.Status.Allocatable, n.Status.Addresses, n.Status.NodeInfo = status.Capacity, status.Allocatable, status.Addresses, status.NodeInfo
 		n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(a.agentPort)
-		setNodeReady(n)
+		// A node stays Ready through an agent restart (its pods must not
+		// leave their Services); otherwise it is Ready only once its
+		// container runtime answers (watchRuntime), as a kubelet's is.
+		if cur := readyCondition(n); cur != nil && cur.Status == corev1.ConditionTrue {
+			setReady(n, runtimeReadyCondition(nil))
+		} else {
+			setReady(n, runtimeReadyCondition(errRuntimeNotStarted))
+		}
 		obj, err := a.c.UpdateStatus(ctx, nodesR, n)
 		if apierrors.IsConflict(err) {
 			continue
@@ -147,22 +152,6 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		}
 		return obj.(*corev1.Node), nil
 	}
-}
-
-func setNodeReady(n *corev1.Node) {
-	now := metav1.Now()
-	for i, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			if c.Status != corev1.ConditionTrue {
-				n.Status.Conditions[i].LastTransitionTime = now
-			}
-			n.Status.Conditions[i].Status, n.Status.Conditions[i].Reason = corev1.ConditionTrue, "AgentReady"
-			n.Status.Conditions[i].Message, n.Status.Conditions[i].LastHeartbeatTime = "skep agent is posting ready status", now
-			return
-		}
-	}
-	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
-		Reason: "AgentReady", LastHeartbeatTime: now, LastTransitionTime: now})
 }
 
 // keepLease renews the node's Lease in kube-node-lease until ctx ends; the
