@@ -32,9 +32,15 @@ func threeBackends(t *testing.T, port string) []dataplane.Backend {
 	return out
 }
 
+// backendNames counts the results by the backend that answered; a failed
+// connection counts under its error, so that a test's failure shows it.
 func backendNames(results []clientResult) map[string]int {
 	seen := map[string]int{}
 	for _, r := range results {
+		if r.Err != "" {
+			seen["error "+r.Err]++
+			continue
+		}
 		seen[r.Backend]++
 	}
 	return seen
