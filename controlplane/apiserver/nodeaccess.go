@@ -236,7 +236,7 @@ func (s *Server) serveAccess(w http.ResponseWriter, r *http.Request, id Identity
 			return err
 		}
 		if pod.Spec.NodeName == "" {
-			return apierrors.NewBadRequest(fmt.Sprintf("pod %s is not scheduled to a node yet: it has no container to %s", a.name, map[string]string{"log": "read the logs of", "exec": "run a command in"}[a.kind]))
+			return apierrors.NewBadRequest(fmt.Sprintf("pod %s is not scheduled to a node yet: none of its containers has started", a.name))
 		}
 		node = pod.Spec.NodeName
 		agentQuery := url.Values{"podUID": {string(pod.UID)}}
