@@ -434,3 +434,4 @@ func BenchmarkCreateAndGet(b *testing.B) {
 		}
 	})
 }
+

@@ -335,6 +335,19 @@ func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, 
 // terminating, unless the grace period is 0: its node's agent stops it
 // and then deletes it for good, as the kubelet does.
 func (g *registry) delete(ctx context.Context, r *api.Resource, ns, name string, opts client.DeleteOptions) (api.Object, error) {
+	// A delete without a resourceVersion precondition is not the caller's
+	// read-modify-write: when the object changes between our read and our
+	// compare-and-set (an agent writing a pod's status), read it again
+	// rather than hand the user a conflict they did not ask for.
+	for {
+		obj, err := g.deleteOnce(ctx, r, ns, name, opts)
+		if opts.ResourceVersion != "" || !apierrors.IsConflict(err) || ctx.Err() != nil {
+			return obj, err
+		}
+	}
+}
+
+func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name string, opts client.DeleteOptions) (api.Object, error) {
 	k := keyOf(r, ns, name)
 	cur, err := g.store.Get(ctx, k)
 	if err != nil {

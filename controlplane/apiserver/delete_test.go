@@ -1,0 +1,83 @@
+package apiserver
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/store"
+)
+
+// TestDeleteWhileStatusChanges: a delete without a resourceVersion
+// precondition succeeds when the pod's status changes between the
+// server's read and its write (an agent writing status at that moment), as
+// kubectl delete does; a delete naming a stale resourceVersion is a 409.
+func TestDeleteWhileStatusChanges(t *testing.T) {
+	e, err := store.StartEmbedded(store.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", User: "skep", Password: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := store.Open(context.Background(), nc, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(st, Config{AdminToken: "a", JoinToken: "j"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pods := api.MustLookup("pods")
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "busy"},
+		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "skep/echo:latest"}}}}
+	created, err := s.reg.create(ctx, pods, pod, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The delete reads the clock between its read and its write: the
+	// agent's status write lands right there, twice.
+	var interpose atomic.Int32
+	interpose.Store(2)
+	s.reg.now = func() time.Time {
+		if interpose.Add(-1) >= 0 {
+			cur, err := s.reg.get(ctx, pods, "default", "busy")
+			if err != nil {
+				t.Error(err)
+			} else {
+				p := cur.(*corev1.Pod)
+				p.Status.Message = "written by the agent"
+				if _, err := s.reg.update(ctx, pods, p, true, false); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		return time.Now()
+	}
+	if _, err := s.reg.delete(ctx, pods, "default", "busy", client.DeleteOptions{}); err != nil {
+		t.Fatalf("delete while the pod's status changed under it: %v; want it marked terminating", err)
+	}
+	got, err := s.reg.get(ctx, pods, "default", "busy")
+	if err != nil || got.(*corev1.Pod).DeletionTimestamp == nil || got.(*corev1.Pod).Status.Message != "written by the agent" {
+		t.Fatalf("pod after delete: %+v %v; want it terminating with the agent's status kept", got, err)
+	}
+	_, err = s.reg.delete(ctx, pods, "default", "busy", client.DeleteOptions{ResourceVersion: created.GetResourceVersion()})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("delete with a stale resourceVersion: %v; want 409 Conflict", err)
+	}
+}
