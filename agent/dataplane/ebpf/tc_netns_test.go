@@ -11,9 +11,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/skep-io/skep/agent/dataplane"
 )
@@ -94,9 +96,21 @@ func newTCLab(t *testing.T) *tcLab {
 	return lab
 }
 
-// in runs f with the thread in ns and returns to the node namespace.
+// in runs f with the thread in ns and returns to the node namespace. Only
+// the goroutine that made the lab may call it: it alone is locked to the
+// thread that moves between the namespaces (a subtest's goroutine is not,
+// and would open its sockets wherever its thread happens to be).
 func (lab *tcLab) in(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatalf("get netns: %v", err)
+	}
+	here := cur.Equal(lab.node)
+	cur.Close()
+	if !here {
+		t.Fatal("tcLab.in called off the lab's locked thread (from a subtest?)")
+	}
 	if err := netns.Set(ns); err != nil {
 		t.Fatalf("enter netns: %v", err)
 	}
@@ -264,6 +278,17 @@ func TestTCNodePortRemoteBackend(t *testing.T) {
 // ECONNREFUSED (the ICMP port unreachable). Listeners on the node's own
 // NodePort make sure the refusal is tc's: a packet let through would reach
 // them and succeed.
+//
+// The checksums are checked by the client's kernel where it checks them:
+// by default the client's veth offloads them, its packets arrive marked
+// CHECKSUM_PARTIAL and so do the replies, which the client trusts. With
+// offload off on the client, requests and replies carry full checksums
+// that the client verifies; with offload off on the node's interface, the
+// node completes the replies' checksums in software on the way out, and
+// the client verifies those.
+//
+// The cases run in a loop, not as subtests: everything runs on the
+// goroutine locked to the lab's thread.
 func TestTCRejectThroughNetns(t *testing.T) {
 	lab := newTCLab(t)
 	cfg := testConfig(t)
@@ -316,36 +341,86 @@ func TestTCRejectThroughNetns(t *testing.T) {
 		t.Fatalf("Sync: %v", err)
 	}
 
-	lab.in(t, lab.client, func() {
-		for _, addr := range []string{"198.18.0.1:30086", "198.18.100.6:80"} {
-			start := time.Now()
-			c, err := net.DialTimeout("tcp4", addr, 3*time.Second)
-			if err == nil {
-				got, _ := io.ReadAll(c)
-				c.Close()
-				t.Fatalf("TCP connect to %s without backends succeeded (%q), want ECONNREFUSED", addr, got)
+	for _, tc := range []struct {
+		name                       string
+		clientOffload, nodeOffload bool
+	}{
+		{"offload", true, true},
+		{"client sends full checksums", false, true},
+		{"node completes checksums", true, false},
+	} {
+		lab.in(t, lab.client, func() { setTxChecksumOffload(t, "eth0", tc.clientOffload) })
+		setTxChecksumOffload(t, "ext0", tc.nodeOffload)
+		lab.in(t, lab.client, func() {
+			for _, addr := range []string{"198.18.0.1:30086", "198.18.100.6:80"} {
+				checkRefused(t, tc.name, addr)
 			}
-			if !errors.Is(err, syscall.ECONNREFUSED) {
-				t.Errorf("TCP connect to %s without backends: %v, want ECONNREFUSED", addr, err)
-			}
-			if el := time.Since(start); el > time.Second {
-				t.Errorf("TCP connect to %s took %v to be refused", addr, el)
-			}
+		})
+	}
+}
 
-			u, err := net.Dial("udp4", addr)
-			if err != nil {
-				t.Fatalf("connect udp socket: %v", err)
-			}
-			u.SetDeadline(time.Now().Add(3 * time.Second))
-			if _, err := u.Write([]byte("hi")); err != nil {
-				t.Fatalf("send to %s: %v", addr, err)
-			}
-			buf := make([]byte, 64)
-			n, err := u.Read(buf)
-			u.Close()
-			if !errors.Is(err, syscall.ECONNREFUSED) {
-				t.Errorf("UDP to %s without backends: read %q, %v; want ECONNREFUSED", addr, buf[:n], err)
-			}
-		}
-	})
+// labClient is the client namespace's address. Sockets bind to it, so
+// that one opened in any other namespace fails instead of sending.
+var labClient = net.ParseIP("198.18.0.100")
+
+// checkRefused connects to addr by TCP and by connected UDP and wants both
+// refused, TCP at once.
+func checkRefused(t *testing.T, name, addr string) {
+	t.Helper()
+	start := time.Now()
+	dialer := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: labClient}}
+	c, err := dialer.Dial("tcp4", addr)
+	if err == nil {
+		got, _ := io.ReadAll(c)
+		c.Close()
+		t.Fatalf("%s: TCP connect to %s without backends succeeded (%q), want ECONNREFUSED", name, addr, got)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("%s: TCP connect to %s without backends: %v, want ECONNREFUSED", name, addr, err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("%s: TCP connect to %s took %v to be refused", name, addr, el)
+	}
+
+	udpDialer := net.Dialer{LocalAddr: &net.UDPAddr{IP: labClient}}
+	u, err := udpDialer.Dial("udp4", addr)
+	if err != nil {
+		t.Fatalf("%s: connect udp socket: %v", name, err)
+	}
+	defer u.Close()
+	u.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := u.Write([]byte("hi")); err != nil {
+		t.Fatalf("%s: send to %s: %v", name, addr, err)
+	}
+	buf := make([]byte, 64)
+	n, err := u.Read(buf)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("%s: UDP to %s without backends: read %q, %v; want ECONNREFUSED", name, addr, buf[:n], err)
+	}
+}
+
+// setTxChecksumOffload turns checksum offload on transmit on or off for
+// ifname in the calling thread's network namespace, as
+// `ethtool -K ifname tx on|off` does.
+func setTxChecksumOffload(t *testing.T, ifname string, on bool) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket for ethtool: %v", err)
+	}
+	defer unix.Close(fd)
+	val := struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_STXCSUM}
+	if on {
+		val.data = 1
+	}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte // the rest of struct ifreq's union
+	}
+	copy(ifr.name[:], ifname)
+	ifr.data = unsafe.Pointer(&val)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		t.Fatalf("set tx checksum offload of %s to %v: %v", ifname, on, errno)
+	}
 }
