@@ -167,12 +167,13 @@ func netnsOfCgroup(path string) ([]*os.File, error) {
 	return out, nil
 }
 
-// stalePeers lists removed UDP backends no remaining backend shares an
-// address and port with: connected sockets to them have nowhere to go.
+// stalePeers lists UDP backends, removed or no longer serving, that no
+// serving backend shares an address and port with: connected sockets to
+// them must be moved to a backend that is.
 func stalePeers(removed map[uint32]bpf.LB4Backend, remaining map[uint32]bpf.LB4Backend) []bpf.SockTermKey {
 	live := map[bpf.SockTermKey]bool{}
 	for _, b := range remaining {
-		if b.Proto == protoNumber("UDP") {
+		if b.Proto == protoNumber("UDP") && b.Flags&bpf.BackendFlagServing != 0 {
 			live[bpf.SockTermKey{Address: b.Address, Port: b.Port}] = true
 		}
 	}

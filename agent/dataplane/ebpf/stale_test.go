@@ -12,9 +12,25 @@ import (
 )
 
 // TestStaleUDPSocketTerminated holds a connected UDP socket to a ClusterIP
-// while its backend is removed: the socket must be destroyed instead of
-// sending to a backend that is no longer the service's.
+// while its backend is removed, or stops serving (a terminating pod, kept
+// in the Endpoints as not ready): the socket must be destroyed instead of
+// sending to a backend that no longer takes the service's traffic.
 func TestStaleUDPSocketTerminated(t *testing.T) {
+	t.Run("removed", func(t *testing.T) {
+		testStaleUDPSocket(t, func(backends []dataplane.Backend, victim int) []dataplane.Backend {
+			return append(append([]dataplane.Backend{}, backends[:victim]...), backends[victim+1:]...)
+		})
+	})
+	t.Run("terminating", func(t *testing.T) {
+		testStaleUDPSocket(t, func(backends []dataplane.Backend, victim int) []dataplane.Backend {
+			out := append([]dataplane.Backend{}, backends...)
+			out[victim].Terminating = true
+			return out
+		})
+	})
+}
+
+func testStaleUDPSocket(t *testing.T, change func(backends []dataplane.Backend, victim int) []dataplane.Backend) {
 	cfg := testConfig(t)
 	d := newDataplane(t, cfg)
 	if d.term == nil {
@@ -58,14 +74,17 @@ func TestStaleUDPSocketTerminated(t *testing.T) {
 	if first.Err != "" || first.Peer != "10.96.0.10:53" {
 		t.Fatalf("first exchange: %+v, want an answer from 10.96.0.10:53", first)
 	}
-	var rest []dataplane.Backend
-	for _, b := range backends {
-		if "b"+b.Addr.String()[len("127.0.0."):] != first.Backend {
-			rest = append(rest, b)
+	victim := -1
+	for i, b := range backends {
+		if "b"+b.Addr.String()[len("127.0.0."):] == first.Backend {
+			victim = i
 		}
 	}
+	if victim < 0 {
+		t.Fatalf("first exchange answered by %q, not one of the backends", first.Backend)
+	}
 	svc2 := *svc
-	svc2.Backends = rest
+	svc2.Backends = change(backends, victim)
 	if err := d.Sync(t.Context(), services(&svc2)); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
@@ -75,6 +94,6 @@ func TestStaleUDPSocketTerminated(t *testing.T) {
 	// Without termination the exchange would succeed: the removed backend's
 	// server still runs.
 	if second := next(); second.Err != "ECONNABORTED" && second.Err != "EDESTADDRREQ" {
-		t.Errorf("socket connected to removed backend %s: second exchange %+v, want ECONNABORTED or EDESTADDRREQ", first.Backend, second)
+		t.Errorf("socket connected to backend %s, which no longer serves: second exchange %+v, want ECONNABORTED or EDESTADDRREQ", first.Backend, second)
 	}
 }

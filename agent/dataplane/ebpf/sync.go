@@ -25,6 +25,10 @@ type change struct {
 	delBackends    []uint32
 	delNames       []uint32
 	removedBackend map[uint32]bpf.LB4Backend
+	// unservedBackend are kept backends that stopped taking new
+	// connections (not ready, or terminating): their established flows
+	// may finish, but connected UDP sockets have no end and are moved off.
+	unservedBackend map[uint32]bpf.LB4Backend
 }
 
 type kv[K comparable, V any] struct {
@@ -38,10 +42,14 @@ func (c *kv[K, V]) add(k K, v V) {
 }
 
 func diffState(have, want *mapState) *change {
-	c := &change{removedBackend: map[uint32]bpf.LB4Backend{}}
+	c := &change{removedBackend: map[uint32]bpf.LB4Backend{}, unservedBackend: map[uint32]bpf.LB4Backend{}}
 	for id, b := range want.backends {
-		if old, ok := have.backends[id]; !ok || old != b {
+		old, ok := have.backends[id]
+		if !ok || old != b {
 			c.putBackends.add(id, b)
+		}
+		if ok && old.Flags&bpf.BackendFlagServing != 0 && b.Flags&bpf.BackendFlagServing == 0 {
+			c.unservedBackend[id] = b
 		}
 	}
 	for id, n := range want.names {
@@ -81,6 +89,17 @@ func diffState(have, want *mapState) *change {
 		}
 	}
 	return c
+}
+
+func union[K comparable, V any](a, b map[K]V) map[K]V {
+	out := make(map[K]V, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
 }
 
 func (c *change) writes() int {
@@ -165,9 +184,11 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 			// this only frees them early.
 			d.log.Warn("purge state of removed backends", "error", err)
 		}
-		if peers := stalePeers(c.removedBackend, want.backends); d.term != nil && len(peers) > 0 {
+	}
+	if gone := union(c.removedBackend, c.unservedBackend); len(gone) > 0 {
+		if peers := stalePeers(gone, want.backends); d.term != nil && len(peers) > 0 {
 			if err := d.term.terminate(ctx, d.cfg.CgroupPath, peers); err != nil {
-				d.log.Warn("terminate UDP sockets of removed backends", "error", err)
+				d.log.Warn("terminate UDP sockets of backends no longer serving", "error", err)
 			}
 		}
 	}
