@@ -455,6 +455,12 @@ static __always_inline int tc4_reply_rst(struct __sk_buff *skb, const struct iph
  * (its UDP header), which is what the sender's kernel needs to find the
  * socket (RFC 792). A connected UDP socket then fails with ECONNREFUSED.
  *
+ * The full ICMP checksum is written whatever the packet's checksum state.
+ * A datagram marked CHECKSUM_PARTIAL stays so, with the UDP checksum's
+ * offsets, which now fall on the zero "unused" field; completing that
+ * checksum over a message that already sums right writes zero there, so
+ * the error comes out intact either way.
+ *
  * Returns: TC_ACT_REDIRECT with the reply on its way, or TC_ACT_SHOT.
  */
 static __always_inline int tc4_reply_port_unreach(struct __sk_buff *skb, const struct iphdr *ip)
