@@ -98,6 +98,8 @@ func TestVagrantfileValidates(t *testing.T) {
 			says: "SKEP_WORKERS=0: give a number of worker VMs from 1 to 20"},
 		{name: "no bin/skep", tree: vagrantTree(t, false), args: []string{"validate", "--ignore-provider"},
 			says: "bin/skep is missing: run `make build` first"},
+		{name: "a provisioning script missing", tree: without(t, vagrantTree(t, true), "test/lab/provision-agent.sh"),
+			args: []string{"validate", "--ignore-provider"}, says: "provision-agent.sh"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := vagrant(t, tc.tree, tc.env, tc.args...)
@@ -137,6 +139,15 @@ func vagrantTree(t *testing.T, withBuild bool) string {
 	if withBuild {
 		mustSymlink(t, skepBinary, filepath.Join(dir, "bin", "skep"))
 		mustSymlink(t, imagesDir, filepath.Join(dir, "_out", "images"))
+	}
+	return dir
+}
+
+// without removes a file from a tree.
+func without(t *testing.T, dir, file string) string {
+	t.Helper()
+	if err := os.Remove(filepath.Join(dir, file)); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
