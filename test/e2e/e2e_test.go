@@ -2,8 +2,8 @@
 // namespaces, each with its own agent, containerd and cgroup, and the test
 // images; manifests applied through the API; answers checked from pods and
 // from a client outside the cluster. Every test runs in both dataplane
-// modes, on a fresh lab per mode, and the lab is taken down even when a
-// test fails.
+// modes on the same lab, switched between them as an operator would, and
+// the lab is taken down even when a test fails.
 package e2e
 
 import (
@@ -37,6 +37,15 @@ func TestMain(m *testing.M) {
 	// Re-executed inside a node's network namespace: ask a DNS server.
 	if len(os.Args) == 4 && os.Args[1] == "dns-query" {
 		os.Exit(dnsQuery(os.Args[2], os.Args[3]))
+	}
+	// Re-executed inside a node's network namespace: what either
+	// dataplane has installed there.
+	// Re-executed on a node: a UDP client (udp_test.go).
+	if len(os.Args) == 5 && os.Args[1] == "udp-client" {
+		os.Exit(udpClientMain(os.Args[2:]))
+	}
+	if len(os.Args) == 4 && os.Args[1] == "dataplane-state" {
+		os.Exit(dataplaneState(os.Args[2], os.Args[3]))
 	}
 	if err := labtest.BecomeSubreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -80,6 +89,9 @@ func upLab(t *testing.T, mode string) *cluster {
 		AgentArgs:  []string{"--node-lease-duration", "4s"}})
 	if l != nil {
 		t.Cleanup(func() {
+			if t.Failed() {
+				keepLogs(t, l)
+			}
 			dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer dcancel()
 			if err := l.Down(dctx); err != nil {
@@ -98,6 +110,22 @@ func upLab(t *testing.T, mode string) *cluster {
 		t.Fatal(err)
 	}
 	return &cluster{lab: l, c: c}
+}
+
+// keepLogs copies the server's and agents' logs out of the lab before it
+// goes down, so a failure can be read after the fact.
+func keepLogs(t *testing.T, l *lab.Lab) {
+	dir, err := os.MkdirTemp("", "skep-e2e-logs-")
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	for _, n := range append([]string{"server"}, l.Nodes()...) {
+		if data, err := os.ReadFile(l.LogPath(n)); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, n+".log"), data, 0o644)
+		}
+	}
+	t.Logf("the lab's logs are kept in %s", dir)
 }
 
 // apply applies a manifest as `skep apply -f -` would.
@@ -154,18 +182,77 @@ func ready(p *corev1.Pod) bool {
 	return false
 }
 
+// TestCluster runs the suite on one lab in eBPF mode, switches every
+// agent to iptables mode (checking that no eBPF state is left), runs the
+// suite again, and switches back (checking that no chain is left).
 func TestCluster(t *testing.T) {
+	cl := upLab(t, "ebpf")
 	for _, mode := range []string{"ebpf", "iptables"} {
 		t.Run(mode, func(t *testing.T) {
-			cl := upLab(t, mode)
+			if cl.lab.Dataplane() != mode {
+				if !t.Run("SwitchDataplane", func(t *testing.T) { testSwitchDataplane(t, cl, mode) }) {
+					t.FailNow()
+				}
+			}
 			t.Run("IntroPodSharesVolumeAndNetwork", func(t *testing.T) { testIntroPod(t, cl) })
 			t.Run("ServiceFromPodsAndOutside", func(t *testing.T) { testService(t, cl) })
+			t.Run("LocalTrafficPolicy", func(t *testing.T) { testLocalTrafficPolicy(t, cl) })
 			t.Run("ClientIPAffinity", func(t *testing.T) { testAffinity(t, cl) })
+			t.Run("ClientIPAffinityTimeout", func(t *testing.T) { testAffinityTimeout(t, cl) })
+			t.Run("UDP", func(t *testing.T) { testUDP(t, cl) })
 			t.Run("HairpinAndExternalName", func(t *testing.T) { testHairpinAndExternalName(t, cl) })
 			t.Run("ScaleAndRollOutUnderTraffic", func(t *testing.T) { testScaleUnderTraffic(t, cl) })
 			t.Run("AgentRestartUnderTraffic", func(t *testing.T) { testAgentRestart(t, cl) })
 			t.Run("NodeKilled", func(t *testing.T) { testNodeKilled(t, cl) })
+			// The next mode starts from an empty namespace on three nodes.
+			cl.reset(t)
 		})
+		if cl.lab.Dataplane() != mode {
+			return // the switch failed: what follows would test the wrong mode
+		}
+	}
+	t.Run("SwitchBackToEBPF", func(t *testing.T) { testSwitchDataplane(t, cl, "ebpf") })
+}
+
+// reset deletes what the suite made in the default namespace, at once
+// (grace period 0), and brings back any node a test killed, so the next
+// pass finds a clean cluster of Ready nodes.
+func (cl *cluster) reset(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, node := range cl.lab.Nodes() {
+		if !cl.lab.AgentRunning(node) {
+			if err := cl.lab.ReviveNode(ctx, node); err != nil {
+				t.Fatalf("revive %s: %v", node, err)
+			}
+		}
+	}
+	if err := cl.lab.WaitReady(ctx, time.Minute); err != nil {
+		t.Fatalf("nodes Ready again: %v", err)
+	}
+	zero := int64(0)
+	for _, kind := range []string{"deployments", "services", "pods"} {
+		r := api.MustLookup(kind)
+		objs, _, err := cl.c.List(ctx, r, "default", client.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if err := cl.c.Delete(ctx, r, "default", o.GetName(), client.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+				t.Errorf("delete %s %s: %v", kind, o.GetName(), err)
+			}
+		}
+	}
+	for {
+		objs, _, err := cl.c.List(ctx, api.MustLookup("pods"), "default", client.ListOptions{})
+		if err == nil && len(objs) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("pods left in default 2 minutes into the reset: %d", len(objs))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
@@ -356,23 +443,30 @@ spec:
 	t.Logf("LoadBalancer %s from outside answered: %s", url, strings.TrimSpace(out.String()))
 }
 
+// steadyResult is what a steady client saw: requests that succeeded,
+// and a line per failure (its time and curl's exit code).
+type steadyResult struct {
+	ok, failed int
+	failures   string
+}
+
 // steadyClient makes requests to url from a node, one after another, for
 // d, and reports how many succeeded and failed.
-func (cl *cluster) steadyClient(node, url string, d time.Duration) <-chan [2]int {
-	out := make(chan [2]int, 1)
+func (cl *cluster) steadyClient(node, url string, d time.Duration) <-chan steadyResult {
+	out := make(chan steadyResult, 1)
 	script := fmt.Sprintf(`ok=0; fail=0; end=$(( $(date +%%s) + %d ))
 while [ $(date +%%s) -lt $end ]; do
-  if curl -s --max-time 2 -o /dev/null %s; then ok=$((ok+1)); else fail=$((fail+1)); fi
+  if curl -s --max-time 2 -o /dev/null %s; then ok=$((ok+1)); else rc=$?; fail=$((fail+1)); echo "failed at $(date +%%T.%%N) with curl exit $rc" >&2; fi
 done
 echo $ok $fail`, int(d.Seconds()), url)
 	go func() {
-		var buf bytes.Buffer
+		var stdout, stderr bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 		defer cancel()
-		cl.lab.Exec(ctx, node, []string{"sh", "-c", script}, nil, &buf, &buf)
-		var r [2]int
-		if _, err := fmt.Sscan(buf.String(), &r[0], &r[1]); err != nil {
-			r[1] = -1
+		cl.lab.Exec(ctx, node, []string{"sh", "-c", script}, nil, &stdout, &stderr)
+		r := steadyResult{failures: stderr.String()}
+		if _, err := fmt.Sscan(stdout.String(), &r.ok, &r.failed); err != nil {
+			r.failed = -1
 		}
 		out <- r
 	}()
@@ -438,10 +532,10 @@ func testScaleUnderTraffic(t *testing.T, cl *cluster) {
 	cl.waitReadyReplicas(t, 3, d)
 	t.Logf("scaled 3→5→2 and rolled out a new template to 3 in %v", time.Since(start).Round(time.Millisecond))
 	r := <-result
-	if r[1] != 0 || r[0] < 20 {
-		t.Fatalf("steady client on %s to %s during scaling and rollout: %d succeeded, %d failed; want none failed", node, url, r[0], r[1])
+	if r.failed != 0 || r.ok < 20 {
+		t.Fatalf("steady client on %s to %s during scaling and rollout: %d succeeded, %d failed; want none failed\n%s", node, url, r.ok, r.failed, r.failures)
 	}
-	t.Logf("steady client on %s: %d requests, none failed", node, r[0])
+	t.Logf("steady client on %s: %d requests, none failed", node, r.ok)
 }
 
 // testAgentRestart stops a node's agent and starts it again while a client
@@ -464,8 +558,8 @@ func testAgentRestart(t *testing.T, cl *cluster) {
 		t.Fatal(err)
 	}
 	r := <-result
-	if r[1] != 0 || r[0] < 10 {
-		t.Fatalf("steady client on %s while its agent restarted: %d succeeded, %d failed; want none failed", node, r[0], r[1])
+	if r.failed != 0 || r.ok < 10 {
+		t.Fatalf("steady client on %s while its agent restarted: %d succeeded, %d failed; want none failed\n%s", node, r.ok, r.failed, r.failures)
 	}
 	cl.waitReadyReplicas(t, 3, 30*time.Second)
 	after := podUIDsOn(t, cl, node)
@@ -474,7 +568,7 @@ func testAgentRestart(t *testing.T, cl *cluster) {
 			t.Errorf("pod %s on %s was replaced across the agent restart; want it adopted", uid, node)
 		}
 	}
-	t.Logf("agent of %s restarted: %d requests through the ClusterIP, none failed; its %d pods adopted", node, r[0], len(before))
+	t.Logf("agent of %s restarted: %d requests through the ClusterIP, none failed; its %d pods adopted", node, r.ok, len(before))
 }
 
 func podUIDsOn(t *testing.T, cl *cluster, node string) map[string]bool {
