@@ -56,6 +56,9 @@ type Config struct {
 	// import, for the API server) listens on NodeIP; 0 picks a free port,
 	// which the Node status publishes.
 	AgentPort int
+	// MetricsAddr is where Prometheus metrics are served (plain HTTP,
+	// host:port); empty: not served.
+	MetricsAddr string
 	Logger    *slog.Logger
 }
 
@@ -75,6 +78,7 @@ type Agent struct {
 	log *slog.Logger
 	// agentPort is the port the endpoint listens on, once it does.
 	agentPort int
+	metrics   *agentMetrics
 }
 
 // New joins the cluster (or reuses the credential of an earlier join).
@@ -100,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, c: c, hc: c, log: cfg.Logger.With("node", cfg.Name)}, nil
+	return &Agent{cfg: cfg, c: c, hc: c, log: cfg.Logger.With("node", cfg.Name), metrics: newAgentMetrics(cfg.Dataplane)}, nil
 }
 
 // Client is the agent's own API client.

@@ -64,6 +64,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ep := &endpoint{node: a.cfg.Name, pods: pods, log: a.log}
 	run(func() { a.serveEndpoint(ctx, ln, tlsCfg, ep) })
 	run(func() { a.syncServices(ctx, dp, svcs, eps) })
+	run(func() { a.serveMetrics(ctx, dp) })
 	run(func() { a.announceLoadBalancers(ctx, svcs, nodes) })
 
 	podCIDR, err := a.waitPodCIDR(ctx)

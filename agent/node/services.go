@@ -71,6 +71,7 @@ func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, 
 			a.log.Error("sync dataplane", "services", len(want), "err", err)
 			time.AfterFunc(time.Second, poke)
 		} else {
+			a.metrics.observeSync(len(want), time.Since(start))
 			a.log.Debug("synced dataplane", "services", len(want), "took", time.Since(start))
 		}
 		select {

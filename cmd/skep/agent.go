@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -34,6 +35,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "images", Usage: "(images) a directory of OCI image tarballs (*.tar) to import at start, for nodes with no registry"},
 			&cli.StringFlag{Name: "containerd-address", Usage: "(runtime) an existing containerd's socket; default: start one of the agent's own under --data-dir"},
 			&cli.StringSliceFlag{Name: "dns-upstream", Usage: "(dns) resolvers for names outside the cluster, ip or ip:port; default: the node's /etc/resolv.conf"},
+			&cli.StringFlag{Name: "metrics-bind-address", Value: "127.0.0.1:10249", Usage: "(metrics) where Prometheus metrics are served over HTTP, as kube-proxy's; empty: not served"},
 			&cli.IntFlag{Name: "agent-port", Value: 10250, Usage: "(node) port of the agent's HTTPS endpoint on --node-ip, where the API server reads logs, runs exec and imports images; 0: any free port, published in the Node's status"},
 			&cli.DurationFlag{Name: "node-lease-duration", Value: 40 * time.Second, Usage: "(node) how long the node's Lease lasts unrenewed; it is renewed every quarter of it"},
 			&cli.BoolFlag{Name: "cleanup", Usage: "remove everything the agent made on this node (pods, containerd, pod network, programs, pins, links, chains), and exit"},
@@ -66,10 +68,15 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 		Name: c.String("node-name"), DataDir: c.String("data-dir"), Dataplane: c.String("dataplane"),
 		CgroupRoot: c.String("cgroup-root"), Interface: c.String("interface"), Logger: newLogger(),
 		LeaseDuration: c.Duration("node-lease-duration"), ImagesDir: c.String("images"), ContainerdAddress: c.String("containerd-address"), DNSUpstreams: c.StringSlice("dns-upstream"),
-		AgentPort: c.Int("agent-port"),
+		AgentPort: c.Int("agent-port"), MetricsAddr: c.String("metrics-bind-address"),
 	}
 	if cfg.AgentPort < 0 || cfg.AgentPort > 65535 {
 		return cfg, fmt.Errorf("--agent-port %d: must be 0 to 65535", cfg.AgentPort)
+	}
+	if cfg.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
+			return cfg, fmt.Errorf("--metrics-bind-address %q: want host:port: %w", cfg.MetricsAddr, err)
+		}
 	}
 	if cfg.Dataplane != "ebpf" && cfg.Dataplane != "iptables" {
 		return cfg, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", cfg.Dataplane)

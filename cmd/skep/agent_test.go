@@ -69,8 +69,10 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	cfg, _ := loadServerURL(p)
 	agentDir := t.TempDir()
 	agentLog := &syncBuffer{}
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	agent := exec.Command(skepBinary, "agent", "--server", cfg, "--token", strings.TrimSpace(string(token)),
-		"--node-name", node, "--node-ip", "127.0.0.1", "--data-dir", agentDir, "--cgroup-root", cgroup, "--dataplane", "ebpf", "--agent-port", "0")
+		"--node-name", node, "--node-ip", "127.0.0.1", "--data-dir", agentDir, "--cgroup-root", cgroup, "--dataplane", "ebpf", "--agent-port", "0",
+		"--metrics-bind-address", metricsAddr)
 	agent.Stdout, agent.Stderr = agentLog, agentLog
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
@@ -159,6 +161,31 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "default/slice:TCP") || !strings.Contains(string(out), clusterIP+":80/tcp") ||
 		!strings.Contains(string(out), "127.0.0.21:"+port) || !strings.Contains(string(out), "127.0.0.22:"+port) {
 		t.Errorf("skep dataplane services: %v\n%s\nwant default/slice at %s:80 with both backends", err, out, clusterIP)
+	}
+
+	// What Prometheus scrapes from the agent, as from kube-proxy.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape the agent's metrics: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`skep_agent_services_sync_duration_seconds_count{dataplane="ebpf"}`,
+		`skep_dataplane_sync_duration_seconds_count{dataplane="ebpf",sync="full"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("the agent's /metrics has no %s", want)
+		}
+	}
+	var inMaps float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, `skep_dataplane_map_entries{dataplane="ebpf",map="backends"} `); ok {
+			fmt.Sscan(v, &inMaps)
+		}
+	}
+	if inMaps < 2 {
+		t.Errorf("the agent's /metrics says %v backends in the maps; the slice Service alone has 2", inMaps)
 	}
 
 }
