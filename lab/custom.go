@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Build makes a lab's machines and starts nothing on them: the bridge, each
@@ -22,26 +21,7 @@ import (
 // Progress. Down removes a built lab as it removes one from Up; when Build
 // fails, it removes what it made.
 func Build(ctx context.Context, cfg Config) (*Lab, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	if err := checkHost(); err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(cfg.Dir, stateFile)); err == nil {
-		return nil, fmt.Errorf("lab %s exists already (state in %s): skep lab down --name %s first", cfg.Name, cfg.Dir, cfg.Name)
-	}
-	l := &Lab{cfg: cfg, log: cfg.Logger.With("lab", cfg.Name), reaped: map[int]<-chan struct{}{}}
-	if err := l.build(); err != nil {
-		l.progress("build failed, removing what was made")
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer cancel()
-		if derr := l.Down(dctx); derr != nil {
-			err = errors.Join(err, fmt.Errorf("and removing the half-made lab: %w", derr))
-		}
-		return nil, err
-	}
-	return l, nil
+	return create(ctx, cfg, "build", func(l *Lab) error { return l.build() })
 }
 
 // build is Up's making of the network, namespaces and cgroups, without the
@@ -64,8 +44,8 @@ func (l *Lab) build() error {
 		return err
 	}
 	l.st = &state{
-		Name: cfg.Name, Dir: cfg.Dir, Binary: cfg.Binary, Dataplane: cfg.Dataplane,
-		Subnet: k, Bridge: bridgeName(cfg.Name), Cgroup: filepath.Join(cgroup2Root, "sklab-"+cfg.Name),
+		Name: cfg.Name, Dir: cfg.Dir, Binary: cfg.Binary, Dataplane: cfg.Dataplane, ImagesDir: cfg.ImagesDir,
+		AgentArgs: cfg.AgentArgs, Subnet: k, Bridge: bridgeName(cfg.Name), Cgroup: filepath.Join(cgroup2Root, "sklab-"+cfg.Name),
 	}
 	l.st.Client = member{Name: ClientName, Short: ClientName, Netns: clientNetns(cfg.Name), HostVeth: clientVeth(k),
 		IP: clientIP(k).String(), Cgroup: filepath.Join(l.st.Cgroup, ClientName)}
@@ -108,7 +88,7 @@ func (l *Lab) build() error {
 			return fmt.Errorf("create %s: %w", n.DataDir, err)
 		}
 		gws = append(gws, nodeIP(k, i+1))
-		l.progress("%s: %s in netns %s, cgroup %s, no agent yet", n.Name, n.IP, n.Netns, n.Cgroup)
+		l.progress("%s: %s in netns %s, cgroup %s", n.Name, n.IP, n.Netns, n.Cgroup)
 	}
 	c := &l.st.Client
 	if err := makeNetns(c.Netns); err != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -134,6 +133,11 @@ func checkHost() error {
 // removes what it made; the error then carries the end of the log that
 // says why.
 func Up(ctx context.Context, cfg Config) (*Lab, error) {
+	return create(ctx, cfg, "up", func(l *Lab) error { return l.up(ctx) })
+}
+
+// create makes a lab with make, and removes what make made when it fails.
+func create(ctx context.Context, cfg Config, what string, make func(*Lab) error) (*Lab, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -144,8 +148,8 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, fmt.Errorf("lab %s exists already (state in %s): skep lab down --name %s first", cfg.Name, cfg.Dir, cfg.Name)
 	}
 	l := &Lab{cfg: cfg, log: cfg.Logger.With("lab", cfg.Name), reaped: map[int]<-chan struct{}{}}
-	if err := l.up(ctx); err != nil {
-		l.progress("up failed, removing what was made")
+	if err := make(l); err != nil {
+		l.progress("%s failed, removing what was made", what)
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 		if derr := l.Down(dctx); derr != nil {
@@ -160,77 +164,22 @@ func (l *Lab) progress(format string, args ...any) {
 	fmt.Fprintf(l.cfg.Progress, "lab %s: %s\n", l.cfg.Name, fmt.Sprintf(format, args...))
 }
 
+// up builds the lab's machines, then runs the server and an agent on
+// every node with the lab's own command lines, and waits for the nodes.
 func (l *Lab) up(ctx context.Context) error {
-	cfg := l.cfg
-	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "logs"), filepath.Join(cfg.Dir, "nodes")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
-	}
-	unlock, err := lockSubnets()
-	if err != nil {
+	if err := l.build(); err != nil {
 		return err
-	}
-	k, err := freeSubnet(cfg.Name)
-	if err != nil {
-		unlock()
-		return err
-	}
-	// Every name is fixed and written down before anything is made.
-	l.st = &state{
-		Name: cfg.Name, Dir: cfg.Dir, Binary: cfg.Binary, Dataplane: cfg.Dataplane, ImagesDir: cfg.ImagesDir,
-		AgentArgs: cfg.AgentArgs, Subnet: k, Bridge: bridgeName(cfg.Name),
-		Cgroup: filepath.Join(cgroup2Root, "sklab-"+cfg.Name),
-	}
-	l.st.Client = member{Name: ClientName, Short: ClientName, Netns: clientNetns(cfg.Name), HostVeth: clientVeth(k),
-		IP: clientIP(k).String(), Cgroup: filepath.Join(l.st.Cgroup, ClientName)}
-	for i := 1; i <= cfg.Nodes; i++ {
-		short := "node" + strconv.Itoa(i)
-		l.st.Nodes = append(l.st.Nodes, member{
-			Name: nodeName(cfg.Name, i), Short: short, Netns: nodeNetns(cfg.Name, i), HostVeth: nodeVeth(k, i),
-			IP: nodeIP(k, i).String(), Cgroup: filepath.Join(l.st.Cgroup, short),
-			DataDir: filepath.Join(cfg.Dir, "nodes", short), Log: filepath.Join(cfg.Dir, "logs", short+".log"),
-		})
-	}
-	if err := l.st.save(); err != nil {
-		unlock()
-		return err
-	}
-	err = makeBridge(l.st.Bridge, bridgeIP(k))
-	unlock()
-	if err != nil {
-		return err
-	}
-	l.progress("bridge %s with %s, node network %s", l.st.Bridge, bridgeIP(k), subnet(k))
-
-	for _, dir := range []string{l.st.Cgroup, l.st.Client.Cgroup, filepath.Join(l.st.Cgroup, "server")} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create cgroup %s: %w", dir, err)
-		}
 	}
 	if err := l.startServer(ctx); err != nil {
 		return err
 	}
 	for i := range l.st.Nodes {
-		if err := l.makeNode(ctx, i); err != nil {
+		n := &l.st.Nodes[i]
+		if err := l.startAgent(n); err != nil {
 			return err
 		}
+		l.progress("%s: agent pid %d", n.Name, n.Agent.PID)
 	}
-	c := &l.st.Client
-	if err := makeNetns(c.Netns); err != nil {
-		return err
-	}
-	if err := plug(c.Netns, c.HostVeth, l.st.Bridge, clientIP(k), bridgeIP(k)); err != nil {
-		return err
-	}
-	var gws []netip.Addr
-	for i := range l.st.Nodes {
-		gws = append(gws, nodeIP(k, i+1))
-	}
-	if err := routeVia(c.Netns, lbPool(k), gws); err != nil {
-		return err
-	}
-	l.progress("client %s in netns %s; LoadBalancer pool %s routed through the nodes", c.IP, c.Netns, lbPool(k))
 	return l.WaitReady(ctx, l.cfg.ReadyTimeout)
 }
 
@@ -282,28 +231,6 @@ func (l *Lab) startServer(ctx context.Context) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func (l *Lab) makeNode(ctx context.Context, i int) error {
-	n := &l.st.Nodes[i]
-	k := l.st.Subnet
-	if err := makeNetns(n.Netns); err != nil {
-		return err
-	}
-	if err := plug(n.Netns, n.HostVeth, l.st.Bridge, nodeIP(k, i+1), bridgeIP(k)); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(n.Cgroup, 0o755); err != nil {
-		return fmt.Errorf("create cgroup %s: %w", n.Cgroup, err)
-	}
-	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", n.DataDir, err)
-	}
-	if err := l.startAgent(n); err != nil {
-		return err
-	}
-	l.progress("%s: %s in netns %s, cgroup %s, agent pid %d", n.Name, n.IP, n.Netns, n.Cgroup, n.Agent.PID)
-	return nil
 }
 
 // agentArgs are the agent's flags, the same a real node's agent gets.
