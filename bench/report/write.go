@@ -130,11 +130,14 @@ func (r *Report) Markdown(bench string) string {
 			minRounds, maxRounds = min(minRounds, row.Rounds), max(maxRounds, row.Rounds)
 			cells[fmt.Sprint(row.N, "\x00", row.Variant)] = row
 		}
-		rounds := strconv.Itoa(maxRounds)
-		if minRounds != maxRounds {
-			rounds = fmt.Sprintf("%d–%d", minRounds, maxRounds)
+		switch {
+		case maxRounds == 1:
+			fmt.Fprintf(&b, "**%s** (%s), one round\n\n", metric, mrows[0].Unit)
+		case minRounds != maxRounds:
+			fmt.Fprintf(&b, "**%s** (%s): median of %d–%d rounds [p10–p90]\n\n", metric, mrows[0].Unit, minRounds, maxRounds)
+		default:
+			fmt.Fprintf(&b, "**%s** (%s): median of %d rounds [p10–p90]\n\n", metric, mrows[0].Unit, maxRounds)
 		}
-		fmt.Fprintf(&b, "**%s** (%s): median of %s rounds [p10–p90]\n\n", metric, mrows[0].Unit, rounds)
 
 		var ratioVariants []string
 		for _, v := range variants {

@@ -23,6 +23,7 @@ func main() {
 			agentCommand(),
 			dataplaneCommand(),
 			labCommand(),
+			benchCommand(),
 			applyCommand(),
 			createCommand(),
 			getCommand(),

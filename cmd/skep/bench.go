@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/skep-io/skep/bench/programming"
+	"github.com/skep-io/skep/bench/report"
+)
+
+// benchCommand is `skep bench`: the benchmarks that back skep's claims,
+// each running its variants interleaved and writing a report (CSV, a
+// Markdown table, PNG charts) under --out.
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "bench",
+		Usage:       "measure skep against iptables and against itself at scale; writes CSV, a Markdown table and charts",
+		Subcommands: append(controlPlaneBenchCommands(), trafficBenchCommands()...),
+	}
+}
+
+// controlPlaneBenchCommands are the benchmarks of programming and
+// propagating state: sync, propagation, pods.
+func controlPlaneBenchCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:  "sync",
+			Usage: "time to program N services in each dataplane from a cold start and to change one among N; agent heap and kernel state",
+			Flags: []cli.Flag{benchOutFlag(), benchRoundsFlag(3),
+				&cli.StringFlag{Name: "sizes", Value: "1000,10000,30000", Usage: "(scale) numbers of services, comma-separated"},
+				&cli.StringFlag{Name: "modes", Value: "ebpf,iptables", Usage: "(variants) dataplanes to measure; ratios are to the first"},
+				&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "(bounds) the longest one measurement (one mode, one size) may take"},
+			},
+			Action: benchSync,
+		},
+	}
+}
+
+func benchOutFlag() cli.Flag {
+	return &cli.StringFlag{Name: "out", Value: "_out/bench", Usage: "(report) directory for <bench>.csv, <bench>.md and <bench>-<metric>.png"}
+}
+
+func benchRoundsFlag(def int) cli.Flag {
+	return &cli.IntFlag{Name: "rounds", Value: def, Usage: "(report) rounds; each runs every variant once, the order rotating"}
+}
+
+// benchContext ends on SIGINT or SIGTERM, so that an interrupted benchmark
+// still removes what it made.
+func benchContext(c *cli.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+}
+
+// newBenchReport is a report that names the machine and the command line
+// that made it.
+func newBenchReport(title, reference string) *report.Report {
+	return &report.Report{
+		Title:     title,
+		Machine:   report.MachineDescription(),
+		Command:   "skep " + strings.Join(os.Args[1:], " "),
+		Reference: reference,
+	}
+}
+
+// writeBenchReport writes rep under --out and prints its tables.
+func writeBenchReport(c *cli.Context, rep *report.Report) error {
+	out := c.String("out")
+	if err := rep.Write(out); err != nil {
+		return err
+	}
+	for _, b := range rep.Benches() {
+		fmt.Fprint(c.App.Writer, rep.Markdown(b))
+	}
+	fmt.Fprintf(c.App.ErrWriter, "report written to %s\n", out)
+	return nil
+}
+
+// parseSizes reads a comma-separated list of positive integers.
+func parseSizes(flag, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(strings.ReplaceAll(f, "_", ""))
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--%s %q: want positive integers separated by commas, e.g. 1000,10000", flag, s)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--%s: no sizes given", flag)
+	}
+	return out, nil
+}
+
+func benchSync(c *cli.Context) error {
+	sizes, err := parseSizes("sizes", c.String("sizes"))
+	if err != nil {
+		return err
+	}
+	if c.Int("rounds") < 1 {
+		return fmt.Errorf("--rounds %d: at least 1", c.Int("rounds"))
+	}
+	var modes []string
+	for _, m := range strings.Split(c.String("modes"), ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			modes = append(modes, m)
+		}
+	}
+	ctx, stop := benchContext(c)
+	defer stop()
+	rep := newBenchReport("skep bench sync: programming N services of 2 backends", modes[0])
+	rep.LogY = []string{programming.MetricSync, programming.MetricChange}
+	rep.Notes = []string{
+		"sync_s: a cold start to every service programmed (ebpf: load and attach the programs, write the maps; " +
+			"iptables: kube-proxy's rule layout in one iptables-restore), each mode in a fresh pin directory or network namespace. " +
+			"change_ms: the sync after one service's backend changed among N (the middle one). " +
+			"heap_MiB: Go heap the dataplane keeps after both syncs. bpf_map_MiB: memory the kernel charges for the eBPF maps (preallocated to capacity, so it does not grow with N). " +
+			"iptables_rules: rules in the namespace after the syncs.",
+	}
+	err = programming.Run(ctx, programming.Config{
+		Sizes: sizes, Rounds: c.Int("rounds"), Modes: modes, Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter,
+	}, rep)
+	if err != nil {
+		// What was measured before the failure is still worth keeping.
+		if len(rep.Samples) > 0 {
+			_ = rep.Write(c.String("out"))
+		}
+		return err
+	}
+	return writeBenchReport(c, rep)
+}
