@@ -1,0 +1,246 @@
+package traffic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/bench/report"
+)
+
+// A variant of a traffic benchmark: the mode the nodes run in, and where
+// the client connects.
+type variant struct {
+	name string
+	mode string // "ebpf" or "iptables"
+	// service is the Service connected to by its ClusterIP (or NodePort);
+	// "" for the backends' pod IPs.
+	service string
+	// entry is, for a NodePort, the node (1-based) whose address is
+	// connected to.
+	entry int
+	note  string
+}
+
+// The dataplane benchmark's variants. The reference, direct, is the limit:
+// no service layer on the way. One lab runs one mode at a time, so the
+// benchmark switches its agents between eBPF and iptables (a few seconds,
+// a few tens at 10,000 Services) whenever the next variant needs the other
+// mode; Interleave's rotating order keeps that to two switches a round.
+// One lab rather than two side by side: the machine has two cores, and a
+// second lab's idle agents, containerds and 10,000-rule resyncs would
+// weigh on the other's measurements.
+var dataplaneVariants = []variant{
+	{name: "direct", mode: "ebpf", note: "the echo pods' IPs, nodes in eBPF mode (the socket hook looks the address up and lets it pass)"},
+	{name: "ebpf", mode: "ebpf", service: middleService, note: "the ClusterIP of " + middleService + ", translated at connect() by the socket LB"},
+	{name: "iptables", mode: "iptables", service: middleService, note: "the ClusterIP of " + middleService + ", in the middle of KUBE-SERVICES, where kube-proxy's random order puts a Service on average"},
+	{name: "iptables-first", mode: "iptables", service: firstService, note: "the ClusterIP of " + firstService + ", the first rule of KUBE-SERVICES"},
+	{name: "iptables-last", mode: "iptables", service: lastService, note: "the ClusterIP of " + lastService + ", the last cluster-IP rule of KUBE-SERVICES"},
+	{name: "direct-iptables", mode: "iptables", note: "the echo pods' IPs, nodes in iptables mode (a new connection still walks KUBE-SERVICES before it is known to match nothing)"},
+}
+
+func variantNames(vs []variant) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.name)
+	}
+	return out
+}
+
+func findVariant(vs []variant, name string) variant {
+	for _, v := range vs {
+		if v.name == name {
+			return v
+		}
+	}
+	panic("no variant " + name)
+}
+
+// RunDataplane is `skep bench dataplane`: on a lab of two nodes, client
+// pods on the first and two echo servers on the second, the same HTTP
+// request through the paths of dataplaneVariants, with each of
+// cfg.Sizes other Services installed. It brings its lab up and always
+// takes it down, also when ctx ends (Ctrl-C).
+func RunDataplane(ctx context.Context, cfg Config) (_ *report.Report, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	cl, err := up(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if derr := cl.down(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("take the benchmark's lab down: %w", derr))
+		}
+	}()
+	return cl.dataplane(ctx)
+}
+
+func (cl *cluster) dataplane(ctx context.Context) (*report.Report, error) {
+	cfg := cl.cfg
+	clientNode, backendNode := cl.node(1), cl.node(2)
+	if err := cl.checkFillerRange(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := cl.create(ctx, deploymentsR, echoDeployment(backendNode)); err != nil {
+		return nil, err
+	}
+	measured := []string{firstService, middleService, lastService}
+	clusterIPs := map[string]string{}
+	for _, name := range measured {
+		obj, err := cl.create(ctx, servicesR, echoService(name, corev1.ServiceTypeClusterIP))
+		if err != nil {
+			return nil, err
+		}
+		clusterIPs[name] = obj.(*corev1.Service).Spec.ClusterIP
+	}
+	// Each variant has a client pod of its own, and so a source address
+	// of its own: no 4-tuple is ever reused between paths or modes, where
+	// TIME_WAIT state and timestamps of one could meet the other's SYN.
+	for _, v := range dataplaneVariants {
+		if _, err := cl.create(ctx, podsR, clientPod("client-"+v.name, clientNode)); err != nil {
+			return nil, err
+		}
+	}
+	echoes, err := cl.waitPods(ctx, "app=echo", 2, 3*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	clientPods, err := cl.waitPods(ctx, "app=bench-client", len(dataplaneVariants), 3*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	clientOf := map[string]*corev1.Pod{}
+	for _, p := range clientPods {
+		clientOf[strings.TrimPrefix(p.Name, "client-")] = p
+	}
+	var direct []string
+	for _, p := range echoes {
+		direct = append(direct, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(echoPort)))
+	}
+	cl.progress("echo servers %v on %s; client pods on %s", direct, backendNode, clientNode)
+
+	rep := &report.Report{
+		Title:     "skep bench dataplane: direct vs eBPF vs iptables ClusterIP",
+		Machine:   report.MachineDescription(),
+		Command:   cfg.Command,
+		Reference: "direct",
+	}
+	rep.Notes = append(rep.Notes, dataplaneNotes(cfg)...)
+
+	var wantM []string
+	for _, m := range measured {
+		wantM = append(wantM, namespace+"/"+m)
+	}
+	installed := 0
+	var positions []string
+	placed := map[int]bool{} // the sizes whose positions are known
+	for _, n := range cfg.Sizes {
+		if err := cl.fill(ctx, installed, n); err != nil {
+			return nil, err
+		}
+		installed = n
+		want := wantServices{atLeast: n + len(measured), measured: wantM, backends: 2}
+		if err := cl.waitProgrammed(ctx, want); err != nil {
+			return nil, err
+		}
+		err := report.Interleave(cfg.Rounds, variantNames(dataplaneVariants), func(round int, name string) error {
+			v := findVariant(dataplaneVariants, name)
+			if err := cl.switchMode(ctx, v.mode, want); err != nil {
+				return err
+			}
+			if v.mode == "iptables" && !placed[n] {
+				pos, rules, err := cl.kubeServicesPositions(ctx, clientNode, wantM)
+				if err != nil {
+					return err
+				}
+				positions = append(positions, fmt.Sprintf("N=%d: %s #%d, %s #%d, %s #%d of %d rules",
+					n, firstService, pos[wantM[0]], middleService, pos[wantM[1]], lastService, pos[wantM[2]], rules))
+				placed[n] = true
+			}
+			targets := direct
+			if v.service != "" {
+				targets = []string{net.JoinHostPort(clusterIPs[v.service], strconv.Itoa(servicePort))}
+			}
+			netns, err := cl.podNetns(clientOf[v.name])
+			if err != nil {
+				return err
+			}
+			return cl.measure(ctx, rep, "dataplane", v.name, n, round, targets, "", netns, cl.lab.Cgroup(clientNode), clientNode)
+		})
+		if err != nil {
+			return rep, fmt.Errorf("N=%d: %w", n, err)
+		}
+	}
+	rep.Notes = append(rep.Notes, "Where the measured Services sat in the client node's KUBE-SERVICES (cluster-IP rules, 1-based): "+strings.Join(positions, "; ")+".")
+	return rep, nil
+}
+
+// measure runs the crr and then the rr load for one variant and records
+// what they measured. parent is the cgroup the load generator runs below
+// (its CPU time is the "client" CPU); source, when set, is its address.
+func (cl *cluster) measure(ctx context.Context, rep *report.Report, bench, variant string, n, round int,
+	targets []string, source, netns, parent, where string) error {
+	for _, kind := range []string{LoadCRR, LoadRR} {
+		spec := LoadSpec{Kind: kind, Targets: targets, Source: source, Concurrency: cl.cfg.Concurrency,
+			Warmup: cl.cfg.Warmup, Duration: cl.cfg.Duration, Timeout: 3 * time.Second,
+			Cgroups:       map[string]string{"client": parent, "lab": cl.labCgroup()},
+			ReuseTimeWait: kind == LoadCRR}
+		res, err := cl.runLoad(ctx, netns, parent, spec)
+		if err != nil {
+			return err
+		}
+		per := "conn"
+		rate := kind + "_conn_per_s"
+		if kind == LoadRR {
+			per, rate = "req", kind+"_req_per_s"
+		}
+		add := func(metric, unit string, v float64) {
+			rep.Add(report.Sample{Bench: bench, Variant: variant, N: n, Metric: kind + "_" + metric, Unit: unit, Round: round, Value: v})
+		}
+		rep.Add(report.Sample{Bench: bench, Variant: variant, N: n, Metric: rate, Unit: "1/s", Round: round, Value: res.Rate()})
+		add("p50_us", "µs", res.P50)
+		add("p99_us", "µs", res.P99)
+		add("client_cpu_us", "µs/"+per, res.CPUPer("client"))
+		add("lab_cpu_us", "µs/"+per, res.CPUPer("lab"))
+		add("errors", "count", float64(res.Errors))
+		cl.progress("N=%d round %d %-16s %s %8.0f/s p50 %6.0fµs p99 %6.0fµs cpu %s %5.1fµs lab %5.1fµs/%s errors %d%s",
+			n, round, variant, kind, res.Rate(), res.P50, res.P99, where, res.CPUPer("client"), res.CPUPer("lab"), per, res.Errors,
+			firstErrorNote(res))
+	}
+	return nil
+}
+
+func firstErrorNote(res LoadResult) string {
+	if res.FirstError == "" {
+		return ""
+	}
+	return " (first: " + res.FirstError + ")"
+}
+
+func dataplaneNotes(cfg Config) []string {
+	var vs []string
+	for _, v := range dataplaneVariants {
+		vs = append(vs, "**"+v.name+"**: "+v.note)
+	}
+	return []string{
+		"A lab of two nodes on one machine (network namespaces on a bridge, a containerd and an agent each): two echo servers " +
+			"(Go net/http, a small JSON answer) on node 2, the load generator in a client pod on node 1. N is the number of other " +
+			"ClusterIP Services installed, each with two backends on a node that does not exist.",
+		"Paths: " + strings.Join(vs, "; ") + ".",
+		fmt.Sprintf("Loads, %d at once, %s measured after %s of warm-up, the variants interleaved in rotating order, %d rounds: "+
+			"**crr** opens a connection per request (connect, GET, answer, close; netperf's TCP_CRR), **rr** sends requests on "+
+			"connections kept alive (TCP_RR). Latency is per transaction. CPU is cgroup2 usage_usec per connection (crr) or request (rr): "+
+			"*client* of the client's node (its agent, containerd and pods, the load generator; softirq work runs in their "+
+			"context, this kernel has no IRQ time accounting), *lab* of the whole lab (server, both nodes). Each path has its own "+
+			"client pod (source address), and the client closes first, so no 4-tuple is reused across paths and modes (TIME_WAIT, PAWS).",
+			cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Rounds),
+	}
+}

@@ -1,0 +1,127 @@
+package traffic
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echoServer answers as the echo image does, on loopback.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"pod": "echo-test", "client": r.RemoteAddr})
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// ownCgroup is the cgroup2 directory of this process.
+func ownCgroup(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Join("/sys/fs/cgroup/unified", p)
+		}
+	}
+	t.Fatalf("no cgroup2 line in /proc/self/cgroup:\n%s", data)
+	return ""
+}
+
+func TestRunLoad(t *testing.T) {
+	addr := echoServer(t)
+	cg := ownCgroup(t)
+	for _, kind := range []string{LoadCRR, LoadRR} {
+		t.Run(kind, func(t *testing.T) {
+			res, err := RunLoad(context.Background(), LoadSpec{Kind: kind, Targets: []string{addr}, Concurrency: 2,
+				Warmup: 100 * time.Millisecond, Duration: 400 * time.Millisecond, Timeout: time.Second,
+				Cgroups: map[string]string{"self": cg}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%+v", res)
+			if res.Completed < 10 || res.Errors != 0 {
+				t.Errorf("completed %d, errors %d (%s): want many, none", res.Completed, res.Errors, res.FirstError)
+			}
+			if res.P50 <= 0 || res.P99 < res.P50 {
+				t.Errorf("p50 %.1fµs p99 %.1fµs: want 0 < p50 <= p99", res.P50, res.P99)
+			}
+			if res.CPUPer("self") <= 0 {
+				t.Errorf("CPU per transaction %.2fµs: want > 0", res.CPUPer("self"))
+			}
+			if rate := res.Rate(); rate != float64(res.Completed)/0.4 {
+				t.Errorf("rate %.1f: want completed/window", rate)
+			}
+		})
+	}
+}
+
+func TestRunLoadCountsFailures(t *testing.T) {
+	// A port nobody listens on: every connect is refused.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	res, err := RunLoad(context.Background(), LoadSpec{Kind: LoadCRR, Targets: []string{addr}, Concurrency: 1,
+		Duration: 200 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 0 || res.Errors == 0 || !strings.Contains(res.FirstError, "refused") {
+		t.Errorf("completed %d errors %d first %q: want none completed, refused connections counted", res.Completed, res.Errors, res.FirstError)
+	}
+}
+
+func TestRunLoadRejectsNonEcho(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "nope", http.StatusServiceUnavailable)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	res, err := RunLoad(context.Background(), LoadSpec{Kind: LoadRR, Targets: []string{ln.Addr().String()}, Concurrency: 1,
+		Duration: 200 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 0 || !strings.Contains(res.FirstError, "503") {
+		t.Errorf("completed %d first error %q: want a 503 answer counted as a failure", res.Completed, res.FirstError)
+	}
+}
+
+func TestClientMain(t *testing.T) {
+	addr := echoServer(t)
+	spec, _ := json.Marshal(LoadSpec{Kind: LoadRR, Targets: []string{addr}, Concurrency: 1, Duration: 100 * time.Millisecond})
+	var out strings.Builder
+	if err := ClientMain(context.Background(), strings.NewReader(string(spec)), &out); err != nil {
+		t.Fatal(err)
+	}
+	var res LoadResult
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil || res.Completed == 0 {
+		t.Fatalf("answer %q (%v): want a LoadResult with completions", out.String(), err)
+	}
+	if err := ClientMain(context.Background(), strings.NewReader(`{"kind":"udp"}`), &out); err == nil {
+		t.Error("a spec of an unknown kind was run")
+	}
+}
