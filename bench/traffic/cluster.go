@@ -28,6 +28,12 @@ import (
 	"github.com/skep-io/skep/lab"
 )
 
+// The defaults of Config.
+const (
+	DefaultDuration    = 5 * time.Second
+	DefaultConcurrency = 4
+)
+
 // Config is what both traffic benchmarks are run with.
 type Config struct {
 	// Binary is the skep binary the lab's server and agents run; required.
@@ -53,10 +59,8 @@ type Config struct {
 	// Concurrency is the number of connections (rr) or connect loops (crr)
 	// at once (default 4).
 	Concurrency int
-	// Command is the command line that reproduces the run, for the report.
-	Command  string
-	Logger   *slog.Logger
-	Progress io.Writer
+	Logger      *slog.Logger
+	Progress    io.Writer
 }
 
 func (c *Config) setDefaults() error {
@@ -90,7 +94,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("rounds %d: at least 1", c.Rounds)
 	}
 	if c.Duration == 0 {
-		c.Duration = 5 * time.Second
+		c.Duration = DefaultDuration
 	}
 	if c.Warmup == 0 {
 		c.Warmup = min(c.Duration/5, time.Second)
@@ -99,7 +103,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("duration %s, warmup %s: the duration must be positive", c.Duration, c.Warmup)
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = 4
+		c.Concurrency = DefaultConcurrency
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		return fmt.Errorf("concurrency %d: from 1 to 256", c.Concurrency)

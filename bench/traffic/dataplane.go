@@ -62,42 +62,48 @@ func findVariant(vs []variant, name string) variant {
 	panic("no variant " + name)
 }
 
+// Reference is the variant both benchmarks take ratios against: the
+// backends' pod IPs, no service layer on the way.
+const Reference = "direct"
+
 // RunDataplane is `skep bench dataplane`: on a lab of two nodes, client
 // pods on the first and two echo servers on the second, the same HTTP
 // request through the paths of dataplaneVariants, with each of
-// cfg.Sizes other Services installed. It brings its lab up and always
-// takes it down, also when ctx ends (Ctrl-C).
-func RunDataplane(ctx context.Context, cfg Config) (_ *report.Report, err error) {
+// cfg.Sizes other Services installed. It adds its samples (bench
+// "dataplane") and notes to rep, also those measured before a failure.
+// It brings its lab up and always takes it down, also when ctx ends
+// (Ctrl-C).
+func RunDataplane(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 	if err := cfg.setDefaults(); err != nil {
-		return nil, err
+		return err
 	}
 	cl, err := up(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() {
 		if derr := cl.down(); derr != nil {
 			err = errors.Join(err, fmt.Errorf("take the benchmark's lab down: %w", derr))
 		}
 	}()
-	return cl.dataplane(ctx)
+	return cl.dataplane(ctx, rep)
 }
 
-func (cl *cluster) dataplane(ctx context.Context) (*report.Report, error) {
+func (cl *cluster) dataplane(ctx context.Context, rep *report.Report) error {
 	cfg := cl.cfg
 	clientNode, backendNode := cl.node(1), cl.node(2)
 	if err := cl.checkFillerRange(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := cl.create(ctx, deploymentsR, echoDeployment(backendNode)); err != nil {
-		return nil, err
+		return err
 	}
 	measured := []string{firstService, middleService, lastService}
 	clusterIPs := map[string]string{}
 	for _, name := range measured {
 		obj, err := cl.create(ctx, servicesR, echoService(name, corev1.ServiceTypeClusterIP))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		clusterIPs[name] = obj.(*corev1.Service).Spec.ClusterIP
 	}
@@ -106,16 +112,16 @@ func (cl *cluster) dataplane(ctx context.Context) (*report.Report, error) {
 	// TIME_WAIT state and timestamps of one could meet the other's SYN.
 	for _, v := range dataplaneVariants {
 		if _, err := cl.create(ctx, podsR, clientPod("client-"+v.name, clientNode)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	echoes, err := cl.waitPods(ctx, "app=echo", 2, 3*time.Minute)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	clientPods, err := cl.waitPods(ctx, "app=bench-client", len(dataplaneVariants), 3*time.Minute)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	clientOf := map[string]*corev1.Pod{}
 	for _, p := range clientPods {
@@ -127,29 +133,29 @@ func (cl *cluster) dataplane(ctx context.Context) (*report.Report, error) {
 	}
 	cl.progress("echo servers %v on %s; client pods on %s", direct, backendNode, clientNode)
 
-	rep := &report.Report{
-		Title:     "skep bench dataplane: direct vs eBPF vs iptables ClusterIP",
-		Machine:   report.MachineDescription(),
-		Command:   cfg.Command,
-		Reference: "direct",
-	}
 	rep.Notes = append(rep.Notes, dataplaneNotes(cfg)...)
+	// The positions are known once iptables mode has run at each size.
+	var positions []string
+	defer func() {
+		if len(positions) > 0 {
+			rep.Notes = append(rep.Notes, "Where the measured Services sat in the client node's KUBE-SERVICES (cluster-IP rules, 1-based): "+strings.Join(positions, "; ")+".")
+		}
+	}()
 
 	var wantM []string
 	for _, m := range measured {
 		wantM = append(wantM, namespace+"/"+m)
 	}
 	installed := 0
-	var positions []string
 	placed := map[int]bool{} // the sizes whose positions are known
 	for _, n := range cfg.Sizes {
 		if err := cl.fill(ctx, installed, n); err != nil {
-			return nil, err
+			return err
 		}
 		installed = n
 		want := wantServices{atLeast: n + len(measured), measured: wantM, backends: 2}
 		if err := cl.waitProgrammed(ctx, want); err != nil {
-			return nil, err
+			return err
 		}
 		err := report.Interleave(cfg.Rounds, variantNames(dataplaneVariants), func(round int, name string) error {
 			v := findVariant(dataplaneVariants, name)
@@ -176,11 +182,10 @@ func (cl *cluster) dataplane(ctx context.Context) (*report.Report, error) {
 			return cl.measure(ctx, rep, "dataplane", v.name, n, round, targets, "", netns, cl.lab.Cgroup(clientNode), clientNode)
 		})
 		if err != nil {
-			return rep, fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("N=%d: %w", n, err)
 		}
 	}
-	rep.Notes = append(rep.Notes, "Where the measured Services sat in the client node's KUBE-SERVICES (cluster-IP rules, 1-based): "+strings.Join(positions, "; ")+".")
-	return rep, nil
+	return nil
 }
 
 // measure runs the crr and then the rr load for one variant and records

@@ -42,40 +42,41 @@ const firstSourceOctet = 240
 // from the lab's client namespace, outside the cluster, through a
 // NodePort with the backend local and remote, in both modes, with each of
 // cfg.Sizes other Services installed. It brings its lab up and always
-// takes it down.
-func RunNodePort(ctx context.Context, cfg Config) (_ *report.Report, err error) {
+// takes it down. It adds its samples (bench "nodeport") and notes to
+// rep, also those measured before a failure.
+func RunNodePort(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 	if err := cfg.setDefaults(); err != nil {
-		return nil, err
+		return err
 	}
 	cl, err := up(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() {
 		if derr := cl.down(); derr != nil {
 			err = errors.Join(err, fmt.Errorf("take the benchmark's lab down: %w", derr))
 		}
 	}()
-	return cl.nodePort(ctx)
+	return cl.nodePort(ctx, rep)
 }
 
-func (cl *cluster) nodePort(ctx context.Context) (*report.Report, error) {
+func (cl *cluster) nodePort(ctx context.Context, rep *report.Report) error {
 	cfg := cl.cfg
 	backendNode := cl.node(2)
 	if err := cl.checkFillerRange(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := cl.create(ctx, deploymentsR, echoDeployment(backendNode)); err != nil {
-		return nil, err
+		return err
 	}
 	obj, err := cl.create(ctx, servicesR, echoService(middleService, corev1.ServiceTypeNodePort))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	nodePort := obj.(*corev1.Service).Spec.Ports[0].NodePort
 	echoes, err := cl.waitPods(ctx, "app=echo", 2, 3*time.Minute)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var direct []string
 	for _, p := range echoes {
@@ -86,16 +87,16 @@ func (cl *cluster) nodePort(ctx context.Context) (*report.Report, error) {
 	// pod range via node 2, as a router in front of the cluster could have.
 	nodeObj, err := cl.c.Get(ctx, nodesR, "", backendNode)
 	if err != nil {
-		return nil, fmt.Errorf("get node %s: %w", backendNode, err)
+		return fmt.Errorf("get node %s: %w", backendNode, err)
 	}
 	podCIDR, err := netip.ParsePrefix(nodeObj.(*corev1.Node).Spec.PodCIDR)
 	if err != nil {
-		return nil, fmt.Errorf("node %s pod range: %w", backendNode, err)
+		return fmt.Errorf("node %s pod range: %w", backendNode, err)
 	}
 	sources, undo, err := cl.prepareOutsideClient(podCIDR, cl.lab.NodeIP(backendNode), len(nodePortVariants))
 	defer undo()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sourceOf := map[string]string{}
 	for i, v := range nodePortVariants {
@@ -103,12 +104,6 @@ func (cl *cluster) nodePort(ctx context.Context) (*report.Report, error) {
 	}
 	cl.progress("echo servers %v on %s behind NodePort %d; client %s outside", direct, backendNode, nodePort, cl.lab.ClientIP())
 
-	rep := &report.Report{
-		Title:     "skep bench nodeport: NodePort from outside, backend local and remote, eBPF vs iptables",
-		Machine:   report.MachineDescription(),
-		Command:   cfg.Command,
-		Reference: "direct",
-	}
 	rep.Notes = append(rep.Notes, nodePortNotes(cfg)...)
 
 	want := func(n int) wantServices {
@@ -118,11 +113,11 @@ func (cl *cluster) nodePort(ctx context.Context) (*report.Report, error) {
 	installed := 0
 	for _, n := range cfg.Sizes {
 		if err := cl.fill(ctx, installed, n); err != nil {
-			return nil, err
+			return err
 		}
 		installed = n
 		if err := cl.waitProgrammed(ctx, want(n)); err != nil {
-			return nil, err
+			return err
 		}
 		err := report.Interleave(cfg.Rounds, variantNames(nodePortVariants), func(round int, name string) error {
 			v := findVariant(nodePortVariants, name)
@@ -138,10 +133,10 @@ func (cl *cluster) nodePort(ctx context.Context) (*report.Report, error) {
 				cl.lab.Cgroup(lab.ClientName), lab.ClientName)
 		})
 		if err != nil {
-			return rep, fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("N=%d: %w", n, err)
 		}
 	}
-	return rep, nil
+	return nil
 }
 
 // prepareOutsideClient gives the lab's client namespace one extra address
