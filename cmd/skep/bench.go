@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/skep-io/skep/bench/programming"
+	"github.com/skep-io/skep/bench/propagation"
 	"github.com/skep-io/skep/bench/report"
 )
 
@@ -40,6 +42,17 @@ func controlPlaneBenchCommands() []*cli.Command {
 				&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "(bounds) the longest one measurement (one mode, one size) may take"},
 			},
 			Action: benchSync,
+		},
+		{
+			Name:  "propagation",
+			Usage: "time from an API write of a Service, and of a backend change, until every node carries it: a lab's real agents and N simulated agents",
+			Flags: []cli.Flag{benchOutFlag(), benchRoundsFlag(3),
+				&cli.StringFlag{Name: "agents", Value: "3,100,1000", Usage: "(scale) numbers of simulated agents (goroutines watching one skep server over HTTPS as agents do), comma-separated; \"\" for none"},
+				&cli.IntFlag{Name: "lab-nodes", Value: 3, Usage: "(scale) nodes of the lab whose agents program eBPF maps; 0: no lab"},
+				&cli.StringFlag{Name: "lab-name", Value: "skep-bench", Usage: "(lab) the lab's name; it must not exist yet"},
+				&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "(bounds) the longest every node may take to carry one change"},
+			},
+			Action: benchPropagation,
 		},
 	}
 }
@@ -138,4 +151,59 @@ func benchSync(c *cli.Context) error {
 		return err
 	}
 	return writeBenchReport(c, rep)
+}
+
+func benchPropagation(c *cli.Context) error {
+	var agents []int
+	if strings.TrimSpace(c.String("agents")) != "" {
+		var err error
+		if agents, err = parseSizes("agents", c.String("agents")); err != nil {
+			return err
+		}
+	}
+	if c.Int("rounds") < 1 {
+		return fmt.Errorf("--rounds %d: at least 1", c.Int("rounds"))
+	}
+	bin, err := thisBinary()
+	if err != nil {
+		return err
+	}
+	ctx, stop := benchContext(c)
+	defer stop()
+	rep := newBenchReport("skep bench propagation: API write to every node carrying it", "")
+	rep.Notes = []string{
+		"service_*: from the create of a Service (its Endpoints already there) until the node carries it; " +
+			"endpoints_*: from an update that moves its backend to another address until the node carries the new one. " +
+			"p50 and p99 are across the nodes of one trial, then the median across rounds. " +
+			"lab: real agents, a node carries it when its pinned eBPF maps balance the ClusterIP to the backend (polled every 1 ms). " +
+			"simulated: goroutines with their own credentials, each listing and watching Services and Endpoints over HTTPS " +
+			"from one skep server as an agent does; one carries it when its informer delivered it.",
+	}
+	cfg := propagation.Config{
+		Binary: bin, Agents: agents, LabNodes: c.Int("lab-nodes"), LabName: c.String("lab-name"),
+		Rounds: c.Int("rounds"), Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter,
+	}
+	if agents == nil {
+		cfg.Agents = []int{}
+	}
+	if err := propagation.Run(ctx, cfg, rep); err != nil {
+		if len(rep.Samples) > 0 {
+			_ = rep.Write(c.String("out"))
+		}
+		return err
+	}
+	return writeBenchReport(c, rep)
+}
+
+// thisBinary is the skep binary running, which labs and servers a
+// benchmark starts run too.
+func thisBinary() (string, error) {
+	bin, err := os.Executable()
+	if err == nil {
+		bin, err = filepath.EvalSymlinks(bin)
+	}
+	if err != nil {
+		return "", fmt.Errorf("find this binary, which the benchmark's servers and agents run: %w", err)
+	}
+	return bin, nil
 }

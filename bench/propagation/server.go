@@ -1,0 +1,209 @@
+package propagation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+// serverProcess is a `skep server` on loopback that this package started
+// for simulated agents, with its data in a directory of its own.
+type serverProcess struct {
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	dir       string
+	removeDir bool
+	admin     client.Config
+	joinToken string
+
+	mu     sync.Mutex
+	tokens []string // agents' credentials, by agent number, joined so far
+}
+
+func startServer(ctx context.Context, cfg Config) (*serverProcess, error) {
+	p := &serverProcess{dir: cfg.WorkDir, exited: make(chan struct{})}
+	if p.dir == "" {
+		dir, err := os.MkdirTemp("", "skep-bench-server-")
+		if err != nil {
+			return nil, fmt.Errorf("create server directory: %w", err)
+		}
+		p.dir, p.removeDir = dir, true
+	}
+	port, err := freePort()
+	if err != nil {
+		p.removeFiles()
+		return nil, err
+	}
+	home := filepath.Join(p.dir, "home") // the server writes ~/.skep/config when missing
+	data := filepath.Join(p.dir, "data")
+	logPath := filepath.Join(p.dir, "server.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		p.removeFiles()
+		return nil, fmt.Errorf("create server log: %w", err)
+	}
+	defer logFile.Close()
+	p.cmd = exec.Command(cfg.Binary, "server", "--data-dir", data,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--nats-listen", "127.0.0.1:-1")
+	p.cmd.Env = append(os.Environ(), "HOME="+home)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	// The server goes with this process, even if it dies without cleaning.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := p.cmd.Start(); err != nil {
+		p.removeFiles()
+		return nil, fmt.Errorf("start skep server: %w", err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := p.ready(ctx, data, port); err == nil {
+			return p, nil
+		} else if time.Now().After(deadline) || ctx.Err() != nil {
+			stopErr := p.stop()
+			return nil, errors.Join(fmt.Errorf("skep server did not answer within 60s: %w\n%s", err, tail(logPath)), stopErr)
+		}
+		select {
+		case <-p.exited:
+			p.removeFiles()
+			return nil, fmt.Errorf("skep server exited at start:\n%s", tail(logPath))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// ready loads the admin config and the join token the server writes, and
+// lists namespaces with them.
+func (p *serverProcess) ready(ctx context.Context, data string, port int) error {
+	admin, err := client.LoadConfig(filepath.Join(data, "admin.conf"))
+	if err != nil {
+		return err
+	}
+	if !strings.HasSuffix(admin.Server, fmt.Sprintf(":%d", port)) {
+		return fmt.Errorf("admin.conf names %s", admin.Server)
+	}
+	token, err := os.ReadFile(filepath.Join(data, "node-token"))
+	if err != nil {
+		return err
+	}
+	c, err := client.New(admin)
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, _, err := c.List(lctx, api.MustLookup("namespaces"), "", client.ListOptions{}); err != nil {
+		return err
+	}
+	p.admin, p.joinToken = admin, strings.TrimSpace(string(token))
+	return nil
+}
+
+// agentTokens returns credentials for agents 0..n-1, joining the ones not
+// joined yet as nodes sim-00000... (16 joins at a time).
+func (p *serverProcess) agentTokens(ctx context.Context, n int) ([]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.tokens) >= n {
+		return p.tokens[:n], nil
+	}
+	joiner, err := client.New(client.Config{Server: p.admin.Server, CAPEM: p.admin.CAPEM, Token: p.joinToken})
+	if err != nil {
+		return nil, err
+	}
+	from := len(p.tokens)
+	tokens := make([]string, n)
+	copy(tokens, p.tokens)
+	work := make(chan int)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range work {
+				var resp struct {
+					Token string `json:"token"`
+				}
+				node := map[string]string{"nodeName": fmt.Sprintf("sim-%05d", i)}
+				if err := joiner.Do(ctx, http.MethodPost, "/skep/v1/join", node, &resp); err != nil {
+					select {
+					case errs <- fmt.Errorf("join as %s: %w", node["nodeName"], err):
+					default:
+					}
+					continue
+				}
+				tokens[i] = resp.Token
+			}
+		})
+	}
+	for i := from; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return nil, err
+	default:
+	}
+	p.tokens = tokens
+	return tokens, nil
+}
+
+// stop ends the server (SIGTERM, SIGKILL after 15s) and removes its files.
+func (p *serverProcess) stop() error {
+	select {
+	case <-p.exited:
+	default:
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	}
+	return p.removeFiles()
+}
+
+func (p *serverProcess) removeFiles() error {
+	if !p.removeDir {
+		return nil
+	}
+	if err := os.RemoveAll(p.dir); err != nil {
+		return fmt.Errorf("remove server directory: %w", err)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tail is the end of a log file, for error messages.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
