@@ -72,7 +72,7 @@ type Config struct {
 	// LabName names the lab; default "skep-bench". LabDir holds its state,
 	// data and logs; default lab.DirFor(LabName).
 	LabName, LabDir string
-	Rounds  int // default 3
+	Rounds          int // default 3
 	// Timeout bounds each step of a trial (every node carrying the
 	// change); default 60s.
 	Timeout time.Duration
