@@ -185,12 +185,17 @@ func (l *Lab) up(ctx context.Context) error {
 
 func (l *Lab) startServer(ctx context.Context) error {
 	k := l.st.Subnet
-	port, err := freePort(bridgeIP(k))
-	if err != nil {
-		return err
+	// A restarted server keeps its address: the agents' credentials and
+	// admin.conf name it.
+	listen := strings.TrimPrefix(l.st.ServerURL, "https://")
+	if listen == "" {
+		port, err := freePort(bridgeIP(k))
+		if err != nil {
+			return err
+		}
+		listen = netip.AddrPortFrom(bridgeIP(k), uint16(port)).String()
 	}
 	dataDir := filepath.Join(l.st.Dir, "server")
-	listen := netip.AddrPortFrom(bridgeIP(k), uint16(port)).String()
 	argv := []string{l.st.Binary, "server", "--listen", listen, "--advertise-address", bridgeIP(k).String(),
 		"--tls-san", bridgeIP(k).String(), "--data-dir", dataDir, "--nats-listen", "127.0.0.1:-1",
 		"--lb-pool", lbPool(k).String(), "--cluster-cidr", ClusterCIDR, "--no-fsync"}

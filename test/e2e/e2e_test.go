@@ -203,6 +203,8 @@ func TestCluster(t *testing.T) {
 			t.Run("HairpinAndExternalName", func(t *testing.T) { testHairpinAndExternalName(t, cl) })
 			t.Run("ScaleAndRollOutUnderTraffic", func(t *testing.T) { testScaleUnderTraffic(t, cl) })
 			t.Run("AgentRestartUnderTraffic", func(t *testing.T) { testAgentRestart(t, cl) })
+			t.Run("ControlPlaneDown", func(t *testing.T) { testControlPlaneDown(t, cl) })
+			t.Run("PodDeletedWhileAgentAway", func(t *testing.T) { testPodDeletedWhileAgentAway(t, cl) })
 			t.Run("NodeKilled", func(t *testing.T) { testNodeKilled(t, cl) })
 			// The next mode starts from an empty namespace on three nodes.
 			cl.reset(t)
