@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skep-io/skep/bench/pods"
 	"github.com/skep-io/skep/bench/programming"
 	"github.com/skep-io/skep/bench/propagation"
 	"github.com/skep-io/skep/bench/report"
@@ -53,6 +54,22 @@ func controlPlaneBenchCommands() []*cli.Command {
 				&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "(bounds) the longest every node may take to carry one change"},
 			},
 			Action: benchPropagation,
+		},
+		{
+			Name:  "pods",
+			Usage: "pod start latency (create → Running) on a lab, and scheduler throughput with simulated nodes",
+			Flags: []cli.Flag{benchOutFlag(), benchRoundsFlag(3),
+				&cli.IntFlag{Name: "pods", Value: 50, Usage: "(scale) pods started on the lab per round"},
+				&cli.Float64Flag{Name: "rate", Value: 5, Usage: "(scale) pods created per second on the lab"},
+				&cli.IntFlag{Name: "lab-nodes", Value: 3, Usage: "(scale) nodes of the lab; 0: no pod start latency"},
+				&cli.StringFlag{Name: "lab-name", Value: "skep-bench", Usage: "(lab) the lab's name; it must not exist yet"},
+				&cli.StringFlag{Name: "images", Usage: "(lab) a DIR of OCI image tarballs with skep/echo (default: _out/images, as make images writes it)"},
+				&cli.IntFlag{Name: "sched-nodes", Value: 1000, Usage: "(scale) simulated nodes of the scheduler trial; 0: no scheduler trial"},
+				&cli.IntFlag{Name: "sched-pods", Value: 10000, Usage: "(scale) pending pods the scheduler binds per round"},
+				&cli.BoolFlag{Name: "no-fsync", Usage: "(scheduler) the store acknowledges writes before they reach the disk, as skep server --no-fsync"},
+				&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "(bounds) the longest one round of either trial may take"},
+			},
+			Action: benchPods,
 		},
 	}
 }
@@ -187,6 +204,56 @@ func benchPropagation(c *cli.Context) error {
 		cfg.Agents = []int{}
 	}
 	if err := propagation.Run(ctx, cfg, rep); err != nil {
+		if len(rep.Samples) > 0 {
+			_ = rep.Write(c.String("out"))
+		}
+		return err
+	}
+	return writeBenchReport(c, rep)
+}
+
+func benchPods(c *cli.Context) error {
+	if c.Int("rounds") < 1 {
+		return fmt.Errorf("--rounds %d: at least 1", c.Int("rounds"))
+	}
+	if c.Int("pods") < 1 || c.Float64("rate") <= 0 {
+		return fmt.Errorf("--pods %d --rate %g: want at least one pod at a positive rate", c.Int("pods"), c.Float64("rate"))
+	}
+	cfg := pods.Config{
+		LabNodes: c.Int("lab-nodes"), LabName: c.String("lab-name"), Pods: c.Int("pods"), Rate: c.Float64("rate"),
+		SchedulerNodes: c.Int("sched-nodes"), SchedulerPods: c.Int("sched-pods"), NoFsync: c.Bool("no-fsync"),
+		Rounds: c.Int("rounds"), Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter,
+	}
+	if cfg.SchedulerNodes == 0 {
+		cfg.SchedulerNodes = -1 // none, where pods.Config's zero means the default
+	}
+	if cfg.SchedulerNodes > 0 && cfg.SchedulerPods < 1 {
+		return fmt.Errorf("--sched-pods %d: at least 1", cfg.SchedulerPods)
+	}
+	if cfg.LabNodes > 0 {
+		var err error
+		if cfg.Binary, err = thisBinary(); err != nil {
+			return err
+		}
+		if cfg.ImagesDir = c.String("images"); cfg.ImagesDir == "" {
+			if cfg.ImagesDir, err = defaultImagesDir(cfg.Binary); err != nil {
+				return err
+			}
+		}
+	}
+	ctx, stop := benchContext(c)
+	defer stop()
+	rep := newBenchReport("skep bench pods: pod start latency and scheduler throughput", "")
+	rep.Notes = []string{
+		fmt.Sprintf("start_*: %d pods of one echo-server container created at %g/s on a lab, "+
+			"from just before each create until a watch of the API saw the pod Running "+
+			"(scheduler, agent, containerd, status write, watch), p50 and p99 across the pods of a round; N is the pods per round.", cfg.Pods, cfg.Rate),
+		fmt.Sprintf("scheduled_per_s: %d pending pods (100m CPU, 128Mi, 100 ReplicaSets) bound onto %d simulated Ready nodes "+
+			"by the scheduler in-process, through the real API server and a NATS JetStream store (fsync %s), "+
+			"timed from the scheduler's start (its first list included) to the last binding; N is the pods.",
+			cfg.SchedulerPods, cfg.SchedulerNodes, map[bool]string{true: "off", false: "on, as skep server"}[cfg.NoFsync]),
+	}
+	if err := pods.Run(ctx, cfg, rep); err != nil {
 		if len(rep.Samples) > 0 {
 			_ = rep.Write(c.String("out"))
 		}
