@@ -347,6 +347,9 @@ func (cl *cluster) runLoad(ctx context.Context, netns, parent string, spec LoadS
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return LoadResult{}, fmt.Errorf("load generator stopped: %w", ctx.Err())
+		}
 		return LoadResult{}, fmt.Errorf("load generator in %s: %w: %s", netns, err, strings.TrimSpace(stderr.String()))
 	}
 	var res LoadResult

@@ -170,6 +170,7 @@ func (cl *cluster) dataplane(ctx context.Context, rep *report.Report) error {
 				positions = append(positions, fmt.Sprintf("N=%d: %s #%d, %s #%d, %s #%d of %d rules",
 					n, firstService, pos[wantM[0]], middleService, pos[wantM[1]], lastService, pos[wantM[2]], rules))
 				placed[n] = true
+				cl.progress("KUBE-SERVICES of %s: %s", clientNode, positions[len(positions)-1])
 			}
 			targets := direct
 			if v.service != "" {
