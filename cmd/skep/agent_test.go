@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/lab/labtest"
 )
 
 // TestServiceAnsweredThroughAgent is the thin slice end to end: a real
@@ -68,7 +67,7 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	}
 	cfg, _ := loadServerURL(p)
 	agentDir := t.TempDir()
-	agentLog := &syncBuffer{}
+	agentLog := &labtest.SyncBuffer{}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	agent := exec.Command(skepBinary, "agent", "--server", cfg, "--token", strings.TrimSpace(string(token)),
 		"--node-name", node, "--node-ip", "127.0.0.1", "--data-dir", agentDir, "--cgroup-root", cgroup, "--dataplane", "ebpf", "--agent-port", "0",
@@ -202,19 +201,6 @@ func loadServerURL(p *serverProc) (string, error) {
 	}
 	return "", fmt.Errorf("no server in %s", p.config)
 }
-
-// syncBuffer is a bytes.Buffer a child process writes while a test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool, log fmt.Stringer, last ...*string) {
 	t.Helper()

@@ -17,22 +17,20 @@ import (
 )
 
 func cordonCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "cordon",
-		Usage:     "mark a node unschedulable: its pods stay, new ones go elsewhere",
-		ArgsUsage: "NODE",
-		Flags:     []cli.Flag{configFlag()},
-		Action:    func(c *cli.Context) error { return runCordon(c, true) },
-	}
+	return schedulableCommand("cordon", "mark a node unschedulable: its pods stay, new ones go elsewhere", true)
 }
 
 func uncordonCommand() *cli.Command {
+	return schedulableCommand("uncordon", "mark a node schedulable again", false)
+}
+
+func schedulableCommand(name, usage string, unschedulable bool) *cli.Command {
 	return &cli.Command{
-		Name:      "uncordon",
-		Usage:     "mark a node schedulable again",
+		Name:      name,
+		Usage:     usage,
 		ArgsUsage: "NODE",
 		Flags:     []cli.Flag{configFlag()},
-		Action:    func(c *cli.Context) error { return runCordon(c, false) },
+		Action:    func(c *cli.Context) error { return runCordon(c, unschedulable) },
 	}
 }
 
@@ -59,11 +57,7 @@ func nodeArg(c *cli.Context) (string, error) {
 }
 
 func runCordon(c *cli.Context, unschedulable bool) error {
-	name, err := nodeArg(c)
-	if err != nil {
-		return err
-	}
-	cl, err := newClient(c)
+	cl, name, err := targetAndClient(c, nodeArg)
 	if err != nil {
 		return err
 	}
@@ -103,11 +97,7 @@ func setUnschedulable(ctx context.Context, cl client.Interface, name string, uns
 }
 
 func runDrain(c *cli.Context) error {
-	name, err := nodeArg(c)
-	if err != nil {
-		return err
-	}
-	cl, err := newClient(c)
+	cl, name, err := targetAndClient(c, nodeArg)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/simnodes"
+	"github.com/skep-io/skep/lab/labtest"
 )
 
 // startNATS runs Debian's nats-server with JetStream, as an operator would
@@ -30,7 +31,7 @@ func startNATS(t *testing.T) (url, creds string) {
 	creds = "skep:ha-test-password"
 	cmd := exec.Command("nats-server", "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", fmt.Sprint(port),
 		"--user", "skep", "--pass", "ha-test-password")
-	log := &syncBuffer{}
+	log := &labtest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nats-server: %v", err)

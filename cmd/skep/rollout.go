@@ -73,12 +73,19 @@ func deploymentArg(c *cli.Context) (string, error) {
 	return name, nil
 }
 
-func runRolloutStatus(c *cli.Context) error {
-	name, err := deploymentArg(c)
+// targetAndClient reads the verb's one target with parse, then opens the
+// client: a usage error is reported before any config is looked for.
+func targetAndClient(c *cli.Context, parse func(*cli.Context) (string, error)) (*client.HTTP, string, error) {
+	name, err := parse(c)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	cl, err := newClient(c)
+	return cl, name, err
+}
+
+func runRolloutStatus(c *cli.Context) error {
+	cl, name, err := targetAndClient(c, deploymentArg)
 	if err != nil {
 		return err
 	}
@@ -155,11 +162,7 @@ func watchDeployment(ctx context.Context, cl client.Interface, ns, name string, 
 }
 
 func runRolloutUndo(c *cli.Context) error {
-	name, err := deploymentArg(c)
-	if err != nil {
-		return err
-	}
-	cl, err := newClient(c)
+	cl, name, err := targetAndClient(c, deploymentArg)
 	if err != nil {
 		return err
 	}
@@ -180,11 +183,7 @@ func runRolloutUndo(c *cli.Context) error {
 }
 
 func runRolloutHistory(c *cli.Context) error {
-	name, err := deploymentArg(c)
-	if err != nil {
-		return err
-	}
-	cl, err := newClient(c)
+	cl, name, err := targetAndClient(c, deploymentArg)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/lab/labtest"
 )
 
 // skepBinary is built once for the tests that run skep as a user does.
@@ -53,7 +54,7 @@ type serverProc struct {
 	cmd     *exec.Cmd
 	dataDir string
 	config  string
-	log     *syncBuffer
+	log     *labtest.SyncBuffer
 }
 
 func freePort(t *testing.T) int {
@@ -73,7 +74,7 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	home := t.TempDir() // the server writes ~/.skep/config when missing
 	port := freePort(t)
-	p := &serverProc{dataDir: dataDir, config: filepath.Join(dataDir, "admin.conf"), log: &syncBuffer{}}
+	p := &serverProc{dataDir: dataDir, config: filepath.Join(dataDir, "admin.conf"), log: &labtest.SyncBuffer{}}
 	args := []string{"server", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--nats-listen", "127.0.0.1:-1", "--lb-pool", "198.18.200.0/28"}
 	p.cmd = exec.Command(skepBinary, append(args, extra...)...)

@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/store"
+	"github.com/skep-io/skep/controlplane/store/storetest"
 )
 
 // TestDeleteWhileStatusChanges: a delete without a resourceVersion
@@ -20,20 +19,7 @@ import (
 // server's read and its write (an agent writing status at that moment), as
 // kubectl delete does; a delete naming a stale resourceVersion is a 409.
 func TestDeleteWhileStatusChanges(t *testing.T) {
-	e, err := store.StartEmbedded(store.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", User: "skep", Password: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := e.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	st, err := store.Open(context.Background(), nc, store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	s, err := New(st, Config{AdminToken: "a", JoinToken: "j"})
 	if err != nil {
 		t.Fatal(err)

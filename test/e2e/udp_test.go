@@ -10,13 +10,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/lab/labtest"
 )
 
 // udpClient, re-executed on a node, is a UDP client as applications write
@@ -135,7 +135,7 @@ spec:
 
 	// A steady client; the pod it talks to is deleted under it.
 	const seconds = 12
-	var live syncBuffer
+	var live labtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), (seconds+20)*time.Second)
@@ -238,22 +238,4 @@ func listsPod(e *corev1.Endpoints, pod string) bool {
 		}
 	}
 	return false
-}
-
-// syncBuffer is a buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -488,7 +487,7 @@ func contains(list []string, s string) bool {
 // script is a provisioning script running in the background.
 type script struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *labtest.SyncBuffer
 	done chan error
 }
 
@@ -501,7 +500,7 @@ func provisionEnv(root string) []string {
 // which the test's cleanup kills if the script is still running.
 func startScript(t *testing.T, ctx context.Context, root string, argv ...string) *script {
 	t.Helper()
-	s := &script{cmd: exec.CommandContext(ctx, argv[0], argv[1:]...), out: &syncBuffer{}, done: make(chan error, 1)}
+	s := &script{cmd: exec.CommandContext(ctx, argv[0], argv[1:]...), out: &labtest.SyncBuffer{}, done: make(chan error, 1)}
 	s.cmd.Env = provisionEnv(root)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -543,23 +542,6 @@ func runScript(t *testing.T, ctx context.Context, root string, argv ...string) s
 		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, s.output())
 	}
 	return s.output()
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // waitFor polls cond until it holds; the test fails when d has passed.

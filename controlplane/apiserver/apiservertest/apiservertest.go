@@ -10,7 +10,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/apiserver"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/store"
+	"github.com/skep-io/skep/controlplane/store/storetest"
 )
 
 // Server is a running test API server.
@@ -33,21 +33,9 @@ func Start(t testing.TB) client.Interface {
 // StartServer runs an API server, also over HTTPS on loopback.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
-	e, err := store.StartEmbedded(store.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", User: "skep", Password: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := e.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	st, err := store.Open(context.Background(), nc, store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	s := &Server{AdminToken: "admin-token", JoinToken: "join-token"}
+	var err error
 	s.Server, err = apiserver.New(st, apiserver.Config{AdminToken: s.AdminToken, JoinToken: s.JoinToken, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
