@@ -248,5 +248,8 @@ func dataplaneNotes(cfg Config) []string {
 			"context, this kernel has no IRQ time accounting), *lab* of the whole lab (server, both nodes). Each path has its own "+
 			"client pod (source address), and the client closes first, so no 4-tuple is reused across paths and modes (TIME_WAIT, PAWS).",
 			cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Rounds),
+		"In iptables mode a new connection meets KUBE-SERVICES twice: on the client's node (OUTPUT or PREROUTING), where the " +
+			"measured Service's rule ends the walk, and on the backend's node (PREROUTING), where the destination is already a pod " +
+			"IP that matches no rule, so the walk goes to the end whatever the Service's place. kube-proxy's chains hook there too.",
 	}
 }
