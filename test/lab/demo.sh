@@ -94,6 +94,7 @@ for _ in $(seq 60); do
   sleep 0.5
 done
 run "$skep" get pod dns-demo
+run "$skep" logs dns-demo
 
 printf '\nfirst command to first answer: %ss\n' "$(( $(date +%s) - start ))"
 cat <<TRY
@@ -102,6 +103,7 @@ Try next (in another shell):
   eval "\$($skep lab env --name $lab)"
   $skep get pods -o wide
   $skep scale deploy echo --replicas 5
+  $skep rollout status deploy/echo
   $skep lab exec --name $lab $node1 -- curl -s http://$cip/
 TRY
 if [ -t 0 ]; then
