@@ -174,6 +174,7 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 	start := time.Now()
 	winStart := start.Add(spec.Warmup)
 	winEnd := winStart.Add(spec.Duration)
+	parent := ctx
 	ctx, cancel := context.WithDeadline(ctx, winEnd)
 	defer cancel()
 
@@ -184,12 +185,24 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 	cpuDone := make(chan struct{})
 	go func() {
 		defer close(cpuDone)
-		time.Sleep(time.Until(winStart))
-		cpuStart, cpuErr = readCPU(spec.Cgroups)
-		time.Sleep(time.Until(winEnd))
-		if cpuErr == nil {
-			cpuEnd, cpuErr = readCPU(spec.Cgroups)
+		at := func(t time.Time) error {
+			select {
+			case <-time.After(time.Until(t)):
+				return nil
+			case <-parent.Done():
+				return fmt.Errorf("load interrupted: %w", parent.Err())
+			}
 		}
+		if cpuErr = at(winStart); cpuErr != nil {
+			return
+		}
+		if cpuStart, cpuErr = readCPU(spec.Cgroups); cpuErr != nil {
+			return
+		}
+		if cpuErr = at(winEnd); cpuErr != nil {
+			return
+		}
+		cpuEnd, cpuErr = readCPU(spec.Cgroups)
 	}()
 
 	var (

@@ -125,3 +125,14 @@ func TestClientMain(t *testing.T) {
 		t.Error("a spec of an unknown kind was run")
 	}
 }
+
+func TestRunLoadInterrupted(t *testing.T) {
+	addr := echoServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := RunLoad(ctx, LoadSpec{Kind: LoadCRR, Targets: []string{addr}, Concurrency: 1, Duration: 10 * time.Second})
+	if err == nil || time.Since(start) > 2*time.Second {
+		t.Errorf("an interrupted load returned %v after %s: want an error, at once", err, time.Since(start))
+	}
+}
