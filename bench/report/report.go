@@ -37,6 +37,9 @@ type Report struct {
 	// Notes are printed under the title of every Markdown file, one paragraph
 	// each: what a variant is, where a measured item sits, caveats.
 	Notes []string
+	// NName says what N counts ("services", "nodes"), for table headers
+	// and chart axes; "N" when empty.
+	NName string
 	// LogY names metrics whose charts use a logarithmic Y axis. A metric whose
 	// medians span two decades or more gets one anyway.
 	LogY []string

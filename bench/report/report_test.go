@@ -206,3 +206,14 @@ func TestMachineDescription(t *testing.T) {
 		t.Errorf("MachineDescription() = %q, want CPU model, CPUs, memory and kernel", d)
 	}
 }
+
+func TestMarkdownNamesN(t *testing.T) {
+	r := &Report{NName: "services"}
+	r.Add(Sample{Bench: "sync", Variant: "ebpf", N: 1000, Metric: "sync_s", Unit: "s", Value: 0.5})
+	md := r.Markdown("sync")
+	for _, want := range []string{"| services | ebpf |", "| 1,000 | 0.500 |", "**sync_s** (s), one round"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md)
+		}
+	}
+}

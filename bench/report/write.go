@@ -145,7 +145,7 @@ func (r *Report) Markdown(bench string) string {
 				ratioVariants = append(ratioVariants, v)
 			}
 		}
-		b.WriteString("| N |")
+		fmt.Fprintf(&b, "| %s |", r.nName())
 		for _, v := range variants {
 			fmt.Fprintf(&b, " %s |", v)
 		}
@@ -182,6 +182,13 @@ func (r *Report) Markdown(bench string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+func (r *Report) nName() string {
+	if r.NName == "" {
+		return "N"
+	}
+	return r.NName
 }
 
 // FormatValue prints v with three significant digits and no exponent.
@@ -290,7 +297,7 @@ func (r *Report) chart(name, bench, metric string, rows []Row) error {
 		}
 		p.Add(bars)
 		p.NominalX(variants...)
-		p.X.Label.Text = fmt.Sprintf("variant (N = %s)", groupThousands(ns[0]))
+		p.X.Label.Text = fmt.Sprintf("variant (%s = %s)", r.nName(), groupThousands(ns[0]))
 		return p.Save(16*vg.Centimeter, 10*vg.Centimeter, name)
 	}
 
@@ -299,7 +306,7 @@ func (r *Report) chart(name, bench, metric string, rows []Row) error {
 		p.X.Scale = plot.LogScale{}
 		p.X.Tick.Marker = decadeTicks{}
 	}
-	p.X.Label.Text = "N"
+	p.X.Label.Text = r.nName()
 	for i, v := range variants {
 		var pts errorPoints
 		for _, row := range rows {

@@ -149,6 +149,7 @@ func benchSync(c *cli.Context) error {
 	ctx, stop := benchContext(c)
 	defer stop()
 	rep := newBenchReport("skep bench sync: programming N services of 2 backends", modes[0])
+	rep.NName = "services"
 	rep.LogY = []string{programming.MetricSync, programming.MetricChange}
 	rep.Notes = []string{
 		"sync_s: a cold start to every service programmed (ebpf: load and attach the programs, write the maps; " +
@@ -188,6 +189,7 @@ func benchPropagation(c *cli.Context) error {
 	ctx, stop := benchContext(c)
 	defer stop()
 	rep := newBenchReport("skep bench propagation: API write to every node carrying it", "")
+	rep.NName = "nodes"
 	rep.Notes = []string{
 		"service_*: from the create of a Service (its Endpoints already there) until the node carries it; " +
 			"endpoints_*: from an update that moves its backend to another address until the node carries the new one. " +
@@ -244,6 +246,7 @@ func benchPods(c *cli.Context) error {
 	ctx, stop := benchContext(c)
 	defer stop()
 	rep := newBenchReport("skep bench pods: pod start latency and scheduler throughput", "")
+	rep.NName = "pods"
 	rep.Notes = []string{
 		fmt.Sprintf("start_*: %d pods of one echo-server container created at %g/s on a lab, "+
 			"from just before each create until a watch of the API saw the pod Running "+
