@@ -88,6 +88,7 @@ func benchTraffic(c *cli.Context, run func(ctx context.Context, cfg traffic.Conf
 	ctx, stop := benchContext(c)
 	defer stop()
 	rep := newBenchReport(title, traffic.Reference)
+	rep.NName = "other services"
 	if err := run(ctx, cfg, rep); err != nil {
 		// What was measured before the failure is still worth keeping.
 		if len(rep.Samples) > 0 {
