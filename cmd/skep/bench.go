@@ -40,7 +40,7 @@ func controlPlaneBenchCommands() []*cli.Command {
 			Flags: []cli.Flag{benchOutFlag(), benchRoundsFlag(3),
 				&cli.StringFlag{Name: "sizes", Value: "1000,10000,30000", Usage: "(scale) numbers of services, comma-separated"},
 				&cli.StringFlag{Name: "modes", Value: "ebpf,iptables", Usage: "(variants) dataplanes to measure; ratios are to the first"},
-				&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "(bounds) the longest one measurement (one mode, one size) may take"},
+				&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "(bounds) the longest one measurement (one mode, one size) may take; iptables takes minutes at 30,000"},
 			},
 			Action: benchSync,
 		},
