@@ -155,7 +155,8 @@ func benchSync(c *cli.Context) error {
 		"sync_s: a cold start to every service programmed (ebpf: load and attach the programs, write the maps; " +
 			"iptables: kube-proxy's rule layout in one iptables-restore), each mode in a fresh pin directory or network namespace. " +
 			"change_ms: the sync after one service's backend changed among N (the middle one). " +
-			"heap_MiB: Go heap the dataplane keeps after both syncs. bpf_map_MiB: memory the kernel charges for the eBPF maps (preallocated to capacity, so it does not grow with N). " +
+			"heap_MiB: Go heap the dataplane keeps after both syncs. bpf_map_MiB: memory the kernel charges for the node's eBPF maps (memlock in map info): the LRU maps " +
+			"(conntrack, affinity, reverse NAT) are preallocated to capacity, the service, backend and name maps grow with their entries. " +
 			"iptables_rules: rules in the namespace after the syncs.",
 	}
 	err = programming.Run(ctx, programming.Config{
