@@ -39,11 +39,23 @@ import (
 // Bench is the name of this benchmark in reports.
 const Bench = "propagation"
 
-// Variants.
+// VariantLab is real agents on a lab, eBPF dataplane. Simulated agents'
+// variants are named by the NATS their server stores in: SimVariant.
+const VariantLab = "lab"
+
+// Where the simulated agents' server keeps its state.
 const (
-	VariantLab       = "lab"       // real agents on a lab, eBPF dataplane
-	VariantSimulated = "simulated" // goroutines with informers, one server
+	// NATSEmbedded is the NATS inside skep server, as it runs by default.
+	NATSEmbedded = "embedded"
+	// NATSExternal is a nats-server process, given with --nats-url.
+	NATSExternal = "external"
 )
+
+// SimVariant names the variant of simulated agents whose server stores in
+// NATS of the given kind: sim-embedded-nats, sim-external-nats.
+func SimVariant(kind string) string { return simVariant(kind) }
+
+func simVariant(kind string) string { return "sim-" + kind + "-nats" }
 
 // Metrics of one trial: the Service create and the Endpoints change, p50
 // and p99 across nodes.
@@ -64,9 +76,17 @@ type Config struct {
 	// Binary is the skep binary the lab and the simulated agents' server
 	// run. Required.
 	Binary string
-	// Agents are the numbers of simulated agents; default 3, 100, 1000.
+	// Agents are the numbers of simulated agents; default 3, 100, 200,
+	// 1000 (the embedded NATS serves at most 1,000 watches, about 250
+	// agents).
 	// None: no simulated agents.
 	Agents []int
+	// NATS are the kinds of store the simulated agents are measured on,
+	// each with a server of its own; default NATSEmbedded and NATSExternal.
+	NATS []string
+	// NATSServer is the nats-server binary of NATSExternal; default
+	// nats-server from PATH.
+	NATSServer string
 	// LabNodes is the size of the lab; 0: no lab.
 	LabNodes int
 	// LabName names the lab; default "skep-bench". LabDir holds its state,
@@ -88,12 +108,23 @@ func (c *Config) setDefaults() error {
 		return errors.New("no skep binary given to run the server and the lab")
 	}
 	if c.Agents == nil {
-		c.Agents = []int{3, 100, 1000}
+		c.Agents = []int{3, 100, 200, 1000}
 	}
 	for _, n := range c.Agents {
 		if n < 1 || n > 5000 {
 			return fmt.Errorf("agents %d: 1 to 5,000 simulated agents", n)
 		}
+	}
+	if c.NATS == nil {
+		c.NATS = []string{NATSEmbedded, NATSExternal}
+	}
+	for _, k := range c.NATS {
+		if k != NATSEmbedded && k != NATSExternal {
+			return fmt.Errorf("NATS %q: allowed are %s, %s", k, NATSEmbedded, NATSExternal)
+		}
+	}
+	if len(c.NATS) == 0 {
+		c.Agents = nil
 	}
 	if len(c.Agents) == 0 && c.LabNodes == 0 {
 		return errors.New("nothing to measure: no simulated agents and no lab")
@@ -131,13 +162,17 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 		}
 		defer func() { err = errors.Join(err, labNodes.close(context.WithoutCancel(ctx))) }()
 	}
-	var srv *serverProcess
+	servers := map[string]*serverProcess{}
 	if len(cfg.Agents) > 0 {
-		fmt.Fprintf(cfg.Progress, "propagation: starting a skep server for up to %d simulated agents\n", slices.Max(cfg.Agents))
-		if srv, err = startServer(ctx, cfg); err != nil {
-			return err
+		for _, kind := range cfg.NATS {
+			fmt.Fprintf(cfg.Progress, "propagation: starting a skep server on %s NATS for up to %d simulated agents\n", kind, slices.Max(cfg.Agents))
+			srv, serr := startServer(ctx, cfg, kind)
+			if serr != nil {
+				return serr
+			}
+			defer func() { err = errors.Join(err, srv.stop()) }()
+			servers[kind] = srv
 		}
-		defer func() { err = errors.Join(err, srv.stop()) }()
 	}
 
 	seq := 0
@@ -145,7 +180,7 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 		seq++
 		res, err := runTrial(ctx, cfg, t, seq)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s, %d nodes: %w", t.variant(), t.nodes(), err)
 		}
 		for _, s := range []struct {
 			metric string
@@ -158,7 +193,7 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 			rep.Add(report.Sample{Bench: Bench, Variant: t.variant(), N: t.nodes(), Metric: s.metric, Unit: "ms",
 				Round: round, Value: quantileMillis(s.lat, s.q)})
 		}
-		fmt.Fprintf(cfg.Progress, "propagation: round %d %-9s %5d nodes: service p50 %s p99 %s, endpoints p50 %s p99 %s\n",
+		fmt.Fprintf(cfg.Progress, "propagation: round %d %-17s %5d nodes: service p50 %s p99 %s, endpoints p50 %s p99 %s\n",
 			round, t.variant(), t.nodes(),
 			ms(res.service, 0.5), ms(res.service, 0.99), ms(res.endpoints, 0.5), ms(res.endpoints, 0.99))
 		return nil
@@ -167,26 +202,46 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 	if len(cfg.Agents) == 0 {
 		return report.Interleave(cfg.Rounds, []string{VariantLab}, func(round int, _ string) error { return trial(round, labNodes) })
 	}
-	// Simulated agents are started once per size; the lab, when there is
-	// one, is measured between them in every round, so its samples share
-	// the machine's state with theirs.
+	// Simulated agents are started once per size and kind of NATS; the
+	// lab, when there is one, is measured between them in every round, so
+	// its samples share the machine's state with theirs. A size the
+	// server cannot serve is not measured, and the report says why.
 	for _, n := range cfg.Agents {
-		fmt.Fprintf(cfg.Progress, "propagation: starting %d simulated agents\n", n)
-		sim, err := startSimulated(ctx, cfg, srv, n)
-		if err != nil {
-			return err
-		}
-		variants := []string{VariantSimulated}
+		targets := map[string]target{}
+		var variants []string
 		if labNodes != nil {
-			variants = []string{VariantLab, VariantSimulated}
+			targets[VariantLab] = labNodes
+			variants = append(variants, VariantLab)
 		}
-		err = report.Interleave(cfg.Rounds, variants, func(round int, v string) error {
-			if v == VariantLab {
-				return trial(round, labNodes)
+		var started []*simulated
+		for _, kind := range cfg.NATS {
+			fmt.Fprintf(cfg.Progress, "propagation: starting %d simulated agents on %s NATS\n", n, kind)
+			sim, err := startSimulated(ctx, cfg, servers[kind], n)
+			if err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				note := fmt.Sprintf("%s at %d agents: not measured: %v", simVariant(kind), n, err)
+				rep.Notes = append(rep.Notes, note)
+				fmt.Fprintf(cfg.Progress, "propagation: %s\n", note)
+				continue
 			}
-			return trial(round, sim)
-		})
-		sim.stop()
+			started = append(started, sim)
+			targets[sim.variant()] = sim
+			variants = append(variants, sim.variant())
+		}
+		if len(started) == 0 {
+			continue
+		}
+		err = report.Interleave(cfg.Rounds, variants, func(round int, v string) error { return trial(round, targets[v]) })
+		for _, sim := range started {
+			sim.stop()
+			if e := sim.leaseErrors.Load(); e > 0 {
+				note := fmt.Sprintf("%s at %d agents: %d Lease renewals failed", sim.variant(), n, e)
+				rep.Notes = append(rep.Notes, note)
+				fmt.Fprintf(cfg.Progress, "propagation: %s\n", note)
+			}
+		}
 		if err != nil {
 			return err
 		}

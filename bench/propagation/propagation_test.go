@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestRun measures a one-node lab and five simulated agents for one round:
+// TestRun measures a one-node lab and five simulated agents on each kind of
+// NATS for one round:
 // every metric gets a sample per variant, with latencies a real system
 // could have, and nothing is left running.
 func TestRun(t *testing.T) {
@@ -55,7 +56,7 @@ func TestRun(t *testing.T) {
 	for _, v := range []struct {
 		variant string
 		n       int
-	}{{VariantLab, 1}, {VariantSimulated, 5}} {
+	}{{VariantLab, 1}, {SimVariant(NATSEmbedded), 5}, {SimVariant(NATSExternal), 5}} {
 		for _, m := range []string{MetricServiceP50, MetricServiceP99, MetricEndpointsP50, MetricEndpointsP99} {
 			s, ok := got[v.variant+" "+m]
 			switch {
@@ -67,6 +68,9 @@ func TestRun(t *testing.T) {
 				t.Errorf("%s %s = %vms, want more than 0 and at most the 30s timeout", v.variant, m, s.Value)
 			}
 		}
+	}
+	for _, note := range rep.Notes {
+		t.Errorf("note: %s", note) // a size not measured, or Lease renewals that failed
 	}
 	if !labtest.WaitShimsGone(10 * time.Second) {
 		t.Errorf("containerd shims of the lab still running")

@@ -2,6 +2,8 @@ package propagation
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,8 +23,10 @@ import (
 // serverProcess is a `skep server` on loopback that this package started
 // for simulated agents, with its data in a directory of its own.
 type serverProcess struct {
+	variant   string // the simulated agents' variant: which NATS the server stores in
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	nats      *natsProcess // the external NATS, if any
 	dir       string
 	removeDir bool
 	admin     client.Config
@@ -32,38 +36,52 @@ type serverProcess struct {
 	tokens []string // agents' credentials, by agent number, joined so far
 }
 
-func startServer(ctx context.Context, cfg Config) (*serverProcess, error) {
-	p := &serverProcess{dir: cfg.WorkDir, exited: make(chan struct{})}
-	if p.dir == "" {
+// startServer starts `skep server` for the simulated agents of one NATS
+// kind: NATSEmbedded (the server's own, as by default) or NATSExternal (a
+// nats-server process it reaches with --nats-url).
+func startServer(ctx context.Context, cfg Config, kind string) (*serverProcess, error) {
+	p := &serverProcess{variant: simVariant(kind), exited: make(chan struct{})}
+	if cfg.WorkDir != "" {
+		p.dir = filepath.Join(cfg.WorkDir, kind)
+		if err := os.MkdirAll(p.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create server directory: %w", err)
+		}
+	} else {
 		dir, err := os.MkdirTemp("", "skep-bench-server-")
 		if err != nil {
 			return nil, fmt.Errorf("create server directory: %w", err)
 		}
 		p.dir, p.removeDir = dir, true
 	}
+	natsArgs := []string{"--nats-listen", "127.0.0.1:-1"}
+	if kind == NATSExternal {
+		var err error
+		if p.nats, err = startNATS(ctx, cfg.NATSServer, filepath.Join(p.dir, "nats")); err != nil {
+			p.removeFiles()
+			return nil, err
+		}
+		natsArgs = []string{"--nats-url", p.nats.url, "--nats-creds", p.nats.creds}
+	}
 	port, err := freePort()
 	if err != nil {
-		p.removeFiles()
-		return nil, err
+		return nil, errors.Join(err, p.stopNATS(), p.removeFiles())
 	}
 	home := filepath.Join(p.dir, "home") // the server writes ~/.skep/config when missing
 	data := filepath.Join(p.dir, "data")
 	logPath := filepath.Join(p.dir, "server.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		p.removeFiles()
-		return nil, fmt.Errorf("create server log: %w", err)
+		return nil, errors.Join(fmt.Errorf("create server log: %w", err), p.stopNATS(), p.removeFiles())
 	}
 	defer logFile.Close()
-	p.cmd = exec.Command(cfg.Binary, "server", "--data-dir", data,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--nats-listen", "127.0.0.1:-1")
+	p.cmd = exec.Command(cfg.Binary, append([]string{"server", "--data-dir", data,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port)}, natsArgs...)...)
 	p.cmd.Env = append(os.Environ(), "HOME="+home)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	// The server goes with this process, even if it dies without cleaning.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := p.cmd.Start(); err != nil {
-		p.removeFiles()
-		return nil, fmt.Errorf("start skep server: %w", err)
+		return nil, errors.Join(fmt.Errorf("start skep server: %w", err), p.stopNATS(), p.removeFiles())
 	}
 	go func() { _ = p.cmd.Wait(); close(p.exited) }()
 
@@ -77,8 +95,8 @@ func startServer(ctx context.Context, cfg Config) (*serverProcess, error) {
 		}
 		select {
 		case <-p.exited:
-			p.removeFiles()
-			return nil, fmt.Errorf("skep server exited at start:\n%s", tail(logPath))
+			err := fmt.Errorf("skep server exited at start:\n%s", tail(logPath))
+			return nil, errors.Join(err, p.stopNATS(), p.removeFiles())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -161,20 +179,99 @@ func (p *serverProcess) agentTokens(ctx context.Context, n int) ([]string, error
 	return tokens, nil
 }
 
-// stop ends the server (SIGTERM, SIGKILL after 15s) and removes its files.
+// stop ends the server (SIGTERM, SIGKILL after 15s), then its NATS, and
+// removes their files.
 func (p *serverProcess) stop() error {
+	terminate(p.cmd.Process, p.exited)
+	return errors.Join(p.stopNATS(), p.removeFiles())
+}
+
+func (p *serverProcess) stopNATS() error {
+	if p.nats == nil {
+		return nil
+	}
+	terminate(p.nats.cmd.Process, p.nats.exited)
+	p.nats = nil
+	return nil
+}
+
+// terminate sends SIGTERM to a process this package started and waits
+// until exited closes, sending SIGKILL after 15 seconds.
+func terminate(proc *os.Process, exited <-chan struct{}) {
 	select {
-	case <-p.exited:
+	case <-exited:
+		return
 	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	_ = proc.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		_ = proc.Kill()
+		<-exited
+	}
+}
+
+// natsProcess is a nats-server with JetStream on loopback.
+type natsProcess struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	url    string
+	creds  string // user:password, as skep server --nats-creds takes it
+}
+
+// startNATS runs bin (nats-server from PATH when empty) with JetStream
+// storing in dir, its own user and password, and waits until it accepts
+// connections.
+func startNATS(ctx context.Context, bin, dir string) (*natsProcess, error) {
+	if bin == "" {
+		bin = "nats-server"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("no %s for the external NATS variant (Debian package nats-server): %w", bin, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create NATS directory: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	password := randomHex(12)
+	n := &natsProcess{exited: make(chan struct{}), url: fmt.Sprintf("nats://127.0.0.1:%d", port), creds: "skep:" + password}
+	logPath := filepath.Join(dir, "nats.log")
+	n.cmd = exec.Command(path, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", filepath.Join(dir, "js"),
+		"--user", "skep", "--pass", password, "-l", logPath)
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := n.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	go func() { _ = n.cmd.Wait(); close(n.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return n, nil
+		}
 		select {
-		case <-p.exited:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
+		case <-n.exited:
+			return nil, fmt.Errorf("%s exited at start:\n%s", path, tail(logPath))
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			terminate(n.cmd.Process, n.exited)
+			return nil, fmt.Errorf("%s did not accept connections within 30s:\n%s", path, tail(logPath))
 		}
 	}
-	return p.removeFiles()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func (p *serverProcess) removeFiles() error {

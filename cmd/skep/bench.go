@@ -48,10 +48,13 @@ func controlPlaneBenchCommands() []*cli.Command {
 			Name:  "propagation",
 			Usage: "time from an API write of a Service, and of a backend change, until every node carries it: a lab's real agents and N simulated agents",
 			Flags: []cli.Flag{benchOutFlag(), benchRoundsFlag(3),
-				&cli.StringFlag{Name: "agents", Value: "3,100,1000", Usage: "(scale) numbers of simulated agents (goroutines watching one skep server over HTTPS as agents do), comma-separated; \"\" for none"},
+				&cli.StringFlag{Name: "agents", Value: "3,100,200,1000", Usage: "(scale) numbers of simulated agents (goroutines watching one skep server over HTTPS as agents do), comma-separated; \"\" for none"},
+				&cli.StringFlag{Name: "nats", Value: "embedded,external", Usage: "(variants) the store of the simulated agents' server: embedded (skep server's own NATS, the default) and/or external (a nats-server process, --nats-url)"},
 				&cli.IntFlag{Name: "lab-nodes", Value: 3, Usage: "(scale) nodes of the lab whose agents program eBPF maps; 0: no lab"},
 				&cli.StringFlag{Name: "lab-name", Value: "skep-bench", Usage: "(lab) the lab's name; it must not exist yet"},
 				&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "(bounds) the longest every node may take to carry one change"},
+				&cli.StringFlag{Name: "work-dir", Hidden: true, Usage: "(debug) keep the simulated agents' server's data and log in DIR"},
+				&cli.BoolFlag{Name: "verbose", Hidden: true, Usage: "(debug) log what the simulated agents' informers report"},
 			},
 			Action: benchPropagation,
 		},
@@ -196,12 +199,23 @@ func benchPropagation(c *cli.Context) error {
 			"endpoints_*: from an update that moves its backend to another address until the node carries the new one. " +
 			"p50 and p99 are across the nodes of one trial, then the median across rounds. " +
 			"lab: real agents, a node carries it when its pinned eBPF maps balance the ClusterIP to the backend (polled every 1 ms). " +
-			"simulated: goroutines with their own credentials, each listing and watching Services and Endpoints over HTTPS " +
-			"from one skep server as an agent does; one carries it when its informer delivered it.",
+			"sim-*-nats: goroutines that join one skep server with credentials of their own and, as an agent does, keep four watches " +
+			"over HTTPS (Services, Endpoints, Nodes, their Pods) and renew a Lease every 10 s; one carries a change when its informer delivered it. " +
+			"The server stores in its embedded NATS (skep server's default, fsync on every write) or in a separate nats-server " +
+			"(Debian's, JetStream with its default flush interval) reached with --nats-url.",
 	}
 	cfg := propagation.Config{
 		Binary: bin, Agents: agents, LabNodes: c.Int("lab-nodes"), LabName: c.String("lab-name"),
-		Rounds: c.Int("rounds"), Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter,
+		Rounds: c.Int("rounds"), Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter, WorkDir: c.String("work-dir"),
+		NATS: []string{},
+	}
+	for _, k := range strings.Split(c.String("nats"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			cfg.NATS = append(cfg.NATS, k)
+		}
+	}
+	if c.Bool("verbose") {
+		cfg.Logger = newLogger()
 	}
 	if agents == nil {
 		cfg.Agents = []int{}
