@@ -56,6 +56,10 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		NoSigs:             true,
 		NoLog:              true,
 		JetStreamMaxMemory: 256 << 20,
+		// Every watch of the API (4 per agent) is a consumer of the one
+		// stream; nats-server's default of 1,000 consumers per stream
+		// would cap a cluster at about 250 nodes.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

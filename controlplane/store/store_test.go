@@ -173,3 +173,33 @@ func BenchmarkCreate(b *testing.B) {
 		}
 	}
 }
+
+// TestManyWatches: the API server holds one watch per client watch (an
+// agent has four), so the embedded NATS must not cap them at its default
+// of 1,000 consumers per stream.
+func TestManyWatches(t *testing.T) {
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const n = 1200
+	watches := make([]<-chan Event, n)
+	for i := range watches {
+		w, err := s.Watch(ctx, "services", "", 0)
+		if err != nil {
+			t.Fatalf("watch %d of %d: %v", i+1, n, err)
+		}
+		watches[i] = w
+	}
+	if _, err := s.Create(ctx, Key{Resource: "services", Namespace: "default", Name: "web"}, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range watches {
+		select {
+		case ev := <-w:
+			if ev.Entry.Key.Name != "web" {
+				t.Fatalf("watch %d saw %+v", i, ev)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("watch %d of %d saw nothing in 30s", i+1, n)
+		}
+	}
+}
