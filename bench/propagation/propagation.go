@@ -5,9 +5,11 @@
 // server and program their eBPF maps; a node carries a change once its
 // pinned maps balance the Service's ClusterIP to the new backend. Simulated
 // agents are goroutines that join one `skep server` as agents do (their
-// own credentials, HTTPS, a list and watch of Services and Endpoints each)
-// and carry a change once their informer delivers it: the control plane's
-// fan-out alone, at a hundred or a thousand nodes, without containerd.
+// own credentials, HTTPS, an agent's four watches: Services, Endpoints,
+// Nodes, their Pods; a Lease renewed every 10 s) and carry a change once
+// their informer delivers it: the control plane's fan-out alone, at a
+// hundred or a thousand nodes, without containerd. Their server stores in
+// its embedded NATS or in a separate nats-server, one variant each.
 //
 // A trial writes the Endpoints of a selectorless Service, then the Service
 // (the clock starts before the create), then moves the backend to another
