@@ -4,7 +4,9 @@ BIN     := bin/skep
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export CGO_ENABLED := 0
 
-.PHONY: deps build generate test demo demo-down bench images clean
+BENCHES := sync propagation pods dataplane nodeport
+
+.PHONY: deps build generate test demo demo-down bench images clean $(BENCHES:%=bench-%)
 
 deps: ## install missing Debian packages, mount bpffs (idempotent)
 	@test/lab/install-deps.sh
@@ -28,8 +30,12 @@ demo: deps build images ## a 3-node lab, the echo server behind a Service, answe
 demo-down: build ## tear down a demo lab left running
 	$(BIN) lab down --name demo
 
-bench: deps build ## benchmarks, variants interleaved in one run
+bench: deps build ## the Go micro-benchmarks (skep bench-<name> for the reports)
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 3x ./controlplane/... ./agent/...
+
+# skep bench <name> with its defaults, report under _out/bench: make bench-sync, bench-dataplane, ...
+$(BENCHES:%=bench-%): bench-%: deps build images
+	$(BIN) bench $* --out _out/bench
 
 clean:
 	rm -rf bin _out

@@ -2,7 +2,6 @@ package pods
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,24 +16,7 @@ import (
 var skepBinary, imagesDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skep-bench-pods-")
-	if err != nil {
-		panic(err)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		if skepBinary, err = labtest.BuildSkep(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		imagesDir = filepath.Join(dir, "images")
-		if err := labtest.BuildImages(imagesDir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	labtest.Main(m, "skep-bench-pods-", func(skep, images string) { skepBinary, imagesDir = skep, images })
 }
 
 // TestRun starts three pods on a one-node lab and schedules 200 pods on 20

@@ -73,7 +73,13 @@ const Reference = "direct"
 // "dataplane") and notes to rep, also those measured before a failure.
 // It brings its lab up and always takes it down, also when ctx ends
 // (Ctrl-C).
-func RunDataplane(ctx context.Context, cfg Config, rep *report.Report) (err error) {
+func RunDataplane(ctx context.Context, cfg Config, rep *report.Report) error {
+	return onLab(ctx, cfg, func(cl *cluster) error { return cl.dataplane(ctx, rep) })
+}
+
+// onLab brings the benchmark's lab up, runs f on it and takes it down,
+// whatever f returned.
+func onLab(ctx context.Context, cfg Config, f func(*cluster) error) (err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return err
 	}
@@ -86,7 +92,7 @@ func RunDataplane(ctx context.Context, cfg Config, rep *report.Report) (err erro
 			err = errors.Join(err, fmt.Errorf("take the benchmark's lab down: %w", derr))
 		}
 	}()
-	return cl.dataplane(ctx, rep)
+	return f(cl)
 }
 
 func (cl *cluster) dataplane(ctx context.Context, rep *report.Report) error {

@@ -2,7 +2,6 @@ package traffic
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -44,20 +43,8 @@ const firstSourceOctet = 240
 // cfg.Sizes other Services installed. It brings its lab up and always
 // takes it down. It adds its samples (bench "nodeport") and notes to
 // rep, also those measured before a failure.
-func RunNodePort(ctx context.Context, cfg Config, rep *report.Report) (err error) {
-	if err := cfg.setDefaults(); err != nil {
-		return err
-	}
-	cl, err := up(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if derr := cl.down(); derr != nil {
-			err = errors.Join(err, fmt.Errorf("take the benchmark's lab down: %w", derr))
-		}
-	}()
-	return cl.nodePort(ctx, rep)
+func RunNodePort(ctx context.Context, cfg Config, rep *report.Report) error {
+	return onLab(ctx, cfg, func(cl *cluster) error { return cl.nodePort(ctx, rep) })
 }
 
 func (cl *cluster) nodePort(ctx context.Context, rep *report.Report) error {

@@ -29,24 +29,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "skep-bench-traffic-")
-	if err != nil {
-		panic(err)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		if skepBinary, err = labtest.BuildSkep(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		imagesDir = filepath.Join(dir, "images")
-		if err := labtest.BuildImages(imagesDir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	labtest.Main(m, "skep-bench-traffic-", func(skep, images string) { skepBinary, imagesDir = skep, images })
 }
 
 // tinyConfig is a benchmark run cut to the least that still goes through

@@ -110,3 +110,31 @@ func (w writer) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// Main is the TestMain of a package whose tests run labs: it builds the
+// skep binary and the test images once into a temporary directory, hands
+// their paths to set, runs the tests, removes the directory and exits
+// with the tests' code.
+func Main(m *testing.M, prefix string, set func(skepBinary, imagesDir string)) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		skep, err := BuildSkep(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		images := filepath.Join(dir, "images")
+		if err := BuildImages(images); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		set(skep, images)
+		return m.Run()
+	}()
+	os.Exit(code)
+}
