@@ -59,7 +59,7 @@ type Config struct {
 	// MetricsAddr is where Prometheus metrics are served (plain HTTP,
 	// host:port); empty: not served.
 	MetricsAddr string
-	Logger    *slog.Logger
+	Logger      *slog.Logger
 }
 
 var (

@@ -28,6 +28,7 @@ import (
 	ciliumebpf "github.com/cilium/ebpf"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/dataplanetest"
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
 	"github.com/skep-io/skep/bench/report"
@@ -121,7 +122,7 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) error {
 		return err
 	}
 	for _, n := range cfg.Sizes {
-		services := Services(n)
+		services := dataplanetest.Services(n)
 		err := report.Interleave(cfg.Rounds, cfg.Modes, func(round int, mode string) error {
 			mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 			defer cancel()
@@ -167,31 +168,10 @@ func (m measurement) kernelNote(mode string) string {
 	return fmt.Sprintf(", %d rules", m.rules)
 }
 
-// Services makes n ClusterIP services of two ready backends each, named
-// bench/svc-00000 ..., with ClusterIPs in 10.96.0.0/16 and backends in
-// 10.244.0.0/16 and 10.245.0.0/16: the services both dataplanes' own
-// benchmarks use.
-func Services(n int) map[dataplane.ServiceKey]*dataplane.Service {
-	out := make(map[dataplane.ServiceKey]*dataplane.Service, n)
-	for i := range n {
-		key := dataplane.ServiceKey{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i), Protocol: dataplane.TCP}
-		out[key] = &dataplane.Service{
-			Key:       key,
-			ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
-			Port:      80,
-			Backends: []dataplane.Backend{
-				{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)}), Port: 8080, Ready: true},
-				{Addr: netip.AddrFrom4([4]byte{10, 245, byte(i >> 8), byte(i)}), Port: 8080, Ready: true},
-			},
-		}
-	}
-	return out
-}
-
 // changedKey is the service whose backend changes: the middle one, where
 // neither the first nor the last position flatters a dataplane.
 func changedKey(n int) dataplane.ServiceKey {
-	return dataplane.ServiceKey{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", n/2), Protocol: dataplane.TCP}
+	return dataplanetest.Key(n / 2)
 }
 
 // withOneChange returns services with the second backend of changedKey

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/skep-io/skep/agent/dataplane/dataplanetest"
 	"github.com/skep-io/skep/bench/report"
 )
 
@@ -77,7 +78,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestWithOneChange(t *testing.T) {
-	svcs := Services(10)
+	svcs := dataplanetest.Services(10)
 	changed := withOneChange(svcs)
 	differ := 0
 	for k, v := range svcs {

@@ -33,6 +33,20 @@ type tcLab struct {
 
 // newTCLab builds the lab and locks the test goroutine to its thread,
 // which it leaves in the node namespace.
+// nodeConfig is the dataplane of the lab's node: NodePort traffic on
+// ext0 at 198.18.0.1. Whatever it leaves in the node's namespace is
+// removed when the test ends.
+func (lab *tcLab) nodeConfig(t *testing.T) Config {
+	cfg := testConfig(t)
+	cfg.Interface = "ext0"
+	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
+	t.Cleanup(func() {
+		netns.Set(lab.node)
+		Cleanup(cfg)
+	})
+	return cfg
+}
+
 func newTCLab(t *testing.T) *tcLab {
 	t.Helper()
 	runtime.LockOSThread()
@@ -124,13 +138,7 @@ func (lab *tcLab) in(t *testing.T, ns netns.NsHandle, f func()) {
 // keeps the client's address.
 func TestTCNodePortThroughNetns(t *testing.T) {
 	lab := newTCLab(t)
-	cfg := testConfig(t)
-	cfg.Interface = "ext0"
-	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
-	t.Cleanup(func() {
-		netns.Set(lab.node)
-		Cleanup(cfg)
-	})
+	cfg := lab.nodeConfig(t)
 
 	// The pod answers with the address it sees the client at.
 	var tcpLn net.Listener
@@ -221,13 +229,7 @@ func TestTCNodePortThroughNetns(t *testing.T) {
 // externalTrafficPolicy Cluster), the client sees the NodePort answer.
 func TestTCNodePortRemoteBackend(t *testing.T) {
 	lab := newTCLab(t)
-	cfg := testConfig(t)
-	cfg.Interface = "ext0"
-	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
-	t.Cleanup(func() {
-		netns.Set(lab.node)
-		Cleanup(cfg)
-	})
+	cfg := lab.nodeConfig(t)
 	var ln net.Listener
 	lab.in(t, lab.client, func() {
 		var err error
@@ -291,13 +293,7 @@ func TestTCNodePortRemoteBackend(t *testing.T) {
 // goroutine locked to the lab's thread.
 func TestTCRejectThroughNetns(t *testing.T) {
 	lab := newTCLab(t)
-	cfg := testConfig(t)
-	cfg.Interface = "ext0"
-	cfg.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
-	t.Cleanup(func() {
-		netns.Set(lab.node)
-		Cleanup(cfg)
-	})
+	cfg := lab.nodeConfig(t)
 	decoyTCP, err := net.Listen("tcp4", "198.18.0.1:30086")
 	if err != nil {
 		t.Fatalf("listen on the node: %v", err)

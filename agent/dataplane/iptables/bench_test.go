@@ -7,22 +7,8 @@ import (
 	"time"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/dataplanetest"
 )
-
-// manyServices makes n ClusterIP services of two backends each, with
-// addresses in 10.96.0.0/12 and 10.244.0.0/16.
-func manyServices(n int) map[dataplane.ServiceKey]*dataplane.Service {
-	m := make(map[dataplane.ServiceKey]*dataplane.Service, n)
-	for i := range n {
-		k := dataplane.ServiceKey{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i), Protocol: dataplane.TCP}
-		vip := netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})
-		m[k] = &dataplane.Service{Key: k, ClusterIP: vip, Port: 80, Backends: []dataplane.Backend{
-			{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)}), Port: 8080, Ready: true},
-			{Addr: netip.AddrFrom4([4]byte{10, 245, byte(i >> 8), byte(i)}), Port: 8080, Ready: true},
-		}}
-	}
-	return m
-}
 
 // BenchmarkFullSync times programming n services of two backends into
 // empty tables: one iptables-restore of everything, plus the jumps.
@@ -30,7 +16,7 @@ func BenchmarkFullSync(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			ns := testNetns(b)
-			svcs := manyServices(n)
+			svcs := dataplanetest.Services(n)
 			for b.Loop() {
 				b.StopTimer()
 				p, err := New(b.Context(), Config{MinSyncInterval: time.Nanosecond, NetNS: ns})
@@ -55,7 +41,7 @@ func BenchmarkFullSync(b *testing.B) {
 // its SVC and SEP chains plus the entry chains, as kube-proxy writes it.
 func BenchmarkPartialSync(b *testing.B) {
 	ns := testNetns(b)
-	svcs := manyServices(10000)
+	svcs := dataplanetest.Services(10000)
 	p, err := New(b.Context(), Config{MinSyncInterval: time.Nanosecond, NetNS: ns})
 	if err != nil {
 		b.Fatal(err)
@@ -64,7 +50,7 @@ func BenchmarkPartialSync(b *testing.B) {
 	if err := p.Sync(b.Context(), svcs); err != nil {
 		b.Fatal(err)
 	}
-	k := dataplane.ServiceKey{Namespace: "bench", Name: "svc-05000", Protocol: dataplane.TCP}
+	k := dataplanetest.Key(5000)
 	orig := *svcs[k]
 	i := 0
 	for b.Loop() {
@@ -81,7 +67,7 @@ func BenchmarkPartialSync(b *testing.B) {
 // BenchmarkGenerate times building the payload alone for 10,000 services.
 func BenchmarkGenerate(b *testing.B) {
 	p := goldenProxier()
-	p.tracker.Update(manyServices(10000))
+	p.tracker.Update(dataplanetest.Services(10000))
 	snap := p.tracker.Snapshot()
 	for b.Loop() {
 		pl := p.layout.generate(request{services: snap.services, comments: false})
