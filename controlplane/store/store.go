@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -55,6 +56,10 @@ type Entry struct {
 type Store struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
+	// stream is the bucket's stream, and subjectPrefix what its subjects
+	// start with before a key: List reads the newest message directly.
+	stream        jetstream.Stream
+	subjectPrefix string
 }
 
 // Config says which bucket to use and how to create it.
@@ -86,7 +91,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, js: js}, nil
+	stream, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open the stream of bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Store{kv: kv, js: js, stream: stream, subjectPrefix: "$KV." + cfg.Bucket + "."}, nil
 }
 
 // clusterScope stands for the namespace of cluster-scoped objects in keys.
@@ -198,44 +207,93 @@ func (s *Store) LastRevision(ctx context.Context) (uint64, error) {
 	return 0, errors.New("read bucket status: not a JetStream bucket")
 }
 
-// List reads every object of a resource (in a namespace, or all when ""),
-// consistently as of one moment, and returns the revision of that moment:
-// a Watch from it misses nothing that happened after.
+// List reads every object of a resource (in a namespace, or all when "")
+// and the revision the result is complete at: a watch resumed from it
+// misses nothing.
+//
+// It reads every stored message of the resource in revision order (one per
+// key, the bucket keeps no history) and stops once it has read as far as
+// the newest such message in the bucket, asked of the server after the
+// watcher says it is done. The watcher's own word is not enough: it counts
+// messages, and under concurrent writes a key rewritten while the list is
+// read loses the message the count included (one value per key), so the
+// count is reached before the key's new message arrives and the key would
+// be missing. Reading up to the newest message cannot miss a key: every
+// key's current message is at or below it, and is delivered once reached,
+// as it exists by then and is not removed while current.
 func (s *Store) List(ctx context.Context, resource, namespace string) ([]Entry, uint64, error) {
 	rev, err := s.LastRevision(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	// A watcher first delivers the latest message of every key as of its
-	// creation, then a nil marker: a consistent snapshot in one request.
-	w, err := s.kv.WatchFiltered(ctx, []string{filter(resource, namespace)})
+	f := filter(resource, namespace)
+	w, err := s.kv.WatchFiltered(ctx, []string{f}, jetstream.IncludeHistory())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list %s: %w", resource, err)
 	}
 	defer w.Stop()
-	var out []Entry
+	latest := map[Key]Entry{}
+	var read, until uint64 // highest revision read; read at least this far
+	checkpoint := func() (bool, error) {
+		last, err := s.lastRevisionOf(ctx, f)
+		if err != nil {
+			return false, fmt.Errorf("list %s: %w", resource, err)
+		}
+		until = last
+		return read >= last, nil
+	}
 	for {
+		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
-		case e, ok := <-w.Updates():
+		case u, ok := <-w.Updates():
 			if !ok {
 				return nil, 0, fmt.Errorf("list %s: watcher closed", resource)
 			}
-			if e == nil {
-				return out, rev, nil
+			e = u
+		}
+		if e != nil {
+			read = max(read, e.Revision())
+			if k, ok := parseSubject(e.Key()); ok {
+				if e.Operation() == jetstream.KeyValuePut {
+					latest[k] = Entry{Key: k, Value: e.Value(), Revision: e.Revision()}
+				} else {
+					delete(latest, k)
+				}
 			}
-			rev = max(rev, e.Revision())
-			if e.Operation() != jetstream.KeyValuePut {
-				continue
+		}
+		// Ask the server how far there is to read when the watcher thinks
+		// it is done, and again whenever that point is reached.
+		if e == nil || e.Delta() == 0 || until != 0 && read >= until {
+			done, err := checkpoint()
+			if err != nil {
+				return nil, 0, err
 			}
-			k, ok := parseSubject(e.Key())
-			if !ok {
-				continue
+			if done {
+				break
 			}
-			out = append(out, Entry{Key: k, Value: e.Value(), Revision: e.Revision()})
 		}
 	}
+	out := make([]Entry, 0, len(latest))
+	for _, e := range latest {
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Revision < out[j].Revision })
+	return out, max(rev, read), nil
+}
+
+// lastRevisionOf is the revision of the newest message in the bucket whose
+// key matches the filter, deletes included; 0 when there is none.
+func (s *Store) lastRevisionOf(ctx context.Context, filter string) (uint64, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.subjectPrefix+filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the newest message of %s: %w", filter, err)
+	}
+	return m.Sequence, nil
 }
 
 // EventType says what happened to a key.

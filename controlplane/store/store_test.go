@@ -203,3 +203,61 @@ func TestManyWatches(t *testing.T) {
 		}
 	}
 }
+
+// TestListUnderWrites lists while other keys are being rewritten, as the
+// agents rewrite pod statuses while a controller lists pods: every list
+// holds every key, each once. (A key rewritten while the list was being
+// read loses its old message, since one value is kept per key; the list
+// must still deliver its new one.)
+func TestListUnderWrites(t *testing.T) {
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const keys = 100
+	for i := range keys {
+		if _, err := s.Create(ctx, Key{"pods", "default", fmt.Sprint("p", i)}, []byte("v0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, stop := context.WithCancel(ctx)
+	writerDone := make(chan error, 1)
+	go func() {
+		// Rewrite the keys from the last to the first, over and over, so
+		// that a list in progress keeps meeting keys it has not read yet.
+		for n := 0; ; n++ {
+			i := keys - 1 - n%keys
+			k := Key{"pods", "default", fmt.Sprint("p", i)}
+			cur, err := s.Get(wctx, k)
+			if err == nil {
+				_, err = s.Update(wctx, k, []byte(fmt.Sprint("v", n)), cur.Revision)
+			}
+			if wctx.Err() != nil {
+				writerDone <- nil
+				return
+			}
+			if err != nil && !errors.Is(err, ErrConflict) {
+				writerDone <- err
+				return
+			}
+		}
+	}()
+	for round := range 200 {
+		got, _, err := s.List(ctx, "pods", "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, e := range got {
+			seen[e.Key.Name]++
+		}
+		for i := range keys {
+			if name := fmt.Sprint("p", i); seen[name] != 1 {
+				stop()
+				t.Fatalf("list %d under writes: %s seen %d times (%d entries); want once each of %d keys", round, name, seen[name], len(got), keys)
+			}
+		}
+	}
+	stop()
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+}
