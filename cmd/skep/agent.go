@@ -32,6 +32,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) ebpf or iptables; starting with one removes the other's state"},
 			&cli.StringFlag{Name: "cgroup-root", Value: "/sys/fs/cgroup/unified", Usage: "(networking) the cgroup2 directory whose processes the eBPF socket programs balance"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) the pod addresses of the whole cluster"},
+			&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/12", Usage: "(networking) the ClusterIP range, as the server's --service-cidr; traffic to an address in it that no service answers is refused, never routed away; empty: no such rule"},
 			&cli.StringFlag{Name: "images", Usage: "(images) a directory of OCI image tarballs (*.tar) to import at start, for nodes with no registry"},
 			&cli.StringFlag{Name: "containerd-address", Usage: "(runtime) an existing containerd's socket; default: start one of the agent's own under --data-dir"},
 			&cli.StringSliceFlag{Name: "dns-upstream", Usage: "(dns) resolvers for names outside the cluster, ip or ip:port; default: the node's /etc/resolv.conf"},
@@ -91,6 +92,11 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 	var err error
 	if cfg.ClusterCIDR, err = netip.ParsePrefix(c.String("cluster-cidr")); err != nil {
 		return cfg, fmt.Errorf("--cluster-cidr %q: %w", c.String("cluster-cidr"), err)
+	}
+	if s := c.String("service-cidr"); s != "" {
+		if cfg.ServiceCIDR, err = netip.ParsePrefix(s); err != nil || !cfg.ServiceCIDR.Addr().Is4() {
+			return cfg, fmt.Errorf("--service-cidr %q: must be an IPv4 prefix such as 10.96.0.0/12", s)
+		}
 	}
 	if s := c.String("node-ip"); s != "" {
 		if cfg.NodeIP, err = netip.ParseAddr(s); err != nil || !cfg.NodeIP.Is4() {

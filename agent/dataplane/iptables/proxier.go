@@ -38,6 +38,11 @@ type Config struct {
 	// masqueraded, pods reaching a Local service's external address take
 	// the Cluster path. Unset: neither rule is written.
 	ClusterCIDR netip.Prefix
+	// ServiceCIDRs are the ranges ClusterIPs are given from (the server's
+	// --service-cidr). Traffic to them that no service rule translated is
+	// refused instead of being routed away, so a connection never hangs on
+	// a cluster IP this node has not programmed yet. Unset: no such rule.
+	ServiceCIDRs []netip.Prefix
 	// ChainPrefix replaces "KUBE" in every chain name; upper-case, at most
 	// 7 characters. Default DefaultChainPrefix.
 	ChainPrefix string
@@ -122,6 +127,11 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	if cfg.ClusterCIDR.IsValid() && !cfg.ClusterCIDR.Addr().Is4() {
 		return nil, fmt.Errorf("cluster CIDR %s: only IPv4 is carried", cfg.ClusterCIDR)
 	}
+	for _, cidr := range cfg.ServiceCIDRs {
+		if !cidr.IsValid() || !cidr.Addr().Is4() {
+			return nil, fmt.Errorf("service CIDR %s: want an IPv4 prefix", cidr)
+		}
+	}
 
 	ipt := runner{netns: cfg.NetNS}
 	if _, err := ipt.run(ctx, nil, "iptables-restore", "--version"); err != nil {
@@ -156,9 +166,10 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		log: cfg.Logger.With("dataplane", "iptables", "node", cfg.NodeName),
 		ipt: ipt,
 		layout: layout{
-			chains:      newChainNames(cfg.ChainPrefix),
-			clusterCIDR: cfg.ClusterCIDR.Masked(),
-			nodeIPs:     cfg.NodeIPs,
+			chains:       newChainNames(cfg.ChainPrefix),
+			clusterCIDR:  cfg.ClusterCIDR.Masked(),
+			serviceCIDRs: masked(cfg.ServiceCIDRs),
+			nodeIPs:      cfg.NodeIPs,
 			// iptables has had --random-fully since 1.6.2; kube-proxy
 			// uses it wherever it exists.
 			randomFully: true,
@@ -172,6 +183,14 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		resCh:        make(chan struct{}),
 		inited:       make(chan struct{}),
 	}
+}
+
+func masked(prefixes []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = p.Masked()
+	}
+	return out
 }
 
 // netlinkHandle opens netlink in the namespace at path, or in our own.
@@ -355,7 +374,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		p.lastFullSync = time.Now()
 	}
 	p.tracker.Applied(snap)
-	p.log.Debug("synced iptables rules", "full", full, "services", len(snap.services),
+	p.log.Info("synced iptables rules", "full", full, "services", len(snap.services),
 		"changed", len(snap.changes), "bytes", len(data), "elapsed", time.Since(start))
 
 	// After the rules, so that new flows can no longer pick the removed

@@ -29,6 +29,11 @@ type layout struct {
 	nodeIPs     []netip.Addr // node ports answer here; empty: on every local address
 	randomFully bool         // MASQUERADE --random-fully, as kube-proxy when iptables has it
 	dropInvalid bool         // drop ctstate INVALID in FORWARD, unless nf_conntrack_tcp_be_liberal is set
+	// serviceCIDRs are the ranges ClusterIPs come from. What is still
+	// addressed to them after nat is not a programmed service and is
+	// rejected rather than routed away; unset: no such rule (kube-proxy's
+	// iptables mode has none; its nftables mode does this).
+	serviceCIDRs []netip.Prefix
 }
 
 // request is one sync's input to the layout.
@@ -363,6 +368,18 @@ func (l *layout) generate(req request) payload {
 		filter.line(":" + name + " - [0:0]")
 	}
 	filter.Write(filterServices.Bytes())
+	// Last: a packet reaches this rule still addressed to a cluster IP only
+	// when nat did not translate it, because the service is unknown here
+	// (yet), or because nat's and filter's rules were read on either side
+	// of a sync (iptables-restore commits the tables one at a time). Routed
+	// on, such a packet is lost, and its conntrack entry keeps every
+	// retransmission of the SYN from being translated: the connection
+	// hangs for two minutes. Refused, it leaves no entry, and the client's
+	// next try meets the new rules.
+	for _, cidr := range l.serviceCIDRs {
+		filter.line("-A", c.services, "-m", "comment", "--comment", quote("no service at this cluster IP and port"),
+			"-d", cidr.String(), "-j", "REJECT")
+	}
 	filter.Write(filterExternal.Bytes())
 	filter.Write(forward.Bytes())
 	filter.line("COMMIT")
