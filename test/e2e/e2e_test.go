@@ -158,6 +158,9 @@ func (cl *cluster) waitPod(t *testing.T, name string, timeout time.Duration, wha
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+	if p != nil && p.Spec.NodeName != "" {
+		cl.keepState(t, p.Spec.NodeName, name)
+	}
 	t.Fatalf("pod %s: waited %v for %s; last status: %+v", name, timeout, what, podSummary(p))
 	return nil
 }
@@ -393,6 +396,7 @@ spec:
 	for _, node := range cl.lab.Nodes() {
 		p := cl.waitPod(t, "probe-"+node, 90*time.Second, "phase Succeeded (every backend reached by name from the pod)", func(p *corev1.Pod) bool {
 			if p.Status.Phase == corev1.PodFailed {
+				cl.keepState(t, node, p.Name)
 				t.Fatalf("probe pod on %s failed: %s", node, podSummary(p))
 			}
 			return p.Status.Phase == corev1.PodSucceeded
