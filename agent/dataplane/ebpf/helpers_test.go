@@ -82,7 +82,7 @@ func holdUDP(spec clientSpec, enc *json.Encoder) int {
 	defer unix.Close(fd)
 	tv := unix.Timeval{Sec: 2}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+	if err := connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
 		enc.Encode(clientResult{Err: errName(err)})
 		return 0
 	}
@@ -91,7 +91,7 @@ func holdUDP(spec clientSpec, enc *json.Encoder) int {
 			return clientResult{Err: errName(err)}
 		}
 		buf := make([]byte, 64)
-		n, from, err := unix.Recvfrom(fd, buf, 0)
+		n, from, err := recvfrom(fd, buf)
 		if err != nil {
 			return clientResult{Err: errName(err)}
 		}
@@ -101,6 +101,33 @@ func holdUDP(spec clientSpec, enc *json.Encoder) int {
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	enc.Encode(exchange())
 	return 0
+}
+
+// connect is a blocking connect that survives signals: the Go runtime
+// preempts goroutines with SIGURG, and connect(2) is never restarted after
+// a signal (it returns EINTR and goes on connecting in the background).
+func connect(fd int, sa unix.Sockaddr) error {
+	for {
+		switch err := unix.Connect(fd, sa); err {
+		case unix.EINTR, unix.EALREADY:
+			time.Sleep(time.Millisecond)
+		case unix.EISCONN:
+			return nil // the interrupted connect finished
+		default:
+			return err
+		}
+	}
+}
+
+// recvfrom retries a receive interrupted by a signal; with SO_RCVTIMEO set
+// the kernel does not restart it.
+func recvfrom(fd int, buf []byte) (int, unix.Sockaddr, error) {
+	for {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != unix.EINTR {
+			return n, from, err
+		}
+	}
 }
 
 func clientOnce(spec clientSpec) clientResult {
@@ -120,7 +147,7 @@ func clientOnce(spec clientSpec) clientResult {
 	buf := make([]byte, 64)
 	switch spec.Mode {
 	case "tcp", "udp-connected":
-		if err := unix.Connect(fd, sa); err != nil {
+		if err := connect(fd, sa); err != nil {
 			return clientResult{Err: errName(err)}
 		}
 		peer, err := unix.Getpeername(fd)
@@ -132,7 +159,7 @@ func clientOnce(spec clientSpec) clientResult {
 				return clientResult{Err: errName(err)}
 			}
 		}
-		n, from, err := unix.Recvfrom(fd, buf, 0)
+		n, from, err := recvfrom(fd, buf)
 		if err != nil {
 			return clientResult{Err: errName(err)}
 		}
@@ -145,7 +172,7 @@ func clientOnce(spec clientSpec) clientResult {
 		if err := unix.Sendto(fd, []byte("hi"), 0, sa); err != nil {
 			return clientResult{Err: errName(err)}
 		}
-		n, from, err := unix.Recvfrom(fd, buf, 0)
+		n, from, err := recvfrom(fd, buf)
 		if err != nil {
 			return clientResult{Err: errName(err)}
 		}
