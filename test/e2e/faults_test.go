@@ -58,6 +58,7 @@ func testControlPlaneDown(t *testing.T, cl *cluster) {
 	cl.waitReadyReplicas(t, 4, time.Minute)
 	cl.skep(t, "scale", "deploy", "echo", "--replicas", "3")
 	cl.waitReadyReplicas(t, 3, time.Minute)
+	r.logSlow(t)
 	t.Logf("server killed for 8s: %d requests from %s through the ClusterIP, none failed; all %d pods kept; after its restart the agents took a scale to 4 and back", r.ok, node, len(before))
 }
 
