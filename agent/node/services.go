@@ -43,6 +43,9 @@ func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
 // ebpfConfig is the eBPF dataplane of the node cfg describes.
 func ebpfConfig(cfg Config, log *slog.Logger) ebpf.Config {
 	c := ebpf.Config{NodeName: cfg.Name, CgroupPath: cfg.CgroupRoot, Interface: cfg.Interface, Logger: log}
+	if cfg.ServiceCIDR.IsValid() {
+		c.ServiceCIDRs = []netip.Prefix{cfg.ServiceCIDR}
+	}
 	if cfg.NodeIP.IsValid() {
 		c.NodeIPs = []netip.Addr{cfg.NodeIP}
 	}

@@ -204,6 +204,7 @@ func TestCluster(t *testing.T) {
 			t.Run("ClientIPAffinityTimeout", func(t *testing.T) { testAffinityTimeout(t, cl) })
 			t.Run("UDP", func(t *testing.T) { testUDP(t, cl) })
 			t.Run("HairpinAndExternalName", func(t *testing.T) { testHairpinAndExternalName(t, cl) })
+			t.Run("UnknownClusterIPRefused", func(t *testing.T) { testUnknownClusterIP(t, cl) })
 			t.Run("ScaleAndRollOutUnderTraffic", func(t *testing.T) { testScaleUnderTraffic(t, cl) })
 			t.Run("AgentRestartUnderTraffic", func(t *testing.T) { testAgentRestart(t, cl) })
 			t.Run("ControlPlaneDown", func(t *testing.T) { testControlPlaneDown(t, cl) })
@@ -633,6 +634,37 @@ func dnsQuery(server, name string) int {
 		fmt.Println(rr.String())
 	}
 	return 0
+}
+
+// testUnknownClusterIP connects from a node to an address of the service
+// range that no Service has: it fails at once (iptables: refused by the
+// rule for the range; eBPF: unreachable by its route) instead of leaving
+// the node and hanging until the client gives up.
+func testUnknownClusterIP(t *testing.T, cl *cluster) {
+	objs, _, err := cl.c.List(context.Background(), api.MustLookup("services"), "", client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, o := range objs {
+		used[o.(*corev1.Service).Spec.ClusterIP] = true
+	}
+	ip := "10.111.255.254"
+	for n := 253; used[ip]; n-- {
+		ip = fmt.Sprintf("10.111.255.%d", n)
+	}
+	node := cl.lab.Nodes()[0]
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	code, err := cl.lab.Exec(ctx, node, []string{"curl", "-sS", "--max-time", "5", "http://" + ip + "/"}, nil, &out, &out)
+	took := time.Since(start)
+	if err != nil || code != 7 || took > 2*time.Second {
+		t.Fatalf("curl http://%s/ from %s: exit %d (%v) after %v: %s; want exit 7 (could not connect) within 2s",
+			ip, node, code, err, took.Round(time.Millisecond), strings.TrimSpace(out.String()))
+	}
+	t.Logf("curl to unused cluster IP %s from %s failed at once (%v): %s", ip, node, took.Round(time.Millisecond), strings.TrimSpace(out.String()))
 }
 
 // testHairpinAndExternalName: a pod reaches itself through its own

@@ -231,6 +231,9 @@ func Cleanup(cfg Config) error {
 	}
 	// The root is shared by nodes; it goes only when the last one went.
 	_ = os.Remove(filepath.Dir(dir))
+	if err := removeServiceRoutes(cfg.ServiceCIDRs); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.Interface != "" {
 		if err := removeClsactFilters(cfg); err != nil {
 			errs = append(errs, err)

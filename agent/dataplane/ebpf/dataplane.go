@@ -47,6 +47,11 @@ type Config struct {
 	// NodeIPs are the addresses of this node: NodePorts answer on them. The
 	// first is the source address of traffic NATed to remote backends.
 	NodeIPs []netip.Addr
+	// ServiceCIDRs are the ranges ClusterIPs are given from (the server's
+	// --service-cidr). They are made unreachable in the node's routing
+	// table, so a connect to a cluster IP not programmed (yet) fails at
+	// once instead of hanging; unset: no such route.
+	ServiceCIDRs []netip.Prefix
 	// Logger receives one line per event; slog.Default() when nil.
 	Logger *slog.Logger
 
@@ -158,6 +163,12 @@ func New(ctx context.Context, cfg Config) (*Dataplane, error) {
 			d.Close()
 			return nil, err
 		}
+	}
+	// After the socket programs: from here on they translate every
+	// programmed cluster IP before the kernel looks up this route.
+	if err := ensureServiceRoutes(cfg.ServiceCIDRs); err != nil {
+		d.Close()
+		return nil, err
 	}
 	if d.term, err = newUDPTerminator(); err != nil {
 		log.Warn("connected UDP sockets of removed backends will not be terminated", "error", err)
