@@ -41,8 +41,9 @@ type Config struct {
 	// socket programs attach there.
 	CgroupRoot  string
 	ClusterCIDR netip.Prefix
-	// ServiceCIDR is the ClusterIP range; the iptables dataplane refuses
-	// traffic to it that no service rule translated. Unset: no such rule.
+	// ServiceCIDR is the ClusterIP range. Either dataplane makes a connect
+	// to an address in it that no service has fail at once (eBPF: an
+	// unreachable route; iptables: a REJECT after nat). Unset: neither.
 	ServiceCIDR netip.Prefix
 	// LeaseDuration is how long the Lease says the node lives without a
 	// renewal; it is renewed at a quarter of it.

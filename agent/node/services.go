@@ -31,11 +31,8 @@ func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
 		if err := ebpf.Cleanup(ebpfCfg); err != nil {
 			a.log.Warn("remove eBPF dataplane state", "err", err)
 		}
-		cfg := iptables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR, Logger: a.log}
-		if a.cfg.ServiceCIDR.IsValid() {
-			cfg.ServiceCIDRs = []netip.Prefix{a.cfg.ServiceCIDR}
-		}
-		return iptables.New(ctx, cfg)
+		return iptables.New(ctx, iptables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR,
+			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log})
 	}
 	return nil, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", a.cfg.Dataplane)
 }

@@ -32,7 +32,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) ebpf or iptables; starting with one removes the other's state"},
 			&cli.StringFlag{Name: "cgroup-root", Value: "/sys/fs/cgroup/unified", Usage: "(networking) the cgroup2 directory whose processes the eBPF socket programs balance"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) the pod addresses of the whole cluster"},
-			&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/12", Usage: "(networking) the ClusterIP range, as the server's --service-cidr; traffic to an address in it that no service answers is refused, never routed away; empty: no such rule"},
+			&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/12", Usage: "(networking) the ClusterIP range, as the server's --service-cidr; a connect to an address in it that no service has fails at once instead of leaving the node; empty: no such guard"},
 			&cli.StringFlag{Name: "images", Usage: "(images) a directory of OCI image tarballs (*.tar) to import at start, for nodes with no registry"},
 			&cli.StringFlag{Name: "containerd-address", Usage: "(runtime) an existing containerd's socket; default: start one of the agent's own under --data-dir"},
 			&cli.StringSliceFlag{Name: "dns-upstream", Usage: "(dns) resolvers for names outside the cluster, ip or ip:port; default: the node's /etc/resolv.conf"},

@@ -434,4 +434,3 @@ func BenchmarkCreateAndGet(b *testing.B) {
 		}
 	})
 }
-

@@ -55,7 +55,6 @@ type Entry struct {
 // Store is a key-value bucket holding every object of the cluster.
 type Store struct {
 	kv jetstream.KeyValue
-	js jetstream.JetStream
 	// stream is the bucket's stream, and subjectPrefix what its subjects
 	// start with before a key: List reads the newest message directly.
 	stream        jetstream.Stream
@@ -95,7 +94,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the stream of bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, js: js, stream: stream, subjectPrefix: "$KV." + cfg.Bucket + "."}, nil
+	return &Store{kv: kv, stream: stream, subjectPrefix: "$KV." + cfg.Bucket + "."}, nil
 }
 
 // clusterScope stands for the namespace of cluster-scoped objects in keys.
@@ -234,14 +233,6 @@ func (s *Store) List(ctx context.Context, resource, namespace string) ([]Entry, 
 	defer w.Stop()
 	latest := map[Key]Entry{}
 	var read, until uint64 // highest revision read; read at least this far
-	checkpoint := func() (bool, error) {
-		last, err := s.lastRevisionOf(ctx, f)
-		if err != nil {
-			return false, fmt.Errorf("list %s: %w", resource, err)
-		}
-		until = last
-		return read >= last, nil
-	}
 	for {
 		var e jetstream.KeyValueEntry
 		select {
@@ -266,11 +257,10 @@ func (s *Store) List(ctx context.Context, resource, namespace string) ([]Entry, 
 		// Ask the server how far there is to read when the watcher thinks
 		// it is done, and again whenever that point is reached.
 		if e == nil || e.Delta() == 0 || until != 0 && read >= until {
-			done, err := checkpoint()
-			if err != nil {
-				return nil, 0, err
+			if until, err = s.lastRevisionOf(ctx, f); err != nil {
+				return nil, 0, fmt.Errorf("list %s: %w", resource, err)
 			}
-			if done {
+			if read >= until {
 				break
 			}
 		}

@@ -168,7 +168,7 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		layout: layout{
 			chains:       newChainNames(cfg.ChainPrefix),
 			clusterCIDR:  cfg.ClusterCIDR.Masked(),
-			serviceCIDRs: masked(cfg.ServiceCIDRs),
+			serviceCIDRs: cfg.ServiceCIDRs,
 			nodeIPs:      cfg.NodeIPs,
 			// iptables has had --random-fully since 1.6.2; kube-proxy
 			// uses it wherever it exists.
@@ -183,14 +183,6 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		resCh:        make(chan struct{}),
 		inited:       make(chan struct{}),
 	}
-}
-
-func masked(prefixes []netip.Prefix) []netip.Prefix {
-	out := make([]netip.Prefix, len(prefixes))
-	for i, p := range prefixes {
-		out[i] = p.Masked()
-	}
-	return out
 }
 
 // netlinkHandle opens netlink in the namespace at path, or in our own.

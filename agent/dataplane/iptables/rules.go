@@ -378,7 +378,7 @@ func (l *layout) generate(req request) payload {
 	// next try meets the new rules.
 	for _, cidr := range l.serviceCIDRs {
 		filter.line("-A", c.services, "-m", "comment", "--comment", quote("no service at this cluster IP and port"),
-			"-d", cidr.String(), "-j", "REJECT")
+			"-d", cidr.Masked().String(), "-j", "REJECT")
 	}
 	filter.Write(filterExternal.Bytes())
 	filter.Write(forward.Bytes())
