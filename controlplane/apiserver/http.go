@@ -261,7 +261,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		if err := authorize(id, req); err != nil {
 			return deny(err)
 		}
-		dryRun := q.Get("dryRun") == "All"
+		dryRun, err := parseDryRun(q["dryRun"])
+		if err != nil {
+			return err
+		}
 		if verb == "create" {
 			obj, err = s.reg.create(ctx, t.resource, obj, dryRun)
 			if err != nil {
@@ -298,7 +301,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		if err != nil {
 			return err
 		}
-		s.log.Info("deleted", "resource", t.resource.Name, "object", t.namespace+"/"+t.name, "by", id.String())
+		if !opts.DryRun {
+			s.log.Info("deleted", "resource", t.resource.Name, "object", t.namespace+"/"+t.name, "by", id.String())
+		}
 		writeJSON(w, http.StatusOK, obj)
 	default:
 		return apierrors.NewMethodNotSupported(gr(t.resource), r.Method)
@@ -367,7 +372,19 @@ func deleteOptions(r *http.Request) (client.DeleteOptions, error) {
 		if body.Preconditions != nil && body.Preconditions.ResourceVersion != nil {
 			opts.ResourceVersion = *body.Preconditions.ResourceVersion
 		}
+		dryRun, err := parseDryRun(body.DryRun)
+		if err != nil {
+			return opts, err
+		}
+		opts.DryRun = dryRun
 	}
+	// kubectl sends dryRun in the body; other clients put it in the query.
+	// Either one makes the delete a dry run.
+	dryRun, err := parseDryRun(r.URL.Query()["dryRun"])
+	if err != nil {
+		return opts, err
+	}
+	opts.DryRun = opts.DryRun || dryRun
 	if g := r.URL.Query().Get("gracePeriodSeconds"); g != "" {
 		n, err := strconv.ParseInt(g, 10, 64)
 		if err != nil || n < 0 {
@@ -379,7 +396,26 @@ func deleteOptions(r *http.Request) (client.DeleteOptions, error) {
 		pp := metav1.DeletionPropagation(p)
 		opts.PropagationPolicy = &pp
 	}
+	if p := opts.PropagationPolicy; p != nil {
+		switch *p {
+		case metav1.DeletePropagationOrphan, metav1.DeletePropagationBackground, metav1.DeletePropagationForeground:
+		default:
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("propagationPolicy: Unsupported value: %q: supported values: \"Foreground\", \"Background\", \"Orphan\"", *p))
+		}
+	}
 	return opts, nil
+}
+
+// parseDryRun reads the dryRun option: absent, or "All", which Kubernetes
+// defines as "check everything, persist nothing". Anything else is a 400,
+// never a real write.
+func parseDryRun(values []string) (bool, error) {
+	for _, v := range values {
+		if v != metav1.DryRunAll {
+			return false, apierrors.NewBadRequest(fmt.Sprintf("dryRun: Unsupported value: %q: supported values: \"All\"", v))
+		}
+	}
+	return len(values) > 0, nil
 }
 
 // watchEvent is one line of a watch stream, as Kubernetes writes it.

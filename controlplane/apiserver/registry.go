@@ -371,6 +371,9 @@ func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name str
 		now := metav1.NewTime(g.now())
 		pod.DeletionTimestamp = &now
 		pod.DeletionGracePeriodSeconds = &grace
+		if opts.DryRun {
+			return pod, nil
+		}
 		data, err := encode(pod)
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
@@ -381,6 +384,11 @@ func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name str
 		}
 		pod.ResourceVersion = strconv.FormatUint(rev, 10)
 		return pod, nil
+	}
+	if opts.DryRun {
+		// Every check above passed; the object is answered as it was, and
+		// stays.
+		return old, nil
 	}
 	start := time.Now()
 	err = g.store.Delete(ctx, k, cur.Revision)

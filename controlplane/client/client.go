@@ -49,6 +49,9 @@ type DeleteOptions struct {
 	PropagationPolicy *metav1.DeletionPropagation
 	// ResourceVersion, when set, must be the object's latest.
 	ResourceVersion string
+	// DryRun checks the delete and answers as if it were done, changing
+	// nothing (Kubernetes' dryRun=All).
+	DryRun bool
 }
 
 // EventType is the type of a watch event, as Kubernetes spells it.

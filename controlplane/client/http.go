@@ -179,6 +179,9 @@ func (c *HTTP) Delete(ctx context.Context, r *api.Resource, ns, name string, opt
 	if opts.ResourceVersion != "" {
 		body.Preconditions = &metav1.Preconditions{ResourceVersion: &opts.ResourceVersion}
 	}
+	if opts.DryRun {
+		body.DryRun = []string{metav1.DryRunAll}
+	}
 	return c.Do(ctx, http.MethodDelete, r.Path(ns, name), body, nil)
 }
 
