@@ -54,6 +54,18 @@ func DecodeInto(r *Resource, doc []byte) (Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tm typeMeta
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(data, &tm); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", r.Kind, err)
+	}
+	// A body names what it is, or leaves it to the URL; it never says it
+	// is something else than what the URL says it creates.
+	if tm.Kind != "" && tm.Kind != r.Kind {
+		return nil, fmt.Errorf("the body is a %s (kind: %s), but %s hold %s objects", tm.Kind, tm.Kind, r.Name, r.Kind)
+	}
+	if tm.APIVersion != "" && tm.APIVersion != r.APIVersion() {
+		return nil, fmt.Errorf("the body's apiVersion is %s, but %s are served as %s", tm.APIVersion, r.Name, r.APIVersion())
+	}
 	obj := r.New()
 	strict, err := sigsjson.UnmarshalStrict(data, obj, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
@@ -87,6 +99,9 @@ func toJSON(doc []byte) ([]byte, error) {
 	trimmed := bytes.TrimSpace(doc)
 	if len(trimmed) > 0 && trimmed[0] == '{' {
 		return trimmed, nil
+	}
+	if err := checkYAMLExpansion(doc, MaxDocumentBytes); err != nil {
+		return nil, err
 	}
 	data, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,8 +21,8 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 )
 
-// maxBody bounds a request body; Kubernetes allows 3 MiB objects.
-const maxBody = 3 << 20
+// maxBody bounds a request body; Kubernetes allows 3 MiB.
+const maxBody = api.MaxDocumentBytes
 
 // Handler serves the API.
 func (s *Server) Handler() http.Handler {
@@ -136,9 +137,34 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {
 			s.metrics.latency.WithLabelValues(verb, t.resource.Name).Observe(time.Since(start).Seconds())
 		}
 	}()
-	if err := s.handle(rec, r, id, t, verb); err != nil {
+	if err := s.admitRequest(rec, r, id, t, verb); err != nil {
 		writeError(rec, err)
 	}
+}
+
+// admitRequest is what every API request goes through before its handler,
+// in kube-apiserver's order: the path is checked, the credential
+// authorized on the URL and verb, a slot taken, and a deadline set; only
+// then does the handler read a body or the store.
+func (s *Server) admitRequest(w http.ResponseWriter, r *http.Request, id Identity, t target, verb string) error {
+	if err := checkPathSegments(t); err != nil {
+		return err
+	}
+	req := request{verb: verb, resource: t.resource, namespace: t.namespace, name: t.name, status: t.status}
+	if err := mayAttempt(id, req); err != nil {
+		return apierrors.NewForbidden(gr(t.resource), t.name, err)
+	}
+	release, err := s.admit.acquire(verb, id.String())
+	if err != nil {
+		return err
+	}
+	defer release()
+	if verb != "watch" {
+		ctx, cancel := context.WithTimeout(r.Context(), s.admit.limits.RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
+	return s.handle(w, r, id, t, verb)
 }
 
 func verbOf(r *http.Request, t target) string {
@@ -170,17 +196,16 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 	}
 	switch verb {
 	case "get":
-		if err := authorize(id, req); err != nil {
-			return deny(err)
-		}
 		obj, err := s.reg.get(ctx, t.resource, t.namespace, t.name)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, obj)
 	case "list":
-		if err := authorize(id, req); err != nil {
-			return deny(err)
+		if rv := q.Get("resourceVersion"); rv != "" {
+			if _, err := strconv.ParseUint(rv, 10, 64); err != nil {
+				return apierrors.NewBadRequest(fmt.Sprintf("resourceVersion %q: must be a resourceVersion the server gave out (a number)", rv))
+			}
 		}
 		objs, rev, err := s.reg.list(ctx, t.resource, t.namespace, listOptions(q))
 		if err != nil {
@@ -188,17 +213,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		}
 		writeJSON(w, http.StatusOK, listOf(t.resource, objs, rev))
 	case "watch":
-		if err := authorize(id, req); err != nil {
-			return deny(err)
-		}
 		return s.serveWatch(w, r, t)
 	case "create", "update":
 		if t.name == "" && verb == "update" || t.name != "" && verb == "create" {
 			return apierrors.NewMethodNotSupported(gr(t.resource), r.Method)
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		body, err := s.admit.readBody(w, r)
 		if err != nil {
-			return apierrors.NewBadRequest(err.Error())
+			return err
 		}
 		obj, err := decodeBody(t, body)
 		if err != nil {
@@ -243,6 +265,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		if t.name == "" {
 			return apierrors.NewMethodNotSupported(gr(t.resource), "deletecollection")
 		}
+		opts, err := s.deleteOptions(w, r)
+		if err != nil {
+			return err
+		}
 		old, err := s.reg.get(ctx, t.resource, t.namespace, t.name)
 		if err != nil {
 			return err
@@ -250,10 +276,6 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		req.old = old
 		if err := authorize(id, req); err != nil {
 			return deny(err)
-		}
-		opts, err := deleteOptions(r)
-		if err != nil {
-			return err
 		}
 		obj, err := s.reg.delete(ctx, t.resource, t.namespace, t.name, opts)
 		if err != nil {
@@ -273,11 +295,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 // same object come back together, so one answer names every problem.
 func decodeBody(t target, body []byte) (api.Object, error) {
 	obj, err := api.DecodeInto(t.resource, body)
+	if errors.Is(err, api.ErrTooLarge) {
+		return nil, apierrors.NewRequestEntityTooLargeError(err.Error())
+	}
 	if obj == nil {
 		return nil, apierrors.NewBadRequest(err.Error())
-	}
-	if gvk := obj.GetObjectKind().GroupVersionKind(); gvk.Kind != "" && gvk.Kind != t.resource.Kind {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("the body is a %s, but the URL is for %s", gvk.Kind, t.resource.Name))
 	}
 	if t.resource.Namespaced {
 		switch {
@@ -318,10 +340,14 @@ func listOptions(q map[string][]string) client.ListOptions {
 	return client.ListOptions{LabelSelector: get("labelSelector"), FieldSelector: get("fieldSelector"), ResourceVersion: get("resourceVersion")}
 }
 
-func deleteOptions(r *http.Request) (client.DeleteOptions, error) {
+func (s *Server) deleteOptions(w http.ResponseWriter, r *http.Request) (client.DeleteOptions, error) {
 	var opts client.DeleteOptions
 	var body metav1.DeleteOptions
-	if data, _ := io.ReadAll(io.LimitReader(r.Body, maxBody)); len(strings.TrimSpace(string(data))) > 0 {
+	data, err := s.admit.readBody(w, r)
+	if err != nil {
+		return opts, err
+	}
+	if len(strings.TrimSpace(string(data))) > 0 {
 		if err := json.Unmarshal(data, &body); err != nil {
 			return opts, apierrors.NewBadRequest("delete options: " + err.Error())
 		}
@@ -438,6 +464,9 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	st := se.Status()
 	st.APIVersion, st.Kind = "v1", "Status"
+	if st.Details != nil && st.Details.RetryAfterSeconds > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(st.Details.RetryAfterSeconds)))
+	}
 	writeJSON(w, int(st.Code), st)
 }
 

@@ -34,6 +34,8 @@ type Config struct {
 	// CAPEM is served at /cacerts for agents to pin.
 	CAPEM  []byte
 	Logger *slog.Logger
+	// Limits bound requests in flight, watches and request times.
+	Limits Limits
 }
 
 // Server is one API server.
@@ -44,6 +46,7 @@ type Server struct {
 	metrics *metrics
 	caPEM   []byte
 	nodes   *nodeAccess
+	admit   *admission
 }
 
 // New makes an API server on st.
@@ -78,6 +81,7 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 		metrics: m,
 		caPEM:   cfg.CAPEM,
 		nodes:   &nodeAccess{store: st},
+		admit:   newAdmission(cfg.Limits),
 	}, nil
 }
 

@@ -4,6 +4,7 @@ package apiservertest
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net/http/httptest"
 	"testing"
@@ -33,10 +34,21 @@ func Start(t testing.TB) client.Interface {
 // StartServer runs an API server, also over HTTPS on loopback.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
+	return StartServerWith(t, nil)
+}
+
+// StartServerWith runs an API server whose config configure changes
+// first (limits, say); nil changes nothing.
+func StartServerWith(t testing.TB, configure func(*apiserver.Config)) *Server {
+	t.Helper()
 	st := storetest.Open(t)
 	s := &Server{AdminToken: "admin-token", JoinToken: "join-token"}
+	cfg := apiserver.Config{AdminToken: s.AdminToken, JoinToken: s.JoinToken, Logger: slog.New(slog.DiscardHandler)}
+	if configure != nil {
+		configure(&cfg)
+	}
 	var err error
-	s.Server, err = apiserver.New(st, apiserver.Config{AdminToken: s.AdminToken, JoinToken: s.JoinToken, Logger: slog.New(slog.DiscardHandler)})
+	s.Server, err = apiserver.New(st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +57,9 @@ func StartServer(t testing.TB) *Server {
 	}
 	ts := httptest.NewUnstartedServer(s.Handler())
 	ts.EnableHTTP2 = true
+	// The server's own TLS settings, with httptest's certificate.
+	ts.TLS = apiserver.TLSConfig(tls.Certificate{})
+	ts.TLS.Certificates = nil
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	s.URL = ts.URL
