@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,29 @@ func TestObjectSizeLimit(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, k2); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("get after a refused create: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestOverlongNames: a key longer than a NATS protocol line allows is not
+// sent to NATS (which would close the connection); it cannot exist, so
+// reads find nothing and a create fails, and the store keeps working.
+func TestOverlongNames(t *testing.T) {
+	st := storetest.Open(t)
+	ctx := t.Context()
+	k := store.Key{Resource: "configmaps", Namespace: "default", Name: strings.Repeat("a", 5000)}
+	if _, err := st.Get(ctx, k); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("get an overlong name: got %v, want ErrNotFound", err)
+	}
+	if err := st.Delete(ctx, k, 0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("delete an overlong name: got %v, want ErrNotFound", err)
+	}
+	if _, err := st.Create(ctx, k, []byte("x")); err == nil {
+		t.Error("create an overlong name: no error")
+	}
+	if _, _, err := st.List(ctx, "configmaps", k.Name); err == nil {
+		t.Error("list an overlong namespace: no error")
+	}
+	if _, err := st.Create(ctx, store.Key{Resource: "configmaps", Namespace: "default", Name: "after"}, []byte("x")); err != nil {
+		t.Errorf("create after the overlong names: %v", err)
 	}
 }
