@@ -38,7 +38,8 @@ var (
 const MaxObjectBytes = 3 << 19
 
 // Key names one object: resource (plural), namespace ("" when cluster
-// scoped) and name.
+// scoped) and name. Any strings will do: keys.go encodes each into one
+// token of a KV key, and distinct keys into distinct KV keys.
 type Key struct {
 	Resource  string
 	Namespace string
