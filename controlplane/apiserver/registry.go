@@ -74,6 +74,8 @@ func (g *registry) storeErr(r *api.Resource, name string, err error) error {
 		return apierrors.NewAlreadyExists(gr(r), name)
 	case errors.Is(err, store.ErrConflict):
 		return apierrors.NewConflict(gr(r), name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+	case errors.Is(err, store.ErrTooLarge):
+		return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("%s %q is too large: the limit is %d bytes (%g MiB) as stored", r.Kind, name, store.MaxObjectBytes, float64(store.MaxObjectBytes)/(1<<20)))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return apierrors.NewTimeoutError("the store did not answer in time", 1)
 	}

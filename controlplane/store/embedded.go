@@ -25,6 +25,11 @@ type EmbeddedConfig struct {
 	SyncAlways bool
 }
 
+// maxPayload is the embedded NATS's largest message: a value of
+// MaxObjectBytes plus the KV headers and subject must fit, and NATS's
+// default of 1 MiB does not. An external NATS needs as much (README).
+const maxPayload = 2 << 20
+
 // Embedded is a running in-process NATS server with JetStream.
 type Embedded struct {
 	srv *server.Server
@@ -60,6 +65,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		// stream; nats-server's default of 1,000 consumers per stream
 		// would cap a cluster at about 250 nodes.
 		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
+		MaxPayload:      maxPayload,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,10 +27,19 @@ var (
 	// ErrConflict: the revision given to Update or Delete is not the key's
 	// latest; the caller read a stale object.
 	ErrConflict = errors.New("revision conflict")
+	// ErrTooLarge: Create or Update got a value over MaxObjectBytes.
+	ErrTooLarge = fmt.Errorf("object larger than %d bytes", MaxObjectBytes)
 )
 
+// MaxObjectBytes is the largest value the store takes, 1.5 MiB, which is
+// what Kubernetes allows an object through etcd. It is checked before NATS
+// sees a value, so every NATS (embedded, or external with enough
+// max_payload) gives the same limit and the same error.
+const MaxObjectBytes = 3 << 19
+
 // Key names one object: resource (plural), namespace ("" when cluster
-// scoped) and name.
+// scoped) and name. Any strings will do: keys.go encodes each into one
+// token of a KV key, and distinct keys into distinct KV keys.
 type Key struct {
 	Resource  string
 	Namespace string
@@ -97,41 +105,6 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	return &Store{kv: kv, stream: stream, subjectPrefix: "$KV." + cfg.Bucket + "."}, nil
 }
 
-// clusterScope stands for the namespace of cluster-scoped objects in keys.
-// Namespace names are DNS labels, which never contain '_'.
-const clusterScope = "_"
-
-// subject turns a key into a KV key "resource.namespace.name". Object names
-// may contain dots, which separate subject tokens, so they become '=',
-// which no Kubernetes name contains.
-func subject(k Key) string {
-	ns := k.Namespace
-	if ns == "" {
-		ns = clusterScope
-	}
-	return k.Resource + "." + ns + "." + strings.ReplaceAll(k.Name, ".", "=")
-}
-
-func parseSubject(s string) (Key, bool) {
-	parts := strings.SplitN(s, ".", 3)
-	if len(parts) != 3 {
-		return Key{}, false
-	}
-	k := Key{Resource: parts[0], Namespace: parts[1], Name: strings.ReplaceAll(parts[2], "=", ".")}
-	if k.Namespace == clusterScope {
-		k.Namespace = ""
-	}
-	return k, true
-}
-
-// filter is the subject filter of a resource in a namespace ("" for all).
-func filter(resource, namespace string) string {
-	if namespace == "" {
-		return resource + ".>"
-	}
-	return resource + "." + namespace + ".*"
-}
-
 func mapErr(err error) error {
 	switch {
 	case err == nil:
@@ -149,9 +122,22 @@ func mapErr(err error) error {
 	return err
 }
 
+// checkSize refuses a value over MaxObjectBytes, naming the key and both
+// sizes.
+func checkSize(k Key, value []byte) error {
+	if len(value) > MaxObjectBytes {
+		return fmt.Errorf("%s is %d bytes: %w", k, len(value), ErrTooLarge)
+	}
+	return nil
+}
+
 // Get reads one object.
 func (s *Store) Get(ctx context.Context, k Key) (Entry, error) {
-	e, err := s.kv.Get(ctx, subject(k))
+	subj, err := subject(k)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: %w", ErrNotFound, err) // too long to have been stored
+	}
+	e, err := s.kv.Get(ctx, subj)
 	if err != nil {
 		return Entry{}, mapErr(err)
 	}
@@ -160,16 +146,30 @@ func (s *Store) Get(ctx context.Context, k Key) (Entry, error) {
 
 // Create writes a new object; ErrExists when the key is taken.
 func (s *Store) Create(ctx context.Context, k Key, value []byte) (uint64, error) {
-	rev, err := s.kv.Create(ctx, subject(k), value)
+	subj, err := subject(k)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkSize(k, value); err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Create(ctx, subj, value)
 	return rev, mapErr(err)
 }
 
 // Update replaces an object if its latest revision is still rev;
 // ErrConflict otherwise, ErrNotFound when it was deleted.
 func (s *Store) Update(ctx context.Context, k Key, value []byte, rev uint64) (uint64, error) {
-	n, err := s.kv.Update(ctx, subject(k), value, rev)
+	subj, err := subject(k)
 	if err != nil {
-		if _, gerr := s.kv.Get(ctx, subject(k)); errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted) {
+		return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if err := checkSize(k, value); err != nil {
+		return 0, err
+	}
+	n, err := s.kv.Update(ctx, subj, value, rev)
+	if err != nil {
+		if _, gerr := s.kv.Get(ctx, subj); errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted) {
 			return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -183,11 +183,15 @@ func (s *Store) Update(ctx context.Context, k Key, value []byte, rev uint64) (ui
 // Delete removes an object if its latest revision is rev (any revision when
 // rev is 0). It returns the revision of the delete.
 func (s *Store) Delete(ctx context.Context, k Key, rev uint64) error {
+	subj, err := subject(k)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
 	var opts []jetstream.KVDeleteOpt
 	if rev != 0 {
 		opts = append(opts, jetstream.LastRevision(rev))
 	}
-	err := s.kv.Delete(ctx, subject(k), opts...)
+	err = s.kv.Delete(ctx, subj, opts...)
 	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
 		return fmt.Errorf("%w: %w", ErrConflict, err)
 	}
@@ -225,7 +229,10 @@ func (s *Store) List(ctx context.Context, resource, namespace string) ([]Entry, 
 	if err != nil {
 		return nil, 0, err
 	}
-	f := filter(resource, namespace)
+	f, err := filter(resource, namespace)
+	if err != nil {
+		return nil, 0, err
+	}
 	w, err := s.kv.WatchFiltered(ctx, []string{f}, jetstream.IncludeHistory())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list %s: %w", resource, err)
@@ -309,7 +316,11 @@ type Event struct {
 // state rather than every step in between, which is all a reconciler needs.
 func (s *Store) Watch(ctx context.Context, resource, namespace string, since uint64) (<-chan Event, error) {
 	opts := []jetstream.WatchOpt{jetstream.ResumeFromRevision(since + 1)}
-	w, err := s.kv.WatchFiltered(ctx, []string{filter(resource, namespace)}, opts...)
+	f, err := filter(resource, namespace)
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.kv.WatchFiltered(ctx, []string{f}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", resource, err)
 	}
