@@ -1,10 +1,9 @@
 package apiserver_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -295,6 +294,11 @@ func TestSmallerHoles(t *testing.T) {
 	if code, body, _ := c.do(http.MethodGet, "/api/v1/namespaces/*/configmaps", s.AdminToken, "", nil); code != 400 || !strings.Contains(body, "not a valid namespace name") {
 		t.Errorf("list in namespace *: %d %s; want 400", code, body)
 	}
+	for _, name := range []string{"*", ">", "%00", "a=b"} {
+		if code, body, _ := c.do(http.MethodGet, cms+"/"+name, s.AdminToken, "", nil); code != 404 {
+			t.Errorf("get configmap %q: %d %s; want 404", name, code, body)
+		}
+	}
 	if code, body, _ := c.do(http.MethodGet, cms+"?resourceVersion=abc", s.AdminToken, "", nil); code != 400 {
 		t.Errorf("list with resourceVersion=abc: %d %s; want 400", code, body)
 	}
@@ -353,7 +357,6 @@ func TestTLSRefusesCBC(t *testing.T) {
 		t.Errorf("negotiated %s; want an AEAD suite", tls.CipherSuiteName(st.CipherSuite))
 	}
 	conn.Close()
-	_ = bytes.MinRead
 }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
