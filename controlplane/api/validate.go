@@ -66,6 +66,8 @@ func ValidateUpdate(r *Resource, obj, old Object) field.ErrorList {
 		prev := old.(*corev1.Pod)
 		if prev.Spec.NodeName != "" && o.Spec.NodeName != prev.Spec.NodeName {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "nodeName"), o.Spec.NodeName, "field is immutable once set"))
+		} else {
+			errs = append(errs, validatePodSpecUpdate(&o.Spec, &prev.Spec)...)
 		}
 	}
 	return errs
@@ -292,6 +294,7 @@ func validateService(s *corev1.Service) field.ErrorList {
 	}
 	names := sets.New[string]()
 	seen := sets.New[string]()
+	nodePorts := sets.New[string]() // a node port serves one port of one protocol
 	for i, port := range s.Spec.Ports {
 		pp := p.Child("ports").Index(i)
 		if len(s.Spec.Ports) > 1 && port.Name == "" {
@@ -319,6 +322,11 @@ func validateService(s *corev1.Service) field.ErrorList {
 		seen.Insert(key)
 		errs = append(errs, validatePortOrName(port.TargetPort, pp.Child("targetPort"))...)
 		if port.NodePort != 0 {
+			nodePortKey := fmt.Sprintf("%s/%d", port.Protocol, port.NodePort)
+			if nodePorts.Has(nodePortKey) {
+				errs = append(errs, field.Duplicate(pp.Child("nodePort"), port.NodePort))
+			}
+			nodePorts.Insert(nodePortKey)
 			if s.Spec.Type == corev1.ServiceTypeClusterIP {
 				errs = append(errs, field.Forbidden(pp.Child("nodePort"), "may not be used when `type` is 'ClusterIP'"))
 			} else {

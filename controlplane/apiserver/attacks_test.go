@@ -305,6 +305,29 @@ func TestSmallerHoles(t *testing.T) {
 	if code, body, _ := c.do(http.MethodDelete, cms+"/x?propagationPolicy=Sideways", s.AdminToken, "", nil); code != 400 || !strings.Contains(body, "propagationPolicy") {
 		t.Errorf("delete with propagationPolicy=Sideways: %d %s; want 400", code, body)
 	}
+	// A pod's spec is what was admitted: only images, the deadline and
+	// added tolerations change after creation.
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bound"},"spec":{"nodeName":"node-a","containers":[{"name":"c","image":"skep/echo:1","command":["%s"]}]}}`
+	code, body, _ := c.do(http.MethodPost, "/api/v1/namespaces/default/pods", s.AdminToken, "application/json", strings.NewReader(fmt.Sprintf(pod, "serve")))
+	var created struct{ Metadata struct{ ResourceVersion string } }
+	if code != 201 || jsonUnmarshal([]byte(body), &created) != nil {
+		t.Fatalf("create pod: %d %s", code, body)
+	}
+	pod = strings.Replace(pod, `"name":"bound"`, `"name":"bound","resourceVersion":"`+created.Metadata.ResourceVersion+`"`, 1)
+	changed := fmt.Sprintf(pod, "sh")
+	if code, body, _ := c.do(http.MethodPut, "/api/v1/namespaces/default/pods/bound", s.AdminToken, "application/json", strings.NewReader(changed)); code != 422 || !strings.Contains(body, "pod updates may not change fields") {
+		t.Errorf("update of a bound pod's command: %d %s; want 422", code, body)
+	}
+	newImage := strings.Replace(fmt.Sprintf(pod, "serve"), "skep/echo:1", "skep/echo:2", 1)
+	if code, body, _ := c.do(http.MethodPut, "/api/v1/namespaces/default/pods/bound", s.AdminToken, "application/json", strings.NewReader(newImage)); code != 200 {
+		t.Errorf("update of a bound pod's image: %d %s; want 200", code, body)
+	}
+	// One node port serves one port of one protocol.
+	twice := `{"apiVersion":"v1","kind":"Service","metadata":{"name":"twice"},"spec":{"type":"NodePort","ports":[{"name":"a","port":80,"nodePort":30500},{"name":"b","port":81,"nodePort":30500}]}}`
+	if code, body, _ := c.do(http.MethodPost, "/api/v1/namespaces/default/services", s.AdminToken, "application/json", strings.NewReader(twice)); code != 422 || !strings.Contains(body, "spec.ports[1].nodePort") {
+		t.Errorf("a Service using one nodePort twice for TCP: %d %s; want 422", code, body)
+	}
+
 	// A node's credential learns nothing of other nodes by writing them:
 	// 403 whether the node exists or not.
 	nodeToken := joinNodeRaw(t, c, s, "node-a")
