@@ -309,7 +309,9 @@ func TestSmallerHoles(t *testing.T) {
 	// added tolerations change after creation.
 	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bound"},"spec":{"nodeName":"node-a","containers":[{"name":"c","image":"skep/echo:1","command":["%s"]}]}}`
 	code, body, _ := c.do(http.MethodPost, "/api/v1/namespaces/default/pods", s.AdminToken, "application/json", strings.NewReader(fmt.Sprintf(pod, "serve")))
-	var created struct{ Metadata struct{ ResourceVersion string } }
+	var created struct {
+		Metadata struct{ ResourceVersion string }
+	}
 	if code != 201 || jsonUnmarshal([]byte(body), &created) != nil {
 		t.Fatalf("create pod: %d %s", code, body)
 	}
