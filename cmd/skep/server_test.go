@@ -57,7 +57,7 @@ type serverProc struct {
 	log     *labtest.SyncBuffer
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -70,7 +70,7 @@ func freePort(t *testing.T) int {
 // startServer runs `skep server` on dataDir, with extra flags, and waits
 // until it answers. It is stopped (by PID) when the test ends, unless the
 // test killed it.
-func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
+func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	home := t.TempDir() // the server writes ~/.skep/config when missing
 	port := freePort(t)

@@ -56,7 +56,7 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, Identi
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.auth.authenticate(r.Context(), r.Header.Get("Authorization"))
 		if err != nil {
-			writeError(w, apierrors.NewUnauthorized("a valid bearer token is required"))
+			writeError(w, refuseUnread(w, r, apierrors.NewUnauthorized("a valid bearer token is required")))
 			return
 		}
 		h(w, r, id)
@@ -148,15 +148,15 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {
 // then does the handler read a body or the store.
 func (s *Server) admitRequest(w http.ResponseWriter, r *http.Request, id Identity, t target, verb string) error {
 	if err := checkPathSegments(t); err != nil {
-		return err
+		return refuseUnread(w, r, err)
 	}
 	req := request{verb: verb, resource: t.resource, namespace: t.namespace, name: t.name, status: t.status}
 	if err := mayAttempt(id, req); err != nil {
-		return apierrors.NewForbidden(gr(t.resource), t.name, err)
+		return refuseUnread(w, r, apierrors.NewForbidden(gr(t.resource), t.name, err))
 	}
 	release, err := s.admit.acquire(verb, id.String())
 	if err != nil {
-		return err
+		return refuseUnread(w, r, err)
 	}
 	defer release()
 	if verb != "watch" {
@@ -289,6 +289,17 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		return apierrors.NewMethodNotSupported(gr(t.resource), r.Method)
 	}
 	return nil
+}
+
+// refuseUnread answers a request refused before its body was read on a
+// connection that then closes: otherwise Go's server reads up to 256 KiB
+// of the unread body to keep the connection, which a client trickling its
+// body turns into a wait as long as it likes.
+func refuseUnread(w http.ResponseWriter, r *http.Request, err error) error {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+	return err
 }
 
 // decodeBody decodes strictly. Unknown fields and validation errors of the

@@ -117,6 +117,14 @@ func take(slots chan struct{}, what string) (func(), error) {
 // so), 408 for a body that does not arrive in time, 415 for an encoding
 // the server does not speak.
 func (a *admission) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := a.readBodyOnce(w, r)
+	if err != nil {
+		return nil, refuseUnread(w, r, err)
+	}
+	return body, nil
+}
+
+func (a *admission) readBodyOnce(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return nil, err
 	}

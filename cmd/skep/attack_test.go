@@ -1,0 +1,197 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/skep-io/skep/controlplane/client"
+)
+
+// BenchmarkAttacks repeats the security review's attacks on a real
+// `skep server` process and reports what they cost it: its RSS growth, and
+// the p99 of another client's GET while they run.
+//
+//   - amplification: a 1 MB YAML value aliased 300 times, 5 times over,
+//     with the node-join token and with the admin's;
+//   - slow bodies: 100 connections that send headers and trickle a body,
+//     to the API with the join token and to the join endpoint.
+//
+// go test -run '^$' -bench Attacks -benchtime 1x ./cmd/skep/
+func BenchmarkAttacks(b *testing.B) {
+	for range b.N {
+		attackRound(b)
+	}
+}
+
+func attackRound(b *testing.B) {
+	dir := b.TempDir()
+	p := startServer(b, dir)
+	cfg, err := client.LoadConfig(p.config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	joinToken, err := os.ReadFile(filepath.Join(dir, "node-token"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	join := strings.TrimSpace(string(joinToken))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(cfg.CAPEM)
+	tlsCfg := &tls.Config{RootCAs: pool}
+	hc := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxConnsPerHost: 0}}
+	send := func(method, path, token, body string) int {
+		req, _ := http.NewRequest(method, cfg.Server+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/yaml")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := send(http.MethodPost, "/api/v1/namespaces/default/configmaps", cfg.Token, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"probe"}}`); code != 201 {
+		b.Fatalf("create the probe ConfigMap: %d", code)
+	}
+
+	// The other client: GETs in a loop, timed.
+	var mu sync.Mutex
+	var latencies []time.Duration
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		other := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			req, _ := http.NewRequest(http.MethodGet, cfg.Server+"/api/v1/namespaces/default/configmaps/probe", nil)
+			req.Header.Set("Authorization", "Bearer "+cfg.Token)
+			start := time.Now()
+			resp, err := other.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			mu.Lock()
+			latencies = append(latencies, time.Since(start))
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
+	rssBefore := rssOf(b, p.cmd.Process.Pid)
+	bomb := aliasBombYAML(300)
+	codes := map[string][]int{}
+	for range 5 {
+		codes["amplification, join token"] = append(codes["amplification, join token"], send(http.MethodPost, "/api/v1/namespaces/default/configmaps", join, bomb))
+		codes["amplification, admin"] = append(codes["amplification, admin"], send(http.MethodPost, "/api/v1/namespaces/default/configmaps", cfg.Token, bomb))
+	}
+	// Slow bodies: 100 connections, half to the API, half to the join
+	// endpoint, each trickling a byte a second for 20 s.
+	var slow sync.WaitGroup
+	var slowMu sync.Mutex
+	for i := range 100 {
+		path := "/api/v1/namespaces/default/configmaps"
+		if i%2 == 1 {
+			path = "/skep/v1/join"
+		}
+		slow.Go(func() {
+			pr, pw := io.Pipe()
+			go func() {
+				defer pw.Close()
+				for range 20 {
+					if _, err := pw.Write([]byte(" ")); err != nil {
+						return
+					}
+					time.Sleep(time.Second)
+				}
+			}()
+			req, _ := http.NewRequest(http.MethodPost, cfg.Server+path, pr)
+			req.Header.Set("Authorization", "Bearer "+join)
+			req.Header.Set("Content-Type", "application/json")
+			start := time.Now()
+			resp, err := hc.Do(req)
+			code := 0
+			if err == nil {
+				code = resp.StatusCode
+				resp.Body.Close()
+			}
+			pr.CloseWithError(io.EOF)
+			slowMu.Lock()
+			key := fmt.Sprintf("slow body to %s", path)
+			codes[key] = append(codes[key], code)
+			codes[key+" (seconds held)"] = append(codes[key+" (seconds held)"], int(time.Since(start).Seconds()))
+			slowMu.Unlock()
+		})
+	}
+	slow.Wait()
+	rssAfter := rssOf(b, p.cmd.Process.Pid)
+	close(stop)
+	wg.Wait()
+
+	slices.Sort(latencies)
+	p99 := latencies[len(latencies)*99/100]
+	b.ReportMetric(float64(rssAfter-rssBefore)/(1<<20), "rss-growth-MiB")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "other-get-p99-ms")
+	b.ReportMetric(float64(len(latencies)), "other-gets")
+	for k, v := range codes {
+		slices.Sort(v)
+		b.Logf("%s: answers %v", k, compact(v))
+	}
+	b.Logf("server RSS %d MiB before, %d MiB after; another client's GET: %d requests, p50 %v, p99 %v, max %v",
+		rssBefore>>20, rssAfter>>20, len(latencies), latencies[len(latencies)/2], p99, latencies[len(latencies)-1])
+}
+
+// compact prints a sorted list as value×count.
+func compact(v []int) string {
+	var parts []string
+	for i := 0; i < len(v); {
+		j := i
+		for j < len(v) && v[j] == v[i] {
+			j++
+		}
+		parts = append(parts, fmt.Sprintf("%d×%d", v[i], j-i))
+		i = j
+	}
+	return strings.Join(parts, " ")
+}
+
+func aliasBombYAML(n int) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bomb\ndata:\n  k0: &v %s\n", strings.Repeat("x", 1<<20))
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&sb, "  k%d: *v\n", i)
+	}
+	return sb.String()
+}
+
+// rssOf reads a process's resident set size from /proc.
+func rssOf(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
