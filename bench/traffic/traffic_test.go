@@ -89,7 +89,7 @@ func checkSamples(t *testing.T, rep *report.Report, bench string, variants []var
 	}
 }
 
-// TestDataplaneBench runs `skep bench dataplane` in miniature on a real
+// TestDataplaneBench runs `skep-bench dataplane` in miniature on a real
 // lab and checks that the lab is gone afterwards.
 func TestDataplaneBench(t *testing.T) {
 	cfg := tinyConfig(t, "tbd")
@@ -102,7 +102,7 @@ func TestDataplaneBench(t *testing.T) {
 	checkSamples(t, rep, "dataplane", dataplaneVariants)
 }
 
-// TestNodePortBench runs `skep bench nodeport` in miniature.
+// TestNodePortBench runs `skep-bench nodeport` in miniature.
 func TestNodePortBench(t *testing.T) {
 	cfg := tinyConfig(t, "tbn")
 	rep := &report.Report{Reference: Reference}

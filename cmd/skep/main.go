@@ -23,7 +23,6 @@ func main() {
 			agentCommand(),
 			dataplaneCommand(),
 			labCommand(),
-			benchCommand(),
 			applyCommand(),
 			createCommand(),
 			getCommand(),
