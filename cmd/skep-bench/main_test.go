@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestParseSizes(t *testing.T) {
@@ -84,5 +86,38 @@ func TestCommands(t *testing.T) {
 		if app.Command(name) == nil {
 			t.Errorf("skep-bench %s: no such verb", name)
 		}
+	}
+}
+
+// TestImagesBesideSkep checks that, with no --images, the benchmarks find
+// the images `make images` wrote in the repository of the skep binary
+// they run (bin/skep → _out/images), from any working directory.
+func TestImagesBesideSkep(t *testing.T) {
+	repo := t.TempDir()
+	skep := filepath.Join(repo, "bin", "skep")
+	images := filepath.Join(repo, "_out", "images")
+	for _, d := range []string{filepath.Dir(skep), images} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(t.TempDir())
+	app := newApp()
+	app.Commands = append(app.Commands, &cli.Command{Name: "probe", Flags: []cli.Flag{&cli.StringFlag{Name: "images"}},
+		Action: func(c *cli.Context) error {
+			got, err := imagesDir(c, skep)
+			if err != nil || got != images {
+				t.Errorf("imagesDir(%s) = %q, %v; want %s", skep, got, err, images)
+			}
+			if err := os.RemoveAll(images); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := imagesDir(c, skep); err == nil || !strings.Contains(err.Error(), "make images") || !strings.Contains(err.Error(), "--images DIR") {
+				t.Errorf("imagesDir with no images: error %v; want one naming make images and --images DIR", err)
+			}
+			return nil
+		}})
+	if err := app.Run([]string{"skep-bench", "probe"}); err != nil {
+		t.Fatal(err)
 	}
 }
