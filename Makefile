@@ -1,18 +1,24 @@
 # skep: `make demo` to see it work, `make test` to test everything.
 GO      ?= go
 BIN     := bin/skep
+BENCH_BIN := bin/skep-bench
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export CGO_ENABLED := 0
 
 BENCHES := sync propagation pods dataplane nodeport
 
-.PHONY: deps build generate test demo demo-down bench images clean $(BENCHES:%=bench-%)
+.PHONY: deps build generate test demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
 
 deps: ## install missing Debian packages, mount bpffs (idempotent)
 	@test/lab/install-deps.sh
 
-build: ## the one binary, bin/skep
+build: ## the binary every node runs, bin/skep
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/skep
+
+# The benchmarks are a binary of their own so that bin/skep carries none of
+# their plotting, LaTeX, PDF and font packages.
+bench-build: build ## the benchmarks' binary, bin/skep-bench (it runs bin/skep in its labs)
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BENCH_BIN) ./cmd/skep-bench
 
 generate: ## rebuild the committed bpf2go output from bpf/*.c (needs clang)
 	$(GO) generate ./bpf/...
@@ -30,12 +36,12 @@ demo: deps build images ## a 3-node lab, the echo server behind a Service, answe
 demo-down: build ## tear down a demo lab left running
 	$(BIN) lab down --name demo
 
-bench: deps build ## the Go micro-benchmarks (skep bench-<name> for the reports)
+bench: deps build ## the Go micro-benchmarks (make bench-<name> for the reports)
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 3x ./controlplane/... ./agent/...
 
-# skep bench <name> with its defaults, report under _out/bench: make bench-sync, bench-dataplane, ...
-$(BENCHES:%=bench-%): bench-%: deps build images
-	$(BIN) bench $* --out _out/bench
+# skep-bench <name> with its defaults, report under _out/bench: make bench-sync, bench-dataplane, ...
+$(BENCHES:%=bench-%): bench-%: deps bench-build images
+	$(BENCH_BIN) $* --out _out/bench
 
 clean:
 	rm -rf bin _out

@@ -1,5 +1,5 @@
 // Package pods measures how fast pods start and get scheduled:
-// `skep bench pods`.
+// `skep-bench pods`.
 //
 // Pod start latency is measured end to end on a lab: from the API create
 // of a pod until a watch of the API sees it Running, through the

@@ -1,5 +1,5 @@
 // Package programming measures how long each dataplane takes to program
-// services, and what the programmed state costs in memory: `skep bench sync`.
+// services, and what the programmed state costs in memory: `skep-bench sync`.
 //
 // Each measurement drives a dataplane package directly, the way the agent
 // does, in a place of its own that is removed afterwards: the eBPF

@@ -1,5 +1,5 @@
 // Package propagation measures how long a change written to the API takes
-// to reach every node: `skep bench propagation`.
+// to reach every node: `skep-bench propagation`.
 //
 // Two kinds of nodes are measured. On a lab, real agents watch the API
 // server and program their eBPF maps; a node carries a change once its

@@ -99,7 +99,7 @@ func (r *Report) Markdown(bench string) string {
 	var b strings.Builder
 	title := r.Title
 	if title == "" {
-		title = "skep bench " + bench
+		title = "skep-bench " + bench
 	}
 	fmt.Fprintf(&b, "## %s\n\n", title)
 	if r.Machine != "" {

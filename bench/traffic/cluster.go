@@ -42,7 +42,7 @@ type Config struct {
 	// skep/toolbox) as OCI tarballs; required.
 	ImagesDir string
 	// ClientCommand runs ClientMain (the load generator) when started
-	// inside a client's network namespace; default Binary bench client.
+	// inside a client's network namespace, e.g. skep-bench client; required.
 	ClientCommand []string
 	// LabName names the benchmark's lab (default "bench"); LabDir holds its
 	// state (default lab.DirFor(LabName)).
@@ -71,7 +71,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("no images directory given for the lab (skep/echo and skep/toolbox are needed)")
 	}
 	if len(c.ClientCommand) == 0 {
-		c.ClientCommand = []string{c.Binary, "bench", "client"}
+		return errors.New("no client command given to run the load generator in the lab (skep-bench client)")
 	}
 	if c.LabName == "" {
 		c.LabName = "bench"

@@ -66,7 +66,7 @@ func findVariant(vs []variant, name string) variant {
 // backends' pod IPs, no service layer on the way.
 const Reference = "direct"
 
-// RunDataplane is `skep bench dataplane`: on a lab of two nodes, client
+// RunDataplane is `skep-bench dataplane`: on a lab of two nodes, client
 // pods on the first and two echo servers on the second, the same HTTP
 // request through the paths of dataplaneVariants, with each of
 // cfg.Sizes other Services installed. It adds its samples (bench

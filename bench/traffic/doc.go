@@ -1,14 +1,14 @@
 // Package traffic measures the service dataplane's data path on a lab
-// cluster: `skep bench dataplane` (a client pod to echo servers on another
+// cluster: `skep-bench dataplane` (a client pod to echo servers on another
 // node, directly to the pod IPs, through an eBPF ClusterIP and through an
-// iptables ClusterIP) and `skep bench nodeport` (from outside the cluster
+// iptables ClusterIP) and `skep-bench nodeport` (from outside the cluster
 // through a NodePort, backend local and remote, both modes), each with N
 // other Services installed.
 //
 // The lab runs one dataplane mode at a time; the benchmark switches its
 // agents between eBPF and iptables as the interleaved variants need it
-// (lab.SwitchDataplane). The load generator (ClientMain, `skep bench
-// client`) is the skep binary itself, started with nsenter in the client's
+// (lab.SwitchDataplane). The load generator (ClientMain, `skep-bench
+// client`) is skep-bench itself, started with nsenter in the client's
 // network namespace and in a cgroup below the client's node: the node's
 // socket programs apply to it as to the node's pods, and its CPU time
 // counts as the node's. It measures connections per second with one

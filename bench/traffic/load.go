@@ -118,7 +118,7 @@ func (s *LoadSpec) check() error {
 }
 
 // ClientMain is the load generator's process: it reads a LoadSpec as JSON
-// from in, runs it, and writes the LoadResult as JSON to out. `skep bench
+// from in, runs it, and writes the LoadResult as JSON to out. `skep-bench
 // client` is this; the bench starts it with nsenter inside the client's
 // network namespace and in a cgroup below the client's node, so that the
 // node's socket programs see it as one of the node's processes.

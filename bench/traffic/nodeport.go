@@ -37,7 +37,7 @@ var nodePortVariants = []variant{
 // nodes (.11...), the LoadBalancer pool (.200-.207) and the client (.254).
 const firstSourceOctet = 240
 
-// RunNodePort is `skep bench nodeport`: the same loads as RunDataplane
+// RunNodePort is `skep-bench nodeport`: the same loads as RunDataplane
 // from the lab's client namespace, outside the cluster, through a
 // NodePort with the backend local and remote, in both modes, with each of
 // cfg.Sizes other Services installed. It brings its lab up and always

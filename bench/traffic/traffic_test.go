@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,7 +90,7 @@ func checkSamples(t *testing.T, rep *report.Report, bench string, variants []var
 	}
 }
 
-// TestDataplaneBench runs `skep bench dataplane` in miniature on a real
+// TestDataplaneBench runs `skep-bench dataplane` in miniature on a real
 // lab and checks that the lab is gone afterwards.
 func TestDataplaneBench(t *testing.T) {
 	cfg := tinyConfig(t, "tbd")
@@ -102,7 +103,7 @@ func TestDataplaneBench(t *testing.T) {
 	checkSamples(t, rep, "dataplane", dataplaneVariants)
 }
 
-// TestNodePortBench runs `skep bench nodeport` in miniature.
+// TestNodePortBench runs `skep-bench nodeport` in miniature.
 func TestNodePortBench(t *testing.T) {
 	cfg := tinyConfig(t, "tbn")
 	rep := &report.Report{Reference: Reference}
@@ -140,4 +141,18 @@ type progressWriter struct{ t *testing.T }
 func (w progressWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-min(1, len(p))]))
 	return len(p), nil
+}
+
+// TestConfigNeedsClientCommand: the load generator lives in skep-bench,
+// not in the skep binary the lab runs, so a Config must say how to start
+// it rather than guess from Binary.
+func TestConfigNeedsClientCommand(t *testing.T) {
+	cfg := Config{Binary: "/usr/local/bin/skep", ImagesDir: t.TempDir()}
+	if err := cfg.setDefaults(); err == nil || !strings.Contains(err.Error(), "client command") {
+		t.Errorf("setDefaults with no ClientCommand: error %v; want one naming the client command", err)
+	}
+	cfg.ClientCommand = []string{"/usr/local/bin/skep-bench", "client"}
+	if err := cfg.setDefaults(); err != nil {
+		t.Errorf("setDefaults with a ClientCommand: %v", err)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"text/tabwriter"
 
@@ -109,4 +110,15 @@ func describe(w io.Writer, r *api.Resource, obj api.Object, eps *corev1.Endpoint
 	}
 	_, err = w.Write(data)
 	return err
+}
+
+// fieldAny is the value of the field called name in obj (a pointer to a
+// struct), or nil when it has none: describe prints Spec and Status of
+// any kind.
+func fieldAny(obj api.Object, name string) any {
+	f := reflect.ValueOf(obj).Elem().FieldByName(name)
+	if !f.IsValid() {
+		return nil
+	}
+	return f.Interface()
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/leader"
-	"github.com/skep-io/skep/controlplane/simnodes"
+	"github.com/skep-io/skep/controlplane/nodetest"
 	"github.com/skep-io/skep/lab/labtest"
 )
 
@@ -104,7 +104,7 @@ func TestTwoServersLeaderFailover(t *testing.T) {
 
 	// The simulated nodes talk to the server that will survive, as real
 	// agents would fail over to it; both serve the one cluster.
-	simnodes.Start(t, followerClient, "node-1", "node-2", "node-3")
+	nodetest.Start(t, followerClient, "node-1", "node-2", "node-3")
 	if _, err := leaderClient.Get(context.Background(), api.MustLookup("nodes"), "", "node-3"); err != nil {
 		t.Fatalf("the leader does not see the node written through the other server: %v", err)
 	}

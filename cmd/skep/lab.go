@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -143,20 +142,14 @@ func labUp(c *cli.Context) error {
 	return nil
 }
 
-// defaultImagesDir is _out/images of the repository the binary was built
-// in (bin/skep → ../_out/images), or of the current directory.
+// defaultImagesDir is lab.DefaultImagesDir, its error naming the flags
+// that choose otherwise.
 func defaultImagesDir(bin string) (string, error) {
-	candidates := []string{filepath.Join(filepath.Dir(filepath.Dir(bin)), "_out", "images")}
-	if wd, err := os.Getwd(); err == nil {
-		candidates = append(candidates, filepath.Join(wd, "_out", "images"))
+	dir, err := lab.DefaultImagesDir(bin)
+	if err != nil {
+		return "", fmt.Errorf("--images: %w, name a directory of OCI tarballs with --images DIR, or start without images with --no-images", err)
 	}
-	for _, d := range candidates {
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			return d, nil
-		}
-	}
-	return "", fmt.Errorf("--images: no test images at %s; build them with `make images`, name a directory of OCI tarballs with --images DIR, or start without images with --no-images",
-		strings.Join(candidates, " or "))
+	return dir, nil
 }
 
 func labExec(c *cli.Context) error {

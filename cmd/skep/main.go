@@ -1,5 +1,7 @@
-// Command skep is the one binary of skep: the control plane (server), the
-// node agent (agent), and the client verbs (apply, get, delete, ...).
+// Command skep is the binary every node runs: the control plane (server),
+// the node agent (agent), the lab, and the client verbs (apply, get,
+// delete, ...). The benchmarks are cmd/skep-bench, so that their plotting
+// stays out of this binary.
 package main
 
 import (
@@ -23,7 +25,6 @@ func main() {
 			agentCommand(),
 			dataplaneCommand(),
 			labCommand(),
-			benchCommand(),
 			applyCommand(),
 			createCommand(),
 			getCommand(),

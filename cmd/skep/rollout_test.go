@@ -13,7 +13,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/simnodes"
+	"github.com/skep-io/skep/controlplane/nodetest"
 )
 
 // webDeployment is a Deployment of 3 that rolls one pod at a time.
@@ -78,7 +78,7 @@ func webPods(t *testing.T, c client.Interface) []*corev1.Pod {
 func TestRolloutCommands(t *testing.T) {
 	p := startServer(t, t.TempDir())
 	c := p.client(t)
-	simnodes.Start(t, c, "node-1", "node-2", "node-3").SetReadyDelay(300 * time.Millisecond)
+	nodetest.Start(t, c, "node-1", "node-2", "node-3").SetReadyDelay(300 * time.Millisecond)
 	dir := t.TempDir()
 
 	mustRun(t, p, "apply", "-f", writeFile(t, dir, "v1.yaml", webDeployment("skep/echo:v1", "first", "")))
@@ -150,7 +150,7 @@ func TestRolloutCommands(t *testing.T) {
 func TestCordonAndDrain(t *testing.T) {
 	p := startServer(t, t.TempDir())
 	c := p.client(t)
-	simnodes.Start(t, c, "node-1", "node-2", "node-3")
+	nodetest.Start(t, c, "node-1", "node-2", "node-3")
 	dir := t.TempDir()
 
 	mustRun(t, p, "apply", "-f", writeFile(t, dir, "web.yaml", webDeployment("skep/echo:v1", "", "")))

@@ -21,15 +21,15 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/leader"
+	"github.com/skep-io/skep/controlplane/nodetest"
 	"github.com/skep-io/skep/controlplane/scheduler"
-	"github.com/skep-io/skep/controlplane/simnodes"
 )
 
 var deploymentRolloutStatus = deployment.RolloutStatus
 
 func TestDeploymentScale(t *testing.T) {
 	c := apiservertest.Start(t)
-	simnodes.Start(t, c, "node-1", "node-2", "node-3")
+	nodetest.Start(t, c, "node-1", "node-2", "node-3")
 	startManager(t, c, fastConfig("cm-1"))
 
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 3, "web:v1"))
@@ -137,7 +137,7 @@ func (w *readyWatcher) min() (int, int) {
 
 func TestRollingUpdateKeepsAvailability(t *testing.T) {
 	c := apiservertest.Start(t)
-	k := simnodes.Start(t, c, "node-1", "node-2", "node-3")
+	k := nodetest.Start(t, c, "node-1", "node-2", "node-3")
 	k.SetReadyDelay(300 * time.Millisecond) // pods take a while to become ready
 	startManager(t, c, fastConfig("cm-1"))
 
@@ -193,7 +193,7 @@ func TestRollingUpdateKeepsAvailability(t *testing.T) {
 
 func TestRecreate(t *testing.T) {
 	c := apiservertest.Start(t)
-	simnodes.Start(t, c, "node-1", "node-2")
+	nodetest.Start(t, c, "node-1", "node-2")
 	startManager(t, c, fastConfig("cm-1"))
 	d := deploymentOf("db", 2, "db:v1")
 	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
@@ -243,7 +243,7 @@ func TestRecreate(t *testing.T) {
 
 func TestNodeFailure(t *testing.T) {
 	c := apiservertest.Start(t)
-	k := simnodes.Start(t, c, "node-1", "node-2", "node-3")
+	k := nodetest.Start(t, c, "node-1", "node-2", "node-3")
 	startManager(t, c, fastConfig("cm-1"))
 	mustCreate(t, c, servicesR, serviceOf("web"))
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 3, "web:v1"))
@@ -332,7 +332,7 @@ func TestNodeFailure(t *testing.T) {
 
 func TestEndpointsBatchPodChanges(t *testing.T) {
 	c := apiservertest.Start(t)
-	simnodes.Start(t, c, "node-1", "node-2")
+	nodetest.Start(t, c, "node-1", "node-2")
 	cfg := fastConfig("cm-1")
 	cfg.EndpointsBatchPeriod = 500 * time.Millisecond
 	startManager(t, c, cfg)
@@ -386,7 +386,7 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 
 func TestGarbageCollection(t *testing.T) {
 	c := apiservertest.Start(t)
-	simnodes.Start(t, c, "node-1")
+	nodetest.Start(t, c, "node-1")
 	startManager(t, c, fastConfig("cm-1"))
 	ctx := context.Background()
 
@@ -423,7 +423,7 @@ func TestGarbageCollection(t *testing.T) {
 
 func TestReplicationController(t *testing.T) {
 	c := apiservertest.Start(t)
-	simnodes.Start(t, c, "node-1", "node-2")
+	nodetest.Start(t, c, "node-1", "node-2")
 	startManager(t, c, fastConfig("cm-1"))
 	ctx := context.Background()
 	rcR := replicationControllersR
@@ -462,7 +462,7 @@ func TestReplicationController(t *testing.T) {
 // ever bound twice or lost.
 func TestLeaderFailover(t *testing.T) {
 	c := apiservertest.Start(t)
-	simnodes.Start(t, c, "node-1", "node-2", "node-3")
+	nodetest.Start(t, c, "node-1", "node-2", "node-3")
 	var mu sync.Mutex
 	bindings := map[string][]string{}
 	manager := func(id string) (func(), Config) {

@@ -1,5 +1,5 @@
 // Package dataplanetest makes the synthetic Services that the dataplanes'
-// benchmarks and `skep bench sync` program, so that their figures are of
+// benchmarks and `skep-bench sync` program, so that their figures are of
 // the same input.
 package dataplanetest
 

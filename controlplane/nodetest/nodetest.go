@@ -1,9 +1,12 @@
-// Package simnodes plays a cluster's nodes for tests of the control plane
+// Package nodetest plays a cluster's nodes for tests of the control plane
 // that need no containerd: it registers Node objects, renews their leases,
 // and does to the pods bound to a live node what an agent would (runs them
 // with an IP, makes them ready a little later, removes them once they are
 // terminating). A node made dead stops all of that, as a crashed one does.
-package simnodes
+//
+// Like the other ...test packages it imports testing, so only tests may
+// import it; the node binary's dependency test (cmd/skep) checks that.
+package nodetest
 
 import (
 	"context"

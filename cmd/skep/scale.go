@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"reflect"
 
 	"github.com/urfave/cli/v2"
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,17 +10,10 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 )
 
-func versionCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "version",
-		Usage: "print the version of this binary",
-		Action: func(c *cli.Context) error {
-			fmt.Fprintf(c.App.Writer, "skep %s\n", version)
-			return nil
-		},
-	}
-}
-
+// scaleCommand is `skep scale KIND NAME --replicas N`, as kubectl scale:
+// it sets spec.replicas of a deployment, replicaset or
+// replicationcontroller, reading again and retrying when another writer
+// got there first.
 func scaleCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "scale",
@@ -72,12 +64,4 @@ func scaleCommand() *cli.Command {
 			}
 		},
 	}
-}
-
-func fieldAny(obj api.Object, name string) any {
-	f := reflect.ValueOf(obj).Elem().FieldByName(name)
-	if !f.IsValid() {
-		return nil
-	}
-	return f.Interface()
 }
