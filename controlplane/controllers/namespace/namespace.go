@@ -108,6 +108,7 @@ func (nc *Controller) sync(ctx context.Context, name string) error {
 	// the latest resourceVersion.
 	o, err := nc.c.Get(ctx, namespacesR, "", name)
 	if apierrors.IsNotFound(err) {
+		nc.forget(name)
 		return nil
 	}
 	if err != nil {
@@ -143,16 +144,37 @@ func (nc *Controller) logStart(ns *corev1.Namespace) {
 	}
 }
 
+func (nc *Controller) forget(name string) {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	delete(nc.started, name)
+}
+
+// contentResources are the namespaced resources, pods last: the objects
+// that own pods go first, so that their controllers are not left trying
+// to replace pods deleted under them (creates in a terminating namespace
+// are refused anyway).
+func contentResources() []*api.Resource {
+	var rest, pods []*api.Resource
+	for _, r := range api.All() {
+		switch {
+		case !r.Namespaced:
+		case r.Kind == "Pod":
+			pods = append(pods, r)
+		default:
+			rest = append(rest, r)
+		}
+	}
+	return append(rest, pods...)
+}
+
 // deleteContent deletes up to BatchSize objects of the namespace and
 // counts what it found: deleted is how many deletes it sent, remaining
 // how many objects were there before them (pods bound to nodes stay until
 // their node has stopped them, as with any delete).
 func (nc *Controller) deleteContent(ctx context.Context, ns string) (deleted, remaining int, err error) {
 	budget := nc.cfg.BatchSize
-	for _, r := range api.All() {
-		if !r.Namespaced {
-			continue
-		}
+	for _, r := range contentResources() {
 		objs, _, err := nc.c.List(ctx, r, ns, client.ListOptions{})
 		if err != nil {
 			return deleted, remaining, fmt.Errorf("list %s in namespace %s: %w", r.Name, ns, err)
@@ -203,9 +225,7 @@ func (nc *Controller) finalize(ctx context.Context, ns *corev1.Namespace) error 
 	if _, err := nc.c.Update(ctx, namespacesR, ns); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("finalize namespace %s: %w", ns.Name, err)
 	}
-	nc.mu.Lock()
-	delete(nc.started, ns.Name)
-	nc.mu.Unlock()
+	nc.forget(ns.Name)
 	nc.logger.Info("namespace finalized: its content is deleted", "namespace", ns.Name, "remainingFinalizers", len(ns.Spec.Finalizers))
 	return nil
 }
