@@ -346,15 +346,17 @@ func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, 
 
 // delete removes an object. A pod bound to a node is first marked
 // terminating, unless the grace period is 0: its node's agent stops it
-// and then deletes it for good, as the kubelet does.
+// and then deletes it for good, as the kubelet does. A namespace is only
+// marked terminating (namespace.go); the cluster's own namespaces may not
+// be deleted at all.
 func (g *registry) delete(ctx context.Context, r *api.Resource, ns, name string, opts client.DeleteOptions) (api.Object, error) {
+	if err := checkNamespaceDelete(r, name); err != nil {
+		return nil, err
+	}
 	// A delete without a resourceVersion precondition is not the caller's
 	// read-modify-write: when the object changes between our read and our
 	// compare-and-set (an agent writing a pod's status), read it again
 	// rather than hand the user a conflict they did not ask for.
-	if err := checkNamespaceDelete(r, name); err != nil {
-		return nil, err
-	}
 	for {
 		obj, err := g.deleteOnce(ctx, r, ns, name, opts)
 		if opts.ResourceVersion != "" || !apierrors.IsConflict(err) || ctx.Err() != nil {
