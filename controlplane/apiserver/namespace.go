@@ -65,7 +65,6 @@ func (g *registry) terminateNamespace(ctx context.Context, r *api.Resource, cur 
 	}
 	now := metav1.NewTime(g.now())
 	ns.DeletionTimestamp = &now
-	ns.DeletionGracePeriodSeconds = new(int64)
 	ns.Status.Phase = corev1.NamespaceTerminating
 	if !slices.Contains(ns.Spec.Finalizers, corev1.FinalizerKubernetes) {
 		ns.Spec.Finalizers = append(ns.Spec.Finalizers, corev1.FinalizerKubernetes)
