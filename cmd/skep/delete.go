@@ -86,6 +86,12 @@ func runDelete(c *cli.Context) error {
 			failed = true
 			continue
 		}
+		if t.r.Kind == "Namespace" {
+			// The server answers at once; the namespace controller deletes
+			// the content, and the namespace after it.
+			fmt.Fprintf(c.App.Writer, "%s \"%s\" deleted (Terminating until everything in it is deleted)\n", t.r.Kind, t.name)
+			continue
+		}
 		fmt.Fprintf(c.App.Writer, "%s \"%s\" deleted\n", t.r.Kind, t.name)
 	}
 	if failed {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -74,6 +75,17 @@ func Default(obj Object) {
 			}
 			defaultPodSpec(&o.Spec.Template.Spec)
 		}
+	}
+}
+
+// DefaultCreate fills what a new object gets once, at creation, and may
+// lose later, so it is not Default's (which every update runs too): a
+// Namespace's "kubernetes" finalizer, which the namespace controller
+// removes once everything in the namespace is gone. Kubernetes' namespace
+// strategy sets it the same way, on create only.
+func DefaultCreate(obj Object) {
+	if ns, ok := obj.(*corev1.Namespace); ok && !slices.Contains(ns.Spec.Finalizers, corev1.FinalizerKubernetes) {
+		ns.Spec.Finalizers = append(ns.Spec.Finalizers, corev1.FinalizerKubernetes)
 	}
 }
 

@@ -201,14 +201,19 @@ func (g *registry) create(ctx context.Context, r *api.Resource, obj api.Object, 
 		obj.SetName(obj.GetGenerateName() + string(uuid.NewUUID())[:5])
 	}
 	api.Default(obj)
+	api.DefaultCreate(obj)
 	if errs := api.Validate(r, obj); len(errs) > 0 {
 		return nil, invalid(r, obj.GetName(), errs)
 	}
 	if r.Namespaced {
-		if _, err := g.get(ctx, api.MustLookup("namespaces"), "", obj.GetNamespace()); err != nil {
+		ns, err := g.get(ctx, api.MustLookup("namespaces"), "", obj.GetNamespace())
+		if err != nil {
 			if apierrors.IsNotFound(err) {
 				return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, obj.GetNamespace())
 			}
+			return nil, err
+		}
+		if err := checkNamespaceActive(r, obj, ns); err != nil {
 			return nil, err
 		}
 	}
@@ -291,6 +296,9 @@ func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, 
 	}
 	markBound(old, obj)
 	api.Default(obj)
+	if err := g.prepareNamespaceUpdate(ctx, obj, old); err != nil {
+		return nil, err
+	}
 	if !status && !reflect.DeepEqual(specOf(obj), specOf(old)) {
 		obj.SetGeneration(old.GetGeneration() + 1)
 	}
@@ -314,6 +322,11 @@ func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, 
 		uncharge()
 		return obj, nil
 	}
+	if namespaceFinalized(obj) {
+		release(false)
+		uncharge()
+		return g.deleteFinalized(ctx, r, k, obj, old, rev)
+	}
 	data, err := encode(obj)
 	if err != nil {
 		release(false)
@@ -335,8 +348,13 @@ func (g *registry) update(ctx context.Context, r *api.Resource, obj api.Object, 
 
 // delete removes an object. A pod bound to a node is first marked
 // terminating, unless the grace period is 0: its node's agent stops it
-// and then deletes it for good, as the kubelet does.
+// and then deletes it for good, as the kubelet does. A namespace is only
+// marked terminating (namespace.go); the cluster's own namespaces may not
+// be deleted at all.
 func (g *registry) delete(ctx context.Context, r *api.Resource, ns, name string, opts client.DeleteOptions) (api.Object, error) {
+	if err := checkNamespaceDelete(r, name); err != nil {
+		return nil, err
+	}
 	// A delete without a resourceVersion precondition is not the caller's
 	// read-modify-write: when the object changes between our read and our
 	// compare-and-set (an agent writing a pod's status), read it again
@@ -361,6 +379,9 @@ func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name str
 	}
 	if opts.ResourceVersion != "" && opts.ResourceVersion != old.GetResourceVersion() {
 		return nil, apierrors.NewConflict(gr(r), name, fmt.Errorf("precondition failed: resourceVersion is %s, not %s", old.GetResourceVersion(), opts.ResourceVersion))
+	}
+	if ns, ok := old.(*corev1.Namespace); ok && !namespaceFinalized(ns) {
+		return g.terminateNamespace(ctx, r, cur, ns, opts.DryRun)
 	}
 	if pod, ok := old.(*corev1.Pod); ok && pod.Spec.NodeName != "" && (opts.GracePeriodSeconds == nil || *opts.GracePeriodSeconds > 0) {
 		if pod.DeletionTimestamp != nil {
@@ -400,27 +421,7 @@ func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name str
 	}
 	g.alloc.release(ctx, r, old)
 	g.quota.uncharge(ctx, r, old)
-	if r.Kind == "Namespace" {
-		g.deleteNamespaceContents(ctx, name)
-	}
 	return old, nil
-}
-
-// deleteNamespaceContents removes what a deleted namespace held; pods on
-// nodes terminate gracefully.
-func (g *registry) deleteNamespaceContents(ctx context.Context, ns string) {
-	for _, r := range api.All() {
-		if !r.Namespaced {
-			continue
-		}
-		objs, _, err := g.list(ctx, r, ns, client.ListOptions{})
-		if err != nil {
-			continue
-		}
-		for _, o := range objs {
-			_, _ = g.delete(ctx, r, ns, o.GetName(), client.DeleteOptions{})
-		}
-	}
 }
 
 // watch streams events after since (0: first every existing object as

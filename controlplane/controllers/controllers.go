@@ -1,6 +1,6 @@
 // Package controllers is skep's controller manager: the scheduler and the
 // controllers (ReplicaSet, ReplicationController, Deployment, Endpoints,
-// node lifecycle, node IPAM, garbage collector) sharing one set of
+// node lifecycle, node IPAM, garbage collector, namespace) sharing one set of
 // informers, run by whichever `skep server` holds the leader lease.
 package controllers
 
@@ -19,6 +19,7 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
+	"github.com/skep-io/skep/controlplane/controllers/namespace"
 	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
 	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
 	"github.com/skep-io/skep/controlplane/controllers/replicaset"
@@ -112,7 +113,8 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	services, eps := inf("services", ""), inf("endpoints", "")
 	replicaSets, rcs, deployments := inf("replicasets", ""), inf("replicationcontrollers", ""), inf("deployments", "")
 	leases := inf("leases", nodelifecycle.LeaseNamespace)
-	informers := []*client.Informer{pods, nodes, services, eps, replicaSets, rcs, deployments, leases}
+	namespaces := inf("namespaces", "")
+	informers := []*client.Informer{pods, nodes, services, eps, replicaSets, rcs, deployments, leases, namespaces}
 
 	alloc, err := nodeipam.NewAllocator(cfg.ClusterCIDR, cfg.NodeCIDRMaskSize)
 	if err != nil {
@@ -128,6 +130,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	}, logger)
 	ipam := nodeipam.New(c, nodes, alloc, logger)
 	collector := gc.New(c, []*client.Informer{pods, replicaSets, rcs, deployments}, logger)
+	nsc := namespace.New(c, namespaces, namespace.Config{}, logger)
 
 	var wg sync.WaitGroup
 	for _, i := range informers {
@@ -141,6 +144,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	wg.Go(func() { nlc.Run(ctx) })
 	wg.Go(func() { ipam.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx, cfg.Workers) })
+	wg.Go(func() { nsc.Run(ctx, cfg.Workers) })
 	wg.Wait()
 	return nil
 }
