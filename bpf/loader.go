@@ -17,8 +17,8 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// Go names of the C structs in lb.h, sock.c and tc.c. bpf2go generates one
-// copy per object; these pick the one callers use.
+// Go names of the C structs in lb.h, sock.c, pkt4.h and ct4.h. bpf2go
+// generates one copy per object; these pick the one callers use.
 type (
 	LB4Key         = SockLb4Key
 	LB4Service     = SockLb4Service
@@ -43,7 +43,7 @@ const (
 	BackendFlagServing = 1 << 1 // ready and not terminating
 )
 
-// Conntrack directions and flags, as in tc.c.
+// Conntrack directions and flags, as in pkt4.h and ct4.h.
 const (
 	CTDirForward = 0
 	CTDirReverse = 1
