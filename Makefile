@@ -20,8 +20,13 @@ build: ## the binary every node runs, bin/skep
 bench-build: build ## the benchmarks' binary, bin/skep-bench (it runs bin/skep in its labs)
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BENCH_BIN) ./cmd/skep-bench
 
+# The kernel headers' asm/ lives in the multiarch include directory, named
+# by the host's triplet (x86_64-linux-gnu, aarch64-linux-gnu): ask the C
+# compiler, or derive it from the machine where there is none.
+BPF_MULTIARCH := $(or $(shell gcc -print-multiarch 2>/dev/null),$(shell uname -m)-linux-gnu)
+
 generate: ## rebuild the committed bpf2go output from bpf/*.c (needs clang)
-	$(GO) generate ./bpf/...
+	BPF_CFLAGS="-I/usr/include/$(BPF_MULTIARCH)" $(GO) generate ./bpf/...
 
 images: build ## the test images as OCI tarballs under _out/images
 	$(GO) run ./test/images/build -out $(CURDIR)/_out/images

@@ -17,8 +17,8 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// Go names of the C structs in lb.h, sock.c and tc.c. bpf2go generates one
-// copy per object; these pick the one callers use.
+// Go names of the C structs in lb.h, sock.c, pkt4.h and ct4.h. bpf2go
+// generates one copy per object; these pick the one callers use.
 type (
 	LB4Key         = SockLb4Key
 	LB4Service     = SockLb4Service
@@ -43,7 +43,7 @@ const (
 	BackendFlagServing = 1 << 1 // ready and not terminating
 )
 
-// Conntrack directions and flags, as in tc.c.
+// Conntrack directions and flags, as in pkt4.h and ct4.h.
 const (
 	CTDirForward = 0
 	CTDirReverse = 1
@@ -78,8 +78,9 @@ type Objects struct {
 
 // Load loads the socket and tc programs into the kernel, reusing the maps
 // pinned in opts.PinDir. It fails with an error wrapping
-// ErrIncompatiblePin when a pinned map does not fit.
-func Load(opts Options) (*Objects, error) {
+// ErrIncompatiblePin when a pinned map does not fit, and one wrapping
+// *ebpf.VerifierError when the kernel rejects a program.
+func Load(opts Options) (_ *Objects, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
@@ -89,33 +90,42 @@ func Load(opts Options) (*Objects, error) {
 	collOpts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}
 
 	objs := &Objects{}
+	// One cleanup for every failure below: Close skips what is not loaded.
+	defer func() {
+		if err != nil {
+			objs.Close()
+		}
+	}()
 	if err := LoadSockObjects(&objs.Sock, collOpts); err != nil {
 		return nil, loadError("socket programs", err)
 	}
+	spec, err := tcSpec(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.LoadAndAssign(&objs.TC, collOpts); err != nil {
+		return nil, loadError("tc programs", err)
+	}
+	return objs, nil
+}
 
+// tcSpec is the tc programs' spec with the runtime settings of opts.
+func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	spec, err := LoadTC()
 	if err != nil {
-		objs.Sock.Close()
 		return nil, fmt.Errorf("read tc program spec: %w", err)
 	}
 	var snat uint32
 	if opts.SNATAddr.Is4() {
-		b := opts.SNATAddr.As4()
-		snat = NativeEndianAddr(b)
+		snat = NativeEndianAddr(opts.SNATAddr.As4())
 	}
 	if err := spec.Variables["ext_ifindex"].Set(uint32(opts.ExtIfindex)); err != nil {
-		objs.Sock.Close()
 		return nil, fmt.Errorf("set ext_ifindex: %w", err)
 	}
 	if err := spec.Variables["snat_addr"].Set(snat); err != nil {
-		objs.Sock.Close()
 		return nil, fmt.Errorf("set snat_addr: %w", err)
 	}
-	if err := spec.LoadAndAssign(&objs.TC, collOpts); err != nil {
-		objs.Sock.Close()
-		return nil, loadError("tc programs", err)
-	}
-	return objs, nil
+	return spec, nil
 }
 
 func loadError(what string, err error) error {
@@ -124,7 +134,9 @@ func loadError(what string, err error) error {
 	}
 	var verr *ebpf.VerifierError
 	if errors.As(err, &verr) {
-		return fmt.Errorf("load %s: %+v", what, verr)
+		// %+w: the whole verifier log, where Error has only its last
+		// lines, and errors.As still finds it.
+		return fmt.Errorf("load %s: %+w", what, verr)
 	}
 	return fmt.Errorf("load %s: %w", what, err)
 }

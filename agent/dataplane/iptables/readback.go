@@ -26,146 +26,179 @@ func (p *Proxier) Services(ctx context.Context) ([]dataplane.Service, error) {
 
 // readServices rebuilds services from saved nat and filter rules.
 func readServices(tables map[string][]string, c chainNames, nodeName string) []dataplane.Service {
-	type entry struct {
-		svc    dataplane.Service
-		svcCh  string
-		extCh  string
-		filter bool // seen only as a REJECT: no endpoints
-	}
-	var order []dataplane.ServiceKey
-	byKey := map[dataplane.ServiceKey]*entry{}
-	get := func(k dataplane.ServiceKey) *entry {
-		e, ok := byKey[k]
-		if !ok {
-			e = &entry{svc: dataplane.Service{Key: k}}
-			byKey[k] = e
-			order = append(order, k)
-		}
-		return e
-	}
-	rules := map[string][]savedRule{} // chain → rules, for our per-service chains
+	rb := readback{chains: c, byKey: map[dataplane.ServiceKey]*readEntry{}, rules: map[string][]savedRule{}}
 	for _, line := range tables["nat"] {
-		r, ok := parseRule(line)
-		if !ok {
-			continue
-		}
-		switch r.chain {
-		case c.services:
-			comment := r.flags["--comment"]
-			for _, suffix := range []string{" cluster IP", " external IP", " loadbalancer IP"} {
-				name, ok := strings.CutSuffix(comment, suffix)
-				if !ok {
-					continue
-				}
-				k, ok := parseKey(name, r.flags["-p"])
-				if !ok {
-					break
-				}
-				e := get(k)
-				addr := parseAddr(r.flags["-d"])
-				switch suffix {
-				case " cluster IP":
-					e.svc.ClusterIP = addr
-					e.svc.Port = parsePort(r.flags["--dport"])
-					e.svcCh = r.flags["-j"]
-				case " external IP":
-					e.svc.ExternalIPs = append(e.svc.ExternalIPs, addr)
-					e.extCh = r.flags["-j"]
-				case " loadbalancer IP":
-					e.svc.LoadBalancerIPs = append(e.svc.LoadBalancerIPs, addr)
-					e.extCh = r.flags["-j"]
-				}
-			}
-		case c.nodePorts:
-			if k, ok := parseKey(r.flags["--comment"], r.flags["-p"]); ok {
-				e := get(k)
-				e.svc.NodePort = parsePort(r.flags["--dport"])
-				e.extCh = r.flags["-j"]
-			}
-		default:
-			if c.isServiceChain(r.chain) {
-				rules[r.chain] = append(rules[r.chain], r)
-			}
+		if r, ok := parseRule(line); ok {
+			rb.readNAT(r)
 		}
 	}
 	for _, line := range tables["filter"] {
-		r, ok := parseRule(line)
-		if !ok || (r.chain != c.services && r.chain != c.externalServices) {
-			continue
+		if r, ok := parseRule(line); ok {
+			rb.readFilter(r)
 		}
-		name, ok := strings.CutSuffix(r.flags["--comment"], " has no endpoints")
+	}
+	services := make([]dataplane.Service, 0, len(rb.order))
+	for _, k := range rb.order {
+		services = append(services, rb.service(rb.byKey[k], nodeName))
+	}
+	return services
+}
+
+// readback is what readServices has gathered so far: the service ports in
+// the order their first rule came, and the rules of the per-service chains.
+type readback struct {
+	chains chainNames
+	order  []dataplane.ServiceKey
+	byKey  map[dataplane.ServiceKey]*readEntry
+	rules  map[string][]savedRule // chain → rules, for our per-service chains
+}
+
+// readEntry is one service port being read back.
+type readEntry struct {
+	svc    dataplane.Service
+	svcCh  string // the SVC chain its cluster IP rule jumps to
+	extCh  string // the EXT chain its external addresses or node port jump to
+	filter bool   // seen only as a REJECT: no endpoints
+}
+
+// entry returns the service port's entry, making it on first sight.
+func (rb *readback) entry(k dataplane.ServiceKey) *readEntry {
+	e, ok := rb.byKey[k]
+	if !ok {
+		e = &readEntry{svc: dataplane.Service{Key: k}}
+		rb.byKey[k] = e
+		rb.order = append(rb.order, k)
+	}
+	return e
+}
+
+// readNAT takes one nat rule: an address or node port of a service port
+// with endpoints, or a rule of a per-service chain, kept for later.
+func (rb *readback) readNAT(r savedRule) {
+	c := rb.chains
+	switch {
+	case r.chain == c.services:
+		rb.readFrontend(r)
+	case r.chain == c.nodePorts:
+		if k, ok := parseKey(r.flags["--comment"], r.flags["-p"]); ok {
+			e := rb.entry(k)
+			e.svc.NodePort = parsePort(r.flags["--dport"])
+			e.extCh = r.flags["-j"]
+		}
+	case c.isServiceChain(r.chain):
+		rb.rules[r.chain] = append(rb.rules[r.chain], r)
+	}
+}
+
+// readFrontend takes a nat KUBE-SERVICES rule, whose comment says which
+// address of which service port it matches.
+func (rb *readback) readFrontend(r savedRule) {
+	comment := r.flags["--comment"]
+	for _, suffix := range []string{" cluster IP", " external IP", " loadbalancer IP"} {
+		name, ok := strings.CutSuffix(comment, suffix)
 		if !ok {
 			continue
 		}
 		k, ok := parseKey(name, r.flags["-p"])
 		if !ok {
+			return
+		}
+		e := rb.entry(k)
+		addr := parseAddr(r.flags["-d"])
+		switch suffix {
+		case " cluster IP":
+			e.svc.ClusterIP = addr
+			e.svc.Port = parsePort(r.flags["--dport"])
+			e.svcCh = r.flags["-j"]
+		case " external IP":
+			e.svc.ExternalIPs = append(e.svc.ExternalIPs, addr)
+			e.extCh = r.flags["-j"]
+		case " loadbalancer IP":
+			e.svc.LoadBalancerIPs = append(e.svc.LoadBalancerIPs, addr)
+			e.extCh = r.flags["-j"]
+		}
+		return
+	}
+}
+
+// readFilter takes one filter rule: a REJECT of a service port without
+// endpoints, at its cluster IP, node port or an external address.
+func (rb *readback) readFilter(r savedRule) {
+	c := rb.chains
+	if r.chain != c.services && r.chain != c.externalServices {
+		return
+	}
+	name, ok := strings.CutSuffix(r.flags["--comment"], " has no endpoints")
+	if !ok {
+		return
+	}
+	k, ok := parseKey(name, r.flags["-p"])
+	if !ok {
+		return
+	}
+	e := rb.entry(k)
+	e.filter = true
+	switch {
+	case r.chain == c.services:
+		e.svc.ClusterIP = parseAddr(r.flags["-d"])
+		e.svc.Port = parsePort(r.flags["--dport"])
+	case r.flags["--dst-type"] == "LOCAL":
+		e.svc.NodePort = parsePort(r.flags["--dport"])
+	default:
+		// An external or load balancer address: the REJECT does not
+		// tell which; report it as a load balancer one.
+		e.svc.LoadBalancerIPs = append(e.svc.LoadBalancerIPs, parseAddr(r.flags["-d"]))
+	}
+}
+
+// service finishes a service port: its endpoints from the SVC chain, its
+// policy and local endpoints from the EXT chain and the SVL chain it leads to.
+func (rb *readback) service(e *readEntry, nodeName string) dataplane.Service {
+	s := e.svc
+	all, affinity := rb.endpointsOf(e.svcCh)
+	s.AffinityTimeout = affinity
+	local := map[netip.AddrPort]bool{}
+	for _, r := range rb.rules[e.extCh] {
+		if r.flags["--src-type"] == "LOCAL" {
+			s.ExternalPolicyLocal = true
+		}
+		if j := r.flags["-j"]; strings.HasPrefix(j, rb.chains.prefix+kindSVL) {
+			eps, _ := rb.endpointsOf(j)
+			for _, ap := range eps {
+				local[ap] = true
+			}
+		}
+	}
+	for _, ap := range all {
+		b := dataplane.Backend{Addr: ap.Addr(), Port: ap.Port(), Ready: true, Local: local[ap]}
+		if b.Local {
+			b.NodeName = nodeName
+		}
+		s.Backends = append(s.Backends, b)
+	}
+	return s
+}
+
+// endpointsOf follows a SVC or SVL chain to its SEP chains' DNATs.
+func (rb *readback) endpointsOf(chain string) (eps []netip.AddrPort, affinity time.Duration) {
+	for _, r := range rb.rules[chain] {
+		sep := r.flags["-j"]
+		if !strings.HasPrefix(sep, rb.chains.prefix+kindSEP) {
 			continue
 		}
-		e := get(k)
-		e.filter = true
-		switch {
-		case r.chain == c.services:
-			e.svc.ClusterIP = parseAddr(r.flags["-d"])
-			e.svc.Port = parsePort(r.flags["--dport"])
-		case r.flags["--dst-type"] == "LOCAL":
-			e.svc.NodePort = parsePort(r.flags["--dport"])
-		default:
-			// An external or load balancer address: the REJECT does not
-			// tell which; report it as a load balancer one.
-			e.svc.LoadBalancerIPs = append(e.svc.LoadBalancerIPs, parseAddr(r.flags["-d"]))
+		if s, ok := r.flags["--seconds"]; ok {
+			if n, err := strconv.Atoi(s); err == nil {
+				affinity = time.Duration(n) * time.Second
+			}
+			continue // the affinity check; the same SEP comes again below
+		}
+		for _, sr := range rb.rules[sep] {
+			if ap, err := netip.ParseAddrPort(sr.flags["--to-destination"]); err == nil {
+				eps = append(eps, ap)
+			}
 		}
 	}
-
-	// endpointsOf follows a SVC or SVL chain to its SEP chains' DNATs.
-	endpointsOf := func(chain string) (eps []netip.AddrPort, affinity time.Duration) {
-		for _, r := range rules[chain] {
-			sep := r.flags["-j"]
-			if !strings.HasPrefix(sep, c.prefix+kindSEP) {
-				continue
-			}
-			if s, ok := r.flags["--seconds"]; ok {
-				if n, err := strconv.Atoi(s); err == nil {
-					affinity = time.Duration(n) * time.Second
-				}
-				continue // the affinity check; the same SEP comes again below
-			}
-			for _, sr := range rules[sep] {
-				if ap, err := netip.ParseAddrPort(sr.flags["--to-destination"]); err == nil {
-					eps = append(eps, ap)
-				}
-			}
-		}
-		return eps, affinity
-	}
-
-	services := make([]dataplane.Service, 0, len(order))
-	for _, k := range order {
-		e := byKey[k]
-		s := e.svc
-		all, affinity := endpointsOf(e.svcCh)
-		s.AffinityTimeout = affinity
-		local := map[netip.AddrPort]bool{}
-		for _, r := range rules[e.extCh] {
-			if r.flags["--src-type"] == "LOCAL" {
-				s.ExternalPolicyLocal = true
-			}
-			if j := r.flags["-j"]; strings.HasPrefix(j, c.prefix+kindSVL) {
-				eps, _ := endpointsOf(j)
-				for _, ap := range eps {
-					local[ap] = true
-				}
-			}
-		}
-		for _, ap := range all {
-			b := dataplane.Backend{Addr: ap.Addr(), Port: ap.Port(), Ready: true, Local: local[ap]}
-			if b.Local {
-				b.NodeName = nodeName
-			}
-			s.Backends = append(s.Backends, b)
-		}
-		services = append(services, s)
-	}
-	return services
+	return eps, affinity
 }
 
 // parseKey turns a comment's "ns/name:port" and a protocol back into a key.
