@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 
 BENCHES := sync propagation pods dataplane nodeport
 
-.PHONY: deps build generate test demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
+.PHONY: deps build generate test fuzz demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
 
 deps: ## install missing Debian packages, mount bpffs (idempotent)
 	@test/lab/install-deps.sh
@@ -34,6 +34,17 @@ images: build ## the test images as OCI tarballs under _out/images
 test: deps build ## every test: unit, BPF, containerd, end to end
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+# Each fuzz target for FUZZTIME (their seed corpora already ran as tests):
+# what parses input from outside the trust boundary.
+FUZZTIME ?= 10s
+FUZZ := controlplane/apiserver:FuzzDecodeBody controlplane/store:FuzzKeyEncoding agent/node:FuzzEndpoint
+fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+	@set -e; for f in $(FUZZ); do \
+		echo "fuzz $${f#*:} in ./$${f%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) ./$${f%%:*}; \
+	done
 
 demo: deps build images ## a 3-node lab, the echo server behind a Service, answers by ClusterIP, NodePort and name
 	@test/lab/demo.sh
