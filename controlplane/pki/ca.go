@@ -165,13 +165,26 @@ func (ca *CA) SignNodeServing(csrPEM []byte, node string, allowed []netip.Addr, 
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  csr.IPAddresses,
-		DNSNames:     csr.DNSNames,
+		// The certificate names the node whatever the request asked, so
+		// that the API server can check whose it is (CheckNodeServing).
+		DNSNames: []string{node},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign the serving certificate of node %s: %w", node, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// CheckNodeServing says whether cert, already verified against the node
+// CA, is node's serving certificate: named "system:node:<node>", with the
+// node's name among its DNS names. An address alone does not say whose it
+// is.
+func CheckNodeServing(cert *x509.Certificate, node string) error {
+	if want := NodeServingName(node); cert.Subject.CommonName != want || !slices.Contains(cert.DNSNames, node) {
+		return fmt.Errorf("the agent presented the certificate of %q (DNS names %v), not of node %s", cert.Subject.CommonName, cert.DNSNames, node)
+	}
+	return nil
 }
 
 // NewServingRequest makes a key and a request for a serving certificate
