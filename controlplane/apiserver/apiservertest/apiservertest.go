@@ -10,6 +10,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/apiserver"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/store"
 	"github.com/skep-io/skep/controlplane/store/storetest"
 )
 
@@ -33,7 +34,13 @@ func Start(t testing.TB) client.Interface {
 // StartServer runs an API server, also over HTTPS on loopback.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
-	st := storetest.Open(t)
+	return StartServerOn(t, storetest.Open(t))
+}
+
+// StartServerOn runs an API server on st, as StartServer does: several on
+// one store are the API servers of an HA set.
+func StartServerOn(t testing.TB, st *store.Store) *Server {
+	t.Helper()
 	s := &Server{AdminToken: "admin-token", JoinToken: "join-token"}
 	var err error
 	s.Server, err = apiserver.New(st, apiserver.Config{AdminToken: s.AdminToken, JoinToken: s.JoinToken, Logger: slog.New(slog.DiscardHandler)})
