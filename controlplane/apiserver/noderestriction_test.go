@@ -91,7 +91,9 @@ func TestNodeRestriction(t *testing.T) {
 	if err := update(node, func(n *corev1.Node) { n.Labels["example.com/team"] = "u" }); err != nil {
 		t.Errorf("a node changes a label of its own: %v", err)
 	}
-	if err := update(node, func(n *corev1.Node) { n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "node-a"}} }); err != nil {
+	if err := update(node, func(n *corev1.Node) {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "node-a"}}
+	}); err != nil {
 		t.Errorf("a node updates its Node keeping its pod CIDR: %v", err)
 	}
 	if _, err := ctl.Create(ctx, nodes, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.3.1/24"}}); !apierrors.IsInvalid(err) {
