@@ -54,7 +54,8 @@ type authenticator struct {
 	// trusted from the cache before the store is asked again (a Node
 	// deletion another server saw reaches this one by then at the latest).
 	ttl, recheck time.Duration
-	// allowLoopback lets tests record loopback node addresses.
+	// allowLoopback lets nodes declare loopback addresses
+	// (Config.AllowLoopbackNodeAddresses).
 	allowLoopback bool
 
 	mu    sync.Mutex

@@ -394,7 +394,7 @@ func (a *authenticator) collect(ctx context.Context) error {
 func nodeAddressError(addr netip.Addr, allowLoopback bool) error {
 	switch {
 	case addr.IsLoopback() && !allowLoopback:
-		return errors.New("a loopback address is no node's own")
+		return errors.New("a loopback address is no node's own (skep server --allow-loopback-node-addresses allows it, for an agent on the server's machine in development)")
 	case addr.IsUnspecified():
 		return errors.New("an unspecified address is no node's own")
 	case addr.IsMulticast():

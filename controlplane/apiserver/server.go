@@ -37,6 +37,10 @@ type Config struct {
 	// NodeJoinRate is how many joins and renewals a second the server
 	// takes (default DefaultNodeJoinRate).
 	NodeJoinRate float64
+	// AllowLoopbackNodeAddresses lets a node declare a loopback address at
+	// its join (and get a serving certificate for it): for an agent on
+	// the server's own machine, in development and tests only.
+	AllowLoopbackNodeAddresses bool
 	// CAPEM is served at /cacerts for agents to pin.
 	CAPEM  []byte
 	Logger *slog.Logger
@@ -93,7 +97,8 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 	return &Server{
 		reg: reg,
 		auth: &authenticator{adminToken: cfg.AdminToken, joinToken: cfg.JoinToken, store: st, getNode: getNodeFunc(reg), log: cfg.Logger,
-			now: time.Now, ttl: cfg.NodeCredentialTTL, recheck: 30 * time.Second, cache: map[string]cachedToken{}},
+			now: time.Now, ttl: cfg.NodeCredentialTTL, recheck: 30 * time.Second, cache: map[string]cachedToken{},
+			allowLoopback: cfg.AllowLoopbackNodeAddresses},
 		log:     cfg.Logger,
 		metrics: m,
 		caPEM:   cfg.CAPEM,
