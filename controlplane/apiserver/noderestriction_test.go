@@ -52,6 +52,7 @@ func TestNodeRestriction(t *testing.T) {
 		t.Fatalf("a node creates its Node with a kubelet's labels: %v", err)
 	}
 
+	stale, _ := node.Get(ctx, nodes, "", "node-a")
 	// The control plane assigns a pod CIDR and a role label.
 	obj, _ := ctl.Get(ctx, nodes, "", "node-a")
 	n := obj.(*corev1.Node)
@@ -61,6 +62,14 @@ func TestNodeRestriction(t *testing.T) {
 		t.Fatalf("the control plane sets a pod CIDR: %v", err)
 	}
 
+	// The node's writes from a copy older than that are conflicts, as
+	// any stale write, not refusals: the agent reads again and goes on.
+	if _, err := node.UpdateStatus(ctx, nodes, stale); !apierrors.IsConflict(err) {
+		t.Errorf("a node writes its status from a copy without its new pod CIDR: %v; want 409", err)
+	}
+	if _, err := node.Update(ctx, nodes, stale); !apierrors.IsConflict(err) && !apierrors.IsInvalid(err) {
+		t.Errorf("a node writes its Node from a copy without its new pod CIDR: %v; want 409 (or 422: the pod CIDR is immutable)", err)
+	}
 	update := func(c client.Interface, mutate func(*corev1.Node)) error {
 		obj, err := c.Get(ctx, nodes, "", "node-a")
 		if err != nil {
