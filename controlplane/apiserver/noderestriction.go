@@ -20,13 +20,11 @@ func nodeRestriction(req request) string {
 		return "" // a status write keeps the stored spec and labels
 	}
 	old, _ := req.old.(*corev1.Node)
+	// A write from an older copy is checked against the stored object
+	// too (and refused when it differs): its resourceVersion may yet be
+	// the stored one when the write lands.
 	if old == nil {
 		old = &corev1.Node{}
-	} else if n.ResourceVersion != "" && n.ResourceVersion != old.ResourceVersion {
-		// A write from an older copy, which the store refuses with a
-		// conflict: the writer reads again, rather than being told it
-		// changed what it only had not seen change.
-		return ""
 	}
 	if n.Spec.PodCIDR != old.Spec.PodCIDR || !slices.Equal(n.Spec.PodCIDRs, old.Spec.PodCIDRs) {
 		return "spec.podCIDR and spec.podCIDRs are set by the control plane only"
