@@ -122,9 +122,9 @@ func (ca *CA) ClientCert(name string, validity time.Duration) (tls.Certificate, 
 // SignNodeServing signs a node's request for a serving certificate
 // (NewServingRequest). The request must name the node
 // (NodeServingName) and ask only for addresses in allowed and for the
-// node's name as a DNS name; the certificate serves and does not
-// authenticate clients, so one node cannot pose as the API server to
-// another.
+// node's name as a DNS name. The certificate names the node both ways
+// (CheckNodeServing), serves and does not authenticate clients, so one
+// node cannot pose as the API server to another.
 func (ca *CA) SignNodeServing(csrPEM []byte, node string, allowed []netip.Addr, validity time.Duration) ([]byte, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
