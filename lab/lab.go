@@ -198,7 +198,10 @@ func (l *Lab) startServer(ctx context.Context) error {
 	dataDir := filepath.Join(l.st.Dir, "server")
 	argv := []string{l.st.Binary, "server", "--listen", listen, "--advertise-address", bridgeIP(k).String(),
 		"--tls-san", bridgeIP(k).String(), "--data-dir", dataDir, "--nats-listen", "127.0.0.1:-1",
-		"--lb-pool", lbPool(k).String(), "--cluster-cidr", ClusterCIDR, "--no-fsync"}
+		"--lb-pool", lbPool(k).String(), "--cluster-cidr", ClusterCIDR, "--no-fsync",
+		// Short-lived node credentials: the agents renew theirs several
+		// times in an e2e run, so that rotation is tested with the rest.
+		"--node-credential-ttl", "90s"}
 	argv = append(argv, l.cfg.ServerArgs...)
 	// The server writes ~/.skep/config when there is none; a lab's config
 	// lives in its directory only, so that it goes with the lab.

@@ -83,6 +83,11 @@ type Agent struct {
 	// agentPort is the port the endpoint listens on, once it does.
 	agentPort int
 	metrics   *agentMetrics
+	// creds keeps cred, the credential hc carries, renewed; a refused
+	// request says on credentialLost that it stopped working.
+	creds          *credentials
+	cred           client.Credential
+	credentialLost chan struct{}
 }
 
 // New joins the cluster (or reuses the credential of an earlier join).
@@ -96,19 +101,30 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create --data-dir: %w", err)
 	}
-	var creds client.Config
+	creds := &credentials{server: cfg.Server, joinToken: cfg.JoinToken, caFile: cfg.CAFile, dataDir: cfg.DataDir, node: cfg.Name, log: cfg.Logger.With("node", cfg.Name)}
+	if cfg.NodeIP.IsValid() {
+		creds.addresses = []string{cfg.NodeIP.String()}
+	}
+	var conf client.Config
+	var cred client.Credential
 	err := retry(ctx, "join "+cfg.Server, cfg.Logger, func() (err error) {
-		creds, err = credentials(ctx, cfg.Server, cfg.JoinToken, cfg.CAFile, cfg.DataDir, cfg.Name)
+		conf, cred, err = creds.obtain(ctx)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(creds)
+	c, err := client.New(conf)
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, c: c, hc: c, log: cfg.Logger.With("node", cfg.Name), metrics: newAgentMetrics(cfg.Dataplane)}, nil
+	return &Agent{cfg: cfg, c: c, hc: c, log: cfg.Logger.With("node", cfg.Name), metrics: newAgentMetrics(cfg.Dataplane),
+		creds: creds, cred: cred, credentialLost: make(chan struct{}, 1)}, nil
+}
+
+// keepCredential renews the agent's credential until ctx ends.
+func (a *Agent) keepCredential(ctx context.Context) {
+	a.creds.keep(ctx, a.hc, a.cred, a.credentialLost)
 }
 
 // Client is the agent's own API client.
@@ -169,6 +185,12 @@ func (a *Agent) keepLease(ctx context.Context) {
 	for {
 		if err := a.renewLease(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("renew lease", "err", err)
+			if apierrors.IsUnauthorized(err) {
+				select {
+				case a.credentialLost <- struct{}{}:
+				default:
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -27,6 +27,7 @@ import (
 // and the pods, stay in place when it returns, so Services keep answering
 // while the agent restarts.
 func (a *Agent) Run(ctx context.Context) error {
+	go a.keepCredential(ctx)
 	ln, err := a.listenEndpoint()
 	if err != nil {
 		return err

@@ -16,8 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/pki"
 )
 
 // serverProcess is a `skep server` on loopback that this package started
@@ -74,8 +77,10 @@ func startServer(ctx context.Context, cfg Config, kind string) (*serverProcess, 
 		return nil, errors.Join(fmt.Errorf("create server log: %w", err), p.stopNATS(), p.removeFiles())
 	}
 	defer logFile.Close()
+	// Thousands of simulated nodes join from loopback: the join rate
+	// limit is raised so that it does not set the pace.
 	p.cmd = exec.Command(cfg.Binary, append([]string{"server", "--data-dir", data,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port)}, natsArgs...)...)
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--node-join-rate", "1000"}, natsArgs...)...)
 	p.cmd.Env = append(os.Environ(), "HOME="+home)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	// The server goes with this process, even if it dies without cleaning.
@@ -150,18 +155,15 @@ func (p *serverProcess) agentTokens(ctx context.Context, n int) ([]string, error
 	for range 16 {
 		wg.Go(func() {
 			for i := range work {
-				var resp struct {
-					Token string `json:"token"`
-				}
-				node := map[string]string{"nodeName": fmt.Sprintf("sim-%05d", i)}
-				if err := joiner.Do(ctx, http.MethodPost, "/skep/v1/join", node, &resp); err != nil {
+				token, err := joinSim(ctx, joiner, fmt.Sprintf("sim-%05d", i))
+				if err != nil {
 					select {
-					case errs <- fmt.Errorf("join as %s: %w", node["nodeName"], err):
+					case errs <- err:
 					default:
 					}
 					continue
 				}
-				tokens[i] = resp.Token
+				tokens[i] = token
 			}
 		})
 	}
@@ -177,6 +179,31 @@ func (p *serverProcess) agentTokens(ctx context.Context, n int) ([]string, error
 	}
 	p.tokens = tokens
 	return tokens, nil
+}
+
+// joinSim joins as a simulated node with a password of its own, waiting
+// as the server says when it answers 429 (joins are rate-limited).
+func joinSim(ctx context.Context, joiner *client.HTTP, node string) (string, error) {
+	password, err := pki.RandomToken()
+	if err != nil {
+		return "", err
+	}
+	for {
+		var cred client.Credential
+		err := joiner.Do(ctx, http.MethodPost, client.JoinPath, client.JoinRequest{NodeName: node, Password: password}, &cred)
+		if err == nil {
+			return cred.Token, nil
+		}
+		wait, ok := apierrors.SuggestsClientDelay(err)
+		if !apierrors.IsTooManyRequests(err) || !ok {
+			return "", fmt.Errorf("join as %s: %w", node, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Duration(wait) * time.Second):
+		}
+	}
 }
 
 // stop ends the server (SIGTERM, SIGKILL after 15s), then its NATS, and

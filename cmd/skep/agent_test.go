@@ -26,7 +26,8 @@ import (
 // client process in the agent's cgroup whose connect to the ClusterIP the
 // eBPF socket programs send to the backends.
 func TestServiceAnsweredThroughAgent(t *testing.T) {
-	p := startServer(t, t.TempDir())
+	// The agent's --node-ip is loopback.
+	p := startServer(t, t.TempDir(), "--allow-loopback-node-addresses")
 	c := p.client(t)
 	node := fmt.Sprintf("slice-%d", os.Getpid())
 

@@ -47,6 +47,9 @@ type serverConfig struct {
 	NodeMonitorGracePeriod time.Duration
 	PodEvictionTimeout     time.Duration
 	LeaderLeaseDuration    time.Duration
+	NodeCredentialTTL      time.Duration
+	NodeJoinRate           float64
+	AllowLoopbackNodes     bool
 }
 
 func serverCommand() *cli.Command {
@@ -69,6 +72,9 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) pod addresses; each node gets a /24 of it"},
 			&cli.DurationFlag{Name: "node-monitor-grace-period", Value: 40 * time.Second, Usage: "(nodes) a node whose lease is older is marked NotReady"},
 			&cli.DurationFlag{Name: "pod-eviction-timeout", Value: 60 * time.Second, Usage: "(nodes) pods of a node NotReady this long are deleted and replaced elsewhere"},
+			&cli.DurationFlag{Name: "node-credential-ttl", Value: apiserver.DefaultNodeCredentialTTL, Usage: "(nodes) how long an agent's credential lives; agents renew theirs at two thirds of it, and one stopped longer joins again with the join token and its node password"},
+			&cli.Float64Flag{Name: "node-join-rate", Value: apiserver.DefaultNodeJoinRate, Usage: "(nodes) joins and credential renewals a second the server takes (in bursts of 4 times as many, and a fifth of it from one client address); more are answered 429"},
+			&cli.BoolFlag{Name: "allow-loopback-node-addresses", Usage: "(nodes) let agents declare a loopback --node-ip, for an agent on the server's own machine (development and tests only): the server then signs that node a serving certificate for a loopback address"},
 			&cli.DurationFlag{Name: "leader-elect-lease-duration", Value: 12 * time.Second, Usage: "(high availability) with several servers on one NATS, how long the others wait after the leader's last renewal before one of them takes over the scheduler and controllers"},
 		},
 		Action: func(c *cli.Context) error {
@@ -91,6 +97,8 @@ func serverConfigFrom(c *cli.Context) (serverConfig, error) {
 		NoFsync: c.Bool("no-fsync"), ClusterCIDR: c.String("cluster-cidr"),
 		NodeMonitorGracePeriod: c.Duration("node-monitor-grace-period"), PodEvictionTimeout: c.Duration("pod-eviction-timeout"),
 		LeaderLeaseDuration: c.Duration("leader-elect-lease-duration"),
+		NodeCredentialTTL:   c.Duration("node-credential-ttl"), NodeJoinRate: c.Float64("node-join-rate"),
+		AllowLoopbackNodes: c.Bool("allow-loopback-node-addresses"),
 	}
 	var err error
 	if cfg.ServiceCIDR, err = netip.ParsePrefix(c.String("service-cidr")); err != nil {
@@ -111,6 +119,12 @@ func serverConfigFrom(c *cli.Context) (serverConfig, error) {
 	}
 	if cfg.LeaderLeaseDuration < 3*time.Second {
 		return cfg, fmt.Errorf("--leader-elect-lease-duration %s: must be 3s or more", cfg.LeaderLeaseDuration)
+	}
+	if cfg.NodeCredentialTTL < 30*time.Second {
+		return cfg, fmt.Errorf("--node-credential-ttl %s: must be 30s or more (agents renew at two thirds of it)", cfg.NodeCredentialTTL)
+	}
+	if cfg.NodeJoinRate <= 0 {
+		return cfg, fmt.Errorf("--node-join-rate %g: must be more than 0", cfg.NodeJoinRate)
 	}
 	if cfg.NATSURL == "" && cfg.NATSCreds != "" {
 		return cfg, errors.New("invalid flag use; --nats-creds needs --nats-url")
@@ -160,6 +174,7 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger) error {
 	srv, err := apiserver.New(st, apiserver.Config{
 		ServiceCIDR: cfg.ServiceCIDR, NodePortRange: cfg.NodePortRange, LBPool: cfg.LBPool,
 		AdminToken: bundle.AdminToken, JoinToken: bundle.NodeToken, CAPEM: bundle.CAPEM, Logger: log,
+		NodeCredentialTTL: cfg.NodeCredentialTTL, NodeJoinRate: cfg.NodeJoinRate, AllowLoopbackNodeAddresses: cfg.AllowLoopbackNodes,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -43,7 +44,41 @@ func Validate(r *Resource, obj Object) field.ErrorList {
 		errs = append(errs, validateQuota(o)...)
 	case *corev1.ConfigMap:
 		errs = append(errs, validateConfigMap(o)...)
-	case *coordinationv1.Lease, *corev1.Namespace, *corev1.Node:
+	case *corev1.Node:
+		errs = append(errs, validateNodeSpec(&o.Spec)...)
+	case *coordinationv1.Lease, *corev1.Namespace:
+	}
+	return errs
+}
+
+// validateNodeSpec checks a Node's pod CIDRs as Kubernetes does: each a
+// CIDR, no two of one family, podCIDR the first of podCIDRs (when both are
+// given).
+func validateNodeSpec(s *corev1.NodeSpec) field.ErrorList {
+	var errs field.ErrorList
+	p := field.NewPath("spec")
+	if len(s.PodCIDRs) > 0 && s.PodCIDR != s.PodCIDRs[0] {
+		errs = append(errs, field.Invalid(p.Child("podCIDR"), s.PodCIDR, "must be the first of spec.podCIDRs"))
+	}
+	if len(s.PodCIDRs) > 2 {
+		errs = append(errs, field.TooMany(p.Child("podCIDRs"), len(s.PodCIDRs), 2))
+	}
+	if s.PodCIDR != "" && len(s.PodCIDRs) == 0 {
+		if pre, err := netip.ParsePrefix(s.PodCIDR); err != nil || pre != pre.Masked() {
+			errs = append(errs, field.Invalid(p.Child("podCIDR"), s.PodCIDR, "must be a CIDR such as 10.244.1.0/24 (with no host bits set)"))
+		}
+	}
+	families := map[bool]bool{}
+	for i, c := range s.PodCIDRs {
+		pre, err := netip.ParsePrefix(c)
+		if err != nil || pre != pre.Masked() {
+			errs = append(errs, field.Invalid(p.Child("podCIDRs").Index(i), c, "must be a CIDR such as 10.244.1.0/24 (with no host bits set)"))
+			continue
+		}
+		if families[pre.Addr().Is4()] {
+			errs = append(errs, field.Invalid(p.Child("podCIDRs").Index(i), c, "may hold one CIDR of each IP family"))
+		}
+		families[pre.Addr().Is4()] = true
 	}
 	return errs
 }
@@ -62,6 +97,16 @@ func ValidateUpdate(r *Resource, obj, old Object) field.ErrorList {
 		errs = append(errs, apivalidation.ValidateImmutableField(o.Spec.Selector, old.(*appsv1.Deployment).Spec.Selector, field.NewPath("spec", "selector"))...)
 	case *appsv1.ReplicaSet:
 		errs = append(errs, apivalidation.ValidateImmutableField(o.Spec.Selector, old.(*appsv1.ReplicaSet).Spec.Selector, field.NewPath("spec", "selector"))...)
+	case *corev1.Node:
+		// Other nodes route a node's pod CIDR to it: moving it would take
+		// their traffic, so it is fixed once the control plane set it.
+		prev := old.(*corev1.Node)
+		if prev.Spec.PodCIDR != "" && o.Spec.PodCIDR != prev.Spec.PodCIDR {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "podCIDR"), o.Spec.PodCIDR, "field is immutable once set"))
+		}
+		if len(prev.Spec.PodCIDRs) > 0 && !slices.Equal(o.Spec.PodCIDRs, prev.Spec.PodCIDRs) {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "podCIDRs"), o.Spec.PodCIDRs, "field is immutable once set"))
+		}
 	case *corev1.Pod:
 		prev := old.(*corev1.Pod)
 		if prev.Spec.NodeName != "" && o.Spec.NodeName != prev.Spec.NodeName {

@@ -182,7 +182,7 @@ func TestNodeAuthorization(t *testing.T) {
 	admin := httpClient(t, s, s.AdminToken)
 	joiner := httpClient(t, s, s.JoinToken)
 	var jr apiserver.JoinResponse
-	if err := joiner.Do(ctx, http.MethodPost, "/skep/v1/join", map[string]string{"nodeName": "node-a"}, &jr); err != nil || jr.Token == "" {
+	if err := joiner.Do(ctx, http.MethodPost, "/skep/v1/join", client.JoinRequest{NodeName: "node-a", Password: "password-of-node-a"}, &jr); err != nil || jr.Token == "" {
 		t.Fatalf("join: %v", err)
 	}
 	if _, _, err := joiner.List(ctx, pods, "", client.ListOptions{}); !apierrors.IsForbidden(err) {

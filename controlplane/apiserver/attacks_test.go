@@ -349,7 +349,7 @@ func TestSmallerHoles(t *testing.T) {
 // joinNodeRaw gets a node credential the way an agent does.
 func joinNodeRaw(t *testing.T, c *rawClient, s *apiservertest.Server, name string) string {
 	t.Helper()
-	code, body, _ := c.do(http.MethodPost, "/skep/v1/join", s.JoinToken, "application/json", strings.NewReader(`{"nodeName":"`+name+`","nodePassword":"test-password-`+name+`"}`))
+	code, body, _ := c.do(http.MethodPost, "/skep/v1/join", s.JoinToken, "application/json", strings.NewReader(`{"nodeName":"`+name+`","password":"test-password-of-`+name+`"}`))
 	if code != 200 {
 		t.Fatalf("join as %s: %d %s", name, code, body)
 	}

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -38,18 +40,27 @@ func (id Identity) String() string {
 	return "anonymous"
 }
 
-// authenticator maps bearer tokens to identities. Node credentials live in
-// the store (as hashes) so every API server of an HA set knows them.
+// authenticator maps bearer tokens to identities. Node credentials and
+// identities live in the store (credentials as hashes) so every API server
+// of an HA set knows them; see nodeidentity.go.
 type authenticator struct {
 	adminToken string
 	joinToken  string
 	store      *store.Store
+	getNode    func(context.Context, string) (*corev1.Node, error)
+	log        *slog.Logger
+	now        func() time.Time
+	// ttl is how long a node credential lives; recheck how long one is
+	// trusted from the cache before the store is asked again (a Node
+	// deletion another server saw reaches this one by then at the latest).
+	ttl, recheck time.Duration
+	// allowLoopback lets nodes declare loopback addresses
+	// (Config.AllowLoopbackNodeAddresses).
+	allowLoopback bool
 
 	mu    sync.Mutex
-	nodes map[string]string // token hash → node name
+	cache map[string]cachedToken // token hash → node
 }
-
-const nodeTokens = "nodetokens"
 
 func hashToken(t string) string {
 	sum := sha256.Sum256([]byte(t))
@@ -60,9 +71,20 @@ func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []by
 
 var errUnauthorized = errors.New("Unauthorized")
 
+// bearerToken is the token of an Authorization header. The scheme is
+// case-insensitive (RFC 9110), as kube-apiserver takes it.
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
 func (a *authenticator) authenticate(ctx context.Context, header string) (Identity, error) {
-	token, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || token == "" {
+	token, ok := bearerToken(header)
+	if !ok {
 		return Identity{}, errUnauthorized
 	}
 	switch {
@@ -71,29 +93,7 @@ func (a *authenticator) authenticate(ctx context.Context, header string) (Identi
 	case equal(token, a.joinToken):
 		return Identity{Joining: true}, nil
 	}
-	h := hashToken(token)
-	a.mu.Lock()
-	node, ok := a.nodes[h]
-	a.mu.Unlock()
-	if ok {
-		return Identity{Node: node}, nil
-	}
-	e, err := a.store.Get(ctx, store.Key{Resource: nodeTokens, Name: h})
-	if err != nil {
-		return Identity{}, errUnauthorized
-	}
-	node = string(e.Value)
-	a.mu.Lock()
-	a.nodes[h] = node
-	a.mu.Unlock()
-	return Identity{Node: node}, nil
-}
-
-// issueNodeToken stores a new credential for a node, replacing none: an
-// agent that re-joins gets a second one, and both stay valid.
-func (a *authenticator) issueNodeToken(ctx context.Context, node, token string) error {
-	_, err := a.store.Create(ctx, store.Key{Resource: nodeTokens, Name: hashToken(token)}, []byte(node))
-	return err
+	return a.nodeToken(ctx, token)
 }
 
 // request is what authorization looks at.
@@ -131,10 +131,13 @@ func authorize(id Identity, req request) error {
 	}
 	switch req.resource.Name {
 	case "nodes":
-		if req.name == id.Node && req.verb != "delete" {
-			return nil
+		if req.name != id.Node || req.verb == "delete" {
+			return forbid("an agent writes only its own Node")
 		}
-		return forbid("an agent writes only its own Node")
+		if why := nodeRestriction(req); why != "" {
+			return forbid(why)
+		}
+		return nil
 	case "leases":
 		if req.namespace == "kube-node-lease" && req.name == id.Node && req.verb != "delete" {
 			return nil

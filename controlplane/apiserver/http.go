@@ -43,6 +43,7 @@ func (s *Server) Handler() http.Handler {
 		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 	}))
 	mux.Handle("/skep/v1/join", s.authenticated(s.join))
+	mux.Handle(client.RenewPath, s.authenticated(s.renew))
 	mux.Handle(client.ServingCertificatePath, s.authenticated(s.servingCertificate))
 	// The CA is public: an agent fetches it before it trusts the server and
 	// checks it against the hash its join token carries, as k3s does.

@@ -37,9 +37,12 @@ import (
 // API server keeps in the store (so every API server of an HA set has the
 // same) and makes on first use:
 //   - each agent, with its node credential, has the API server sign a
-//     serving certificate for its own addresses (ServingCertificatePath);
-//     the API server checks the agent's certificate against that CA and the
-//     node's address;
+//     serving certificate for its own addresses (ServingCertificatePath):
+//     only those the node declared when it joined, which the control plane
+//     recorded with its identity; the certificate names the node
+//     ("system:node:<node>" and the node's name as a DNS name). The API
+//     server checks the agent's certificate against that CA, the node's
+//     address and the node's name;
 //   - the API server presents a client certificate of the same CA, named
 //     pki.APIServerClientName, and the agent serves no one else.
 //
@@ -61,35 +64,68 @@ const (
 type nodeAccess struct {
 	store *store.Store
 
-	mu        sync.Mutex
-	ca        *pki.CA
-	transport *http.Transport
+	mu   sync.Mutex
+	ca   *pki.CA
+	cert tls.Certificate // the API server's client certificate
+	// transports, one a node, each taking only that node's certificate:
+	// a connection to one node is never reused for another.
+	transports map[string]*http.Transport
 }
+
+// maxTransports bounds transports; past it, the idle ones go.
+const maxTransports = 4096
 
 type storedCA struct {
 	Cert []byte `json:"cert"`
 	Key  []byte `json:"key"`
 }
 
-// load returns the node CA and a transport that presents the API server's
-// client certificate and trusts only agents' serving certificates.
-func (n *nodeAccess) load(ctx context.Context) (*pki.CA, *http.Transport, error) {
+// load returns the node CA, making or reading it and the API server's
+// client certificate on first use.
+func (n *nodeAccess) load(ctx context.Context) (*pki.CA, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.loadLocked(ctx)
+}
+
+func (n *nodeAccess) loadLocked(ctx context.Context) (*pki.CA, error) {
 	if n.ca != nil {
-		return n.ca, n.transport, nil
+		return n.ca, nil
 	}
 	ca, err := n.loadCA(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cert, err := ca.ClientCert(pki.APIServerClientName, clientValidity)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	n.transport = agentTransport(ca, cert)
-	n.ca = ca
-	return n.ca, n.transport, nil
+	n.ca, n.cert, n.transports = ca, cert, map[string]*http.Transport{}
+	return n.ca, nil
+}
+
+// transport returns the transport to node's agent: it presents the API
+// server's client certificate and takes only a serving certificate of
+// the node CA for that node.
+func (n *nodeAccess) transport(ctx context.Context, node string) (*http.Transport, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ca, err := n.loadLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if t := n.transports[node]; t != nil {
+		return t, nil
+	}
+	if len(n.transports) >= maxTransports {
+		for _, t := range n.transports {
+			t.CloseIdleConnections()
+		}
+		clear(n.transports)
+	}
+	t := agentTransport(ca, n.cert, node)
+	n.transports[node] = t
+	return t, nil
 }
 
 func (n *nodeAccess) loadCA(ctx context.Context) (*pki.CA, error) {
@@ -118,11 +154,17 @@ func (n *nodeAccess) loadCA(ctx context.Context) (*pki.CA, error) {
 	}
 }
 
-func agentTransport(ca *pki.CA, cert tls.Certificate) *http.Transport {
+func agentTransport(ca *pki.CA, cert tls.Certificate, node string) *http.Transport {
 	return &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		Proxy:       nil,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			// The chain and the address are checked before this: the
+			// certificate must also be the node's, not another node's
+			// that holds (or claims) the same address.
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return pki.CheckNodeServing(cs.PeerCertificates[0], node)
+			}},
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
@@ -146,17 +188,28 @@ func (s *Server) servingCertificate(w http.ResponseWriter, r *http.Request, id I
 		writeError(w, apierrors.NewBadRequest(`the body must be {"csr": "<PEM certificate request>"}`))
 		return
 	}
-	obj, err := s.reg.get(r.Context(), nodes, "", id.Node)
-	if err != nil {
-		writeError(w, err)
+	// The addresses the node declared at its join, not its status, which
+	// the node writes itself.
+	rec, _, err := s.auth.loadIdentity(r.Context(), id.Node)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, apierrors.NewForbidden(gr(nodes), id.Node, fmt.Errorf("node %s has no recorded identity: join again", id.Node)))
 		return
 	}
-	ca, _, err := s.nodes.load(r.Context())
 	if err != nil {
 		writeError(w, apierrors.NewInternalError(err))
 		return
 	}
-	cert, err := ca.SignNodeServing([]byte(req.CSR), id.Node, nodeAddresses(obj.(*corev1.Node)), servingValidity)
+	allowed := recordedAddresses(rec)
+	if len(allowed) == 0 {
+		writeError(w, apierrors.NewForbidden(gr(nodes), id.Node, fmt.Errorf("node %s declared no addresses when it joined: it gets no serving certificate (the agent sends its --node-ip)", id.Node)))
+		return
+	}
+	ca, err := s.nodes.load(r.Context())
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	cert, err := ca.SignNodeServing([]byte(req.CSR), id.Node, allowed, servingValidity)
 	if err != nil {
 		writeError(w, apierrors.NewForbidden(gr(nodes), id.Node, err))
 		return
@@ -165,10 +218,10 @@ func (s *Server) servingCertificate(w http.ResponseWriter, r *http.Request, id I
 	writeJSON(w, http.StatusOK, client.ServingCertificateResponse{Certificate: string(cert), CA: string(ca.CertPEM())})
 }
 
-func nodeAddresses(n *corev1.Node) []netip.Addr {
+func recordedAddresses(rec identityRecord) []netip.Addr {
 	var out []netip.Addr
-	for _, a := range n.Status.Addresses {
-		if ip, err := netip.ParseAddr(a.Address); err == nil {
+	for _, a := range rec.Addresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
 			out = append(out, ip.Unmap())
 		}
 	}
@@ -286,7 +339,7 @@ func (s *Server) serveAccess(w http.ResponseWriter, r *http.Request, id Identity
 		return err
 	}
 	target.Host = host
-	_, transport, err := s.nodes.load(ctx)
+	transport, err := s.nodes.transport(ctx, node)
 	if err != nil {
 		return apierrors.NewInternalError(err)
 	}

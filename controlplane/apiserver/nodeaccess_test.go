@@ -23,12 +23,18 @@ import (
 	"github.com/skep-io/skep/controlplane/pki"
 )
 
-// joinNode joins as node and registers its Node with the InternalIP ip
-// (none when ip is "") and the agent port port.
+// joinNode joins as node (declaring the address ip, when not "") and
+// registers its Node with the InternalIP ip and the agent port port.
 func joinNode(t *testing.T, s *apiservertest.Server, node, ip string, port int32) *client.HTTP {
 	t.Helper()
+	req := client.JoinRequest{NodeName: node, Password: "password-of-" + node}
+	if ip != "" {
+		req.Addresses = []string{ip}
+		// The stand-in agents of these tests listen on loopback.
+		apiserver.AllowLoopbackNodeAddresses(s.Server)
+	}
 	var jr apiserver.JoinResponse
-	if err := httpClient(t, s, s.JoinToken).Do(t.Context(), http.MethodPost, "/skep/v1/join", map[string]string{"nodeName": node}, &jr); err != nil {
+	if err := httpClient(t, s, s.JoinToken).Do(t.Context(), http.MethodPost, "/skep/v1/join", req, &jr); err != nil {
 		t.Fatalf("join %s: %v", node, err)
 	}
 	c := httpClient(t, s, jr.Token)

@@ -31,6 +31,16 @@ type Config struct {
 	LBPool        []netip.Prefix // LoadBalancer addresses; none: LoadBalancers stay pending
 	AdminToken    string
 	JoinToken     string
+	// NodeCredentialTTL is how long a node credential lives (default
+	// DefaultNodeCredentialTTL); agents renew theirs before then.
+	NodeCredentialTTL time.Duration
+	// NodeJoinRate is how many joins and renewals a second the server
+	// takes (default DefaultNodeJoinRate).
+	NodeJoinRate float64
+	// AllowLoopbackNodeAddresses lets a node declare a loopback address at
+	// its join (and get a serving certificate for it): for an agent on
+	// the server's own machine, in development and tests only.
+	AllowLoopbackNodeAddresses bool
 	// CAPEM is served at /cacerts for agents to pin.
 	CAPEM  []byte
 	Logger *slog.Logger
@@ -47,6 +57,7 @@ type Server struct {
 	caPEM   []byte
 	nodes   *nodeAccess
 	admit   *admission
+	joins   *joinLimiter
 }
 
 // New makes an API server on st.
@@ -70,18 +81,33 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 	if cfg.AdminToken == "" || cfg.JoinToken == "" {
 		return nil, fmt.Errorf("the admin and node-join tokens must be set")
 	}
+	if cfg.NodeCredentialTTL == 0 {
+		cfg.NodeCredentialTTL = DefaultNodeCredentialTTL
+	}
+	if cfg.NodeCredentialTTL < 30*time.Second {
+		return nil, fmt.Errorf("--node-credential-ttl %s: must be 30s or more (agents renew at two thirds of it)", cfg.NodeCredentialTTL)
+	}
+	if cfg.NodeJoinRate == 0 {
+		cfg.NodeJoinRate = DefaultNodeJoinRate
+	}
+	if cfg.NodeJoinRate < 0 {
+		return nil, fmt.Errorf("--node-join-rate %g: must be more than 0", cfg.NodeJoinRate)
+	}
 	m := newMetrics()
 	reg := &registry{store: st, now: time.Now, timing: m.observeStore}
 	reg.alloc = &allocator{store: st, serviceCIDR: cfg.ServiceCIDR.Masked(), nodePorts: ports, lbPool: cfg.LBPool, log: cfg.Logger}
 	reg.quota = &quotaAdmission{g: reg}
 	return &Server{
-		reg:     reg,
-		auth:    &authenticator{adminToken: cfg.AdminToken, joinToken: cfg.JoinToken, store: st, nodes: map[string]string{}},
+		reg: reg,
+		auth: &authenticator{adminToken: cfg.AdminToken, joinToken: cfg.JoinToken, store: st, getNode: getNodeFunc(reg), log: cfg.Logger,
+			now: time.Now, ttl: cfg.NodeCredentialTTL, recheck: 30 * time.Second, cache: map[string]cachedToken{},
+			allowLoopback: cfg.AllowLoopbackNodeAddresses},
 		log:     cfg.Logger,
 		metrics: m,
 		caPEM:   cfg.CAPEM,
 		nodes:   &nodeAccess{store: st},
 		admit:   newAdmission(cfg.Limits),
+		joins:   newJoinLimiter(cfg.NodeJoinRate, time.Now),
 	}, nil
 }
 
@@ -102,8 +128,10 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 }
 
 // Run does the server's background work until ctx ends: it frees
-// allocations leaked by a server that died mid-create.
+// allocations leaked by a server that died mid-create, and keeps node
+// credentials in step with Node deletions.
 func (s *Server) Run(ctx context.Context) {
+	go s.auth.run(ctx)
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

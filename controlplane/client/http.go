@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,8 +24,10 @@ import (
 
 // HTTP talks to an API server over HTTPS with a bearer token.
 type HTTP struct {
-	base  string
-	token string
+	base string
+	// token is swapped by SetToken while requests are under way: an agent
+	// rotates its credential without restarting its informers.
+	token atomic.Pointer[string]
 	hc    *http.Client
 }
 
@@ -47,8 +50,17 @@ func New(cfg Config) (*HTTP, error) {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	return &HTTP{base: strings.TrimRight(cfg.Server, "/"), token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
+	c := &HTTP{base: strings.TrimRight(cfg.Server, "/"), hc: &http.Client{Transport: tr}}
+	c.SetToken(cfg.Token)
+	return c, nil
 }
+
+// SetToken makes every request from now on carry token; requests already
+// sent (a watch among them) keep the one they were sent with.
+func (c *HTTP) SetToken(token string) { c.token.Store(&token) }
+
+// Token is the bearer token requests carry now.
+func (c *HTTP) Token() string { return *c.token.Load() }
 
 // Do sends a request to a path of the server and decodes a JSON answer into
 // out (when not nil); an error answer becomes a StatusError.
@@ -88,8 +100,8 @@ func (c *HTTP) send(ctx context.Context, method, path string, body any) (*http.R
 	if err != nil {
 		return nil, err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if t := c.Token(); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

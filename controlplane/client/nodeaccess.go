@@ -175,8 +175,8 @@ func (c *HTTP) Exec(ctx context.Context, namespace, pod string, opts ExecOptions
 	if err != nil {
 		return -1, err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if t := c.Token(); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
 	}
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", ExecProtocol)
@@ -291,8 +291,8 @@ func (c *HTTP) stream(ctx context.Context, method, path string, body io.Reader, 
 	if err != nil {
 		return nil, err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if t := c.Token(); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)

@@ -122,9 +122,9 @@ func (ca *CA) ClientCert(name string, validity time.Duration) (tls.Certificate, 
 // SignNodeServing signs a node's request for a serving certificate
 // (NewServingRequest). The request must name the node
 // (NodeServingName) and ask only for addresses in allowed and for the
-// node's name as a DNS name; the certificate serves and does not
-// authenticate clients, so one node cannot pose as the API server to
-// another.
+// node's name as a DNS name. The certificate names the node both ways
+// (CheckNodeServing), serves and does not authenticate clients, so one
+// node cannot pose as the API server to another.
 func (ca *CA) SignNodeServing(csrPEM []byte, node string, allowed []netip.Addr, validity time.Duration) ([]byte, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
@@ -165,13 +165,26 @@ func (ca *CA) SignNodeServing(csrPEM []byte, node string, allowed []netip.Addr, 
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  csr.IPAddresses,
-		DNSNames:     csr.DNSNames,
+		// The certificate names the node whatever the request asked, so
+		// that the API server can check whose it is (CheckNodeServing).
+		DNSNames: []string{node},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign the serving certificate of node %s: %w", node, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// CheckNodeServing says whether cert, already verified against the node
+// CA, is node's serving certificate: named "system:node:<node>", with the
+// node's name among its DNS names. An address alone does not say whose it
+// is.
+func CheckNodeServing(cert *x509.Certificate, node string) error {
+	if want := NodeServingName(node); cert.Subject.CommonName != want || !slices.Contains(cert.DNSNames, node) {
+		return fmt.Errorf("the agent presented the certificate of %q (DNS names %v), not of node %s", cert.Subject.CommonName, cert.DNSNames, node)
+	}
+	return nil
 }
 
 // NewServingRequest makes a key and a request for a serving certificate

@@ -11,6 +11,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/apiserver"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/store"
 	"github.com/skep-io/skep/controlplane/store/storetest"
 )
 
@@ -34,14 +35,20 @@ func Start(t testing.TB) client.Interface {
 // StartServer runs an API server, also over HTTPS on loopback.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
-	return StartServerWith(t, nil)
+	return StartServerOn(t, storetest.Open(t), nil)
 }
 
 // StartServerWith runs an API server whose config configure changes
 // first (limits, say); nil changes nothing.
 func StartServerWith(t testing.TB, configure func(*apiserver.Config)) *Server {
 	t.Helper()
-	st := storetest.Open(t)
+	return StartServerOn(t, storetest.Open(t), configure)
+}
+
+// StartServerOn runs an API server on st, as StartServerWith does: several
+// on one store are the API servers of an HA set.
+func StartServerOn(t testing.TB, st *store.Store, configure func(*apiserver.Config)) *Server {
+	t.Helper()
 	s := &Server{AdminToken: "admin-token", JoinToken: "join-token"}
 	cfg := apiserver.Config{AdminToken: s.AdminToken, JoinToken: s.JoinToken, Logger: slog.New(slog.DiscardHandler)}
 	if configure != nil {
