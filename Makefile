@@ -39,7 +39,7 @@ test: deps build ## every test: unit, BPF, containerd, end to end
 # Each fuzz target for FUZZTIME (their seed corpora already ran as tests):
 # what parses input from outside the trust boundary.
 FUZZTIME ?= 10s
-FUZZ := controlplane/apiserver:FuzzDecodeBody controlplane/store:FuzzKeyEncoding agent/node:FuzzEndpoint
+FUZZ := controlplane/apiserver:FuzzDecodeBody controlplane/apiserver:FuzzJoin controlplane/store:FuzzKeyEncoding agent/node:FuzzEndpoint
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	@set -e; for f in $(FUZZ); do \
 		echo "fuzz $${f#*:} in ./$${f%%:*} for $(FUZZTIME)"; \
