@@ -195,3 +195,101 @@ func rssOf(b *testing.B, pid int) int64 {
 	b.Fatal("no VmRSS")
 	return 0
 }
+
+// BenchmarkUnpaginatedLists measures what whole lists cost other clients
+// (pagination with limit/continue is the Kubernetes API issue's): 10
+// clients list every one of SKEP_BENCH_OBJECTS ConfigMaps (default 10,000)
+// in a loop for 20 s while another client GETs one, and the GET's p99 is
+// reported.
+//
+// go test -run '^$' -bench UnpaginatedLists -benchtime 1x ./cmd/skep/
+func BenchmarkUnpaginatedLists(b *testing.B) {
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("SKEP_BENCH_OBJECTS")); err == nil && v > 0 {
+		n = v
+	}
+	for range b.N {
+		p := startServer(b, b.TempDir())
+		cfg, err := client.LoadConfig(p.config)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(cfg.CAPEM)
+		hc := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 32}}
+		do := func(method, path, body string) (int, int64) {
+			req, _ := http.NewRequest(method, cfg.Server+path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+cfg.Token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				return 0, 0
+			}
+			size, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, size
+		}
+		// Fill the namespace, 16 writers at a time.
+		var fill sync.WaitGroup
+		work := make(chan int)
+		for range 16 {
+			fill.Go(func() {
+				for i := range work {
+					do(http.MethodPost, "/api/v1/namespaces/default/configmaps", fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm-%05d"},"data":{"k":"v"}}`, i))
+				}
+			})
+		}
+		for i := range n {
+			work <- i
+		}
+		close(work)
+		fill.Wait()
+
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var gets []time.Duration
+		lists, listBytes := 0, int64(0)
+		for range 10 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_, size := do(http.MethodGet, "/api/v1/namespaces/default/configmaps", "")
+					mu.Lock()
+					lists++
+					listBytes = size
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				do(http.MethodGet, "/api/v1/namespaces/default/configmaps/cm-00000", "")
+				mu.Lock()
+				gets = append(gets, time.Since(start))
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+		time.Sleep(20 * time.Second)
+		close(stop)
+		wg.Wait()
+		slices.Sort(gets)
+		p99 := gets[len(gets)*99/100]
+		b.ReportMetric(float64(p99.Microseconds())/1000, "other-get-p99-ms")
+		b.ReportMetric(float64(lists)/20, "lists/s")
+		b.Logf("%d ConfigMaps: %d whole lists in 20 s (%d bytes each); another client's GET: %d requests, p50 %v, p99 %v, max %v",
+			n, lists, listBytes, len(gets), gets[len(gets)/2], p99, gets[len(gets)-1])
+		p.stop()
+	}
+}

@@ -158,6 +158,9 @@ func (q *quotaAdmission) uncharge(ctx context.Context, r *api.Resource, obj api.
 		return
 	}
 	d := usage(obj)
+	if len(d) == 0 {
+		return // nothing any quota counts (a ConfigMap, a finished pod)
+	}
 	list, _, err := q.g.list(ctx, api.MustLookup("resourcequotas"), obj.GetNamespace(), client.ListOptions{})
 	if err != nil {
 		return
