@@ -172,6 +172,7 @@ func (c *credentials) keep(ctx context.Context, hc *client.HTTP, cred client.Cre
 		}
 		hc.SetToken(next.Token)
 		cred = next
+		c.log.Info("node credential renewed", "expires", cred.ExpiresAt)
 	}
 }
 

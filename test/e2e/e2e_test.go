@@ -218,6 +218,27 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	t.Run("SwitchBackToEBPF", func(t *testing.T) { testSwitchDataplane(t, cl, "ebpf") })
+	t.Run("CredentialsRotated", func(t *testing.T) { testCredentialsRotated(t, cl) })
+}
+
+// testCredentialsRotated: the lab's node credentials live 90 s, so every
+// agent renewed its credential while the suite ran through it (its log
+// says so), and every node is still Ready with the credential it has now.
+func testCredentialsRotated(t *testing.T, cl *cluster) {
+	for _, node := range cl.lab.Nodes() {
+		data, err := os.ReadFile(cl.lab.LogPath(node))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(data), "node credential renewed"); n == 0 {
+			t.Errorf("%s: its agent never renewed its credential during the run; want at least one renewal of a 90 s credential", node)
+		} else {
+			t.Logf("%s: %d renewals", node, n)
+		}
+	}
+	if err := cl.lab.WaitReady(t.Context(), time.Minute); err != nil {
+		t.Fatalf("after the renewals: %v", err)
+	}
 }
 
 // reset deletes what the suite made in the default namespace, at once
