@@ -155,16 +155,16 @@ func (s *Server) admitRequest(w http.ResponseWriter, r *http.Request, id Identit
 	if err := mayAttempt(id, req); err != nil {
 		return refuseUnread(w, r, apierrors.NewForbidden(gr(t.resource), t.name, err))
 	}
-	release, err := s.admit.acquire(verb, id.String())
-	if err != nil {
-		return refuseUnread(w, r, err)
-	}
-	defer release()
 	if verb != "watch" {
 		ctx, cancel := context.WithTimeout(r.Context(), s.admit.limits.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
+	release, err := s.admit.acquire(r.Context(), verb, id.String())
+	if err != nil {
+		return refuseUnread(w, r, err)
+	}
+	defer release()
 	return s.handle(w, r, id, t, verb)
 }
 

@@ -1,12 +1,14 @@
 package apiserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +28,11 @@ type Limits struct {
 	ReadsInFlight int
 	// WritesInFlight bounds creates, updates and deletes (default 200).
 	WritesInFlight int
+	// ListsInFlight bounds the lists being answered (default the number
+	// of CPUs, at least 2): a whole list decodes and encodes every object,
+	// and a few at once take every CPU from the small requests behind
+	// them. Lists over it wait their turn, within the request timeout.
+	ListsInFlight int
 	// WatchesPerCredential bounds the watches one credential holds open
 	// (default 200; an agent holds 4).
 	WatchesPerCredential int
@@ -44,6 +51,9 @@ func (l Limits) withDefaults() Limits {
 	if l.WritesInFlight <= 0 {
 		l.WritesInFlight = 200
 	}
+	if l.ListsInFlight <= 0 {
+		l.ListsInFlight = max(2, runtime.GOMAXPROCS(0))
+	}
 	if l.WatchesPerCredential <= 0 {
 		l.WatchesPerCredential = 200
 	}
@@ -61,6 +71,7 @@ type admission struct {
 	limits Limits
 	reads  chan struct{}
 	writes chan struct{}
+	lists  chan struct{}
 
 	mu      sync.Mutex
 	watches map[string]int // credential → open watches
@@ -68,7 +79,8 @@ type admission struct {
 
 func newAdmission(l Limits) *admission {
 	l = l.withDefaults()
-	return &admission{limits: l, reads: make(chan struct{}, l.ReadsInFlight), writes: make(chan struct{}, l.WritesInFlight), watches: map[string]int{}}
+	return &admission{limits: l, reads: make(chan struct{}, l.ReadsInFlight), writes: make(chan struct{}, l.WritesInFlight),
+		lists: make(chan struct{}, l.ListsInFlight), watches: map[string]int{}}
 }
 
 // tooMany is Kubernetes' answer to a request over a limit: 429 with
@@ -80,7 +92,7 @@ func tooMany(msg string) error {
 // acquire takes a slot for verb and returns its release; 429 when the
 // server is full. Watches count against the credential (who), not the
 // server: they are long-lived and cost little while idle.
-func (a *admission) acquire(verb, who string) (func(), error) {
+func (a *admission) acquire(ctx context.Context, verb, who string) (func(), error) {
 	switch verb {
 	case "watch":
 		a.mu.Lock()
@@ -96,8 +108,20 @@ func (a *admission) acquire(verb, who string) (func(), error) {
 				delete(a.watches, who)
 			}
 		}, nil
-	case "get", "list":
+	case "get":
 		return take(a.reads, "reads")
+	case "list":
+		release, err := take(a.reads, "reads")
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case a.lists <- struct{}{}:
+			return func() { <-a.lists; release() }, nil
+		case <-ctx.Done():
+			release()
+			return nil, tooMany(fmt.Sprintf("the server is answering the most lists it answers at once (%d), and this one waited its whole request timeout; try again, or list in pages", cap(a.lists)))
+		}
 	default:
 		return take(a.writes, "writes")
 	}
