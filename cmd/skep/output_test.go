@@ -256,3 +256,57 @@ func TestDeleteDryRun(t *testing.T) {
 		t.Error("skep delete cm keep --dry-run=none left the configmap")
 	}
 }
+
+// TestApplyDryRun checks `skep apply|create --dry-run`: server has the
+// server check every document and writes nothing; client sends no write;
+// both print kubectl's line with its dry-run note.
+func TestApplyDryRun(t *testing.T) {
+	p := startServer(t, t.TempDir())
+	c := p.client(t)
+	configmaps := api.MustLookup("configmaps")
+	dir := t.TempDir()
+	cm := func(name, value string) string {
+		return writeFile(t, dir, name+".yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+name+"\ndata:\n  k: "+value+"\n")
+	}
+	absent := func(what, name string) {
+		t.Helper()
+		if _, err := c.Get(t.Context(), configmaps, "default", name); err == nil {
+			t.Errorf("after skep %s: configmap %s exists; a dry run must write nothing", what, name)
+		}
+	}
+
+	for _, tc := range []struct{ args, says string }{
+		{"apply --dry-run=server", "configmap/fresh created (server dry run)"},
+		{"apply --dry-run=client", "configmap/fresh created (dry run)"},
+		{"create --dry-run=server", "configmap/fresh created (server dry run)"},
+	} {
+		args := append(strings.Fields(tc.args), "-f", cm("fresh", "v1"))
+		if out := mustRun(t, p, args...); strings.TrimSpace(out) != tc.says {
+			t.Errorf("skep %s printed %q; want %q", tc.args, out, tc.says)
+		}
+		absent(tc.args, "fresh")
+	}
+
+	// The server still checks what a server dry run sends.
+	bad := writeFile(t, dir, "bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n")
+	_, stderr, err := p.run("apply", "--dry-run=server", "-f", bad)
+	if err == nil || !strings.Contains(stderr, `metadata.name: Invalid value: "Bad_Name"`) {
+		t.Errorf("skep apply --dry-run=server of an invalid name: %v, stderr %q; want the server's refusal", err, stderr)
+	}
+
+	// An object that exists is configured, and keeps its data.
+	mustRun(t, p, "apply", "-f", cm("old", "v1"))
+	if out := mustRun(t, p, "apply", "--dry-run=server", "-f", cm("old", "v2")); strings.TrimSpace(out) != "configmap/old configured (server dry run)" {
+		t.Errorf("skep apply --dry-run=server of a changed configmap printed %q", out)
+	}
+	got, err := c.Get(t.Context(), configmaps, "default", "old")
+	if err != nil || got.(*corev1.ConfigMap).Data["k"] != "v1" {
+		t.Errorf("after skep apply --dry-run=server: configmap old %v (err %v); want data k=v1 unchanged", got, err)
+	}
+
+	_, stderr, err = p.run("apply", "--dry-run=bogus", "-f", cm("fresh", "v1"))
+	if err == nil || !strings.Contains(stderr, `--dry-run "bogus": allowed are none, server, client`) {
+		t.Errorf("skep apply --dry-run=bogus: %v, stderr %q; want it refused naming the allowed values", err, stderr)
+	}
+	absent("apply --dry-run=bogus", "fresh")
+}
