@@ -79,6 +79,9 @@ func runGet(c *cli.Context) error {
 		}
 		sortObjects(objs)
 		if c.Bool("watch") {
+			if len(objs) == 0 && len(names) == 0 {
+				noneFound(c.App.ErrWriter, r, ns, out)
+			}
 			if err := printWatched(w, r, objs, out, all && r.Namespaced); err != nil {
 				return err
 			}
@@ -97,12 +100,8 @@ func runGet(c *cli.Context) error {
 		if err := printRows(w, r, objs, out, all && r.Namespaced, len(kinds) > 1, true); err != nil {
 			return err
 		}
-		if len(objs) == 0 && len(names) == 0 && (out == "" || out == "wide") {
-			if ns == "" {
-				fmt.Fprintf(c.App.ErrWriter, "No %s found.\n", r.Name)
-			} else {
-				fmt.Fprintf(c.App.ErrWriter, "No %s found in %s namespace.\n", r.Name, ns)
-			}
+		if len(objs) == 0 && len(names) == 0 {
+			noneFound(c.App.ErrWriter, r, ns, out)
 		}
 	}
 	if structured(out) {
@@ -118,6 +117,19 @@ func runGet(c *cli.Context) error {
 		return errors.New(strings.Join(missing, "\n"))
 	}
 	return nil
+}
+
+// noneFound tells a person reading a table that the list is empty; json,
+// yaml and name output stay as they are for scripts.
+func noneFound(w io.Writer, r *api.Resource, ns, out string) {
+	if out != "" && out != "wide" {
+		return
+	}
+	if ns == "" {
+		fmt.Fprintf(w, "No %s found.\n", r.Name)
+	} else {
+		fmt.Fprintf(w, "No %s found in %s namespace.\n", r.Name, ns)
+	}
 }
 
 // fetch reads the objects named, or lists them all when none is named.
