@@ -23,7 +23,7 @@ func applyCommand() *cli.Command {
 		Name:      "apply",
 		Usage:     "create or update the objects in files; every document is checked by the server before any is written",
 		ArgsUsage: " ",
-		Flags:     []cli.Flag{fileFlag, namespaceFlag(), configFlag()},
+		Flags:     []cli.Flag{fileFlag, namespaceFlag(), configFlag(), dryRunFlag()},
 		Action: func(c *cli.Context) error {
 			return runApply(c, true)
 		},
@@ -34,7 +34,7 @@ func createCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "create",
 		Usage: "create the objects in files; an object that exists is an error",
-		Flags: []cli.Flag{fileFlag, namespaceFlag(), configFlag()},
+		Flags: []cli.Flag{fileFlag, namespaceFlag(), configFlag(), dryRunFlag()},
 		Action: func(c *cli.Context) error {
 			return runApply(c, false)
 		},
@@ -147,6 +147,10 @@ func readManifests(paths []string, namespace string) ([]manifest, error) {
 }
 
 func runApply(c *cli.Context, apply bool) error {
+	dryRun, err := dryRunOf(c)
+	if err != nil {
+		return err
+	}
 	ms, err := readManifests(c.StringSlice("filename"), namespaceOf(c))
 	if err != nil {
 		return err
@@ -180,6 +184,9 @@ func runApply(c *cli.Context, apply bool) error {
 		case !apierrors.IsNotFound(err):
 			return fmt.Errorf("%s: %w", m.where(), err)
 		}
+		if dryRun == dryRunClient {
+			continue // a client dry run sends no write, not even to check it
+		}
 		err = cl.Apply(ctx, m.resource, m.obj.GetNamespace(), m.obj.GetName(), m.body(), m.exists, true)
 		if apierrors.IsNotFound(err) && creating[m.obj.GetNamespace()] {
 			continue
@@ -197,6 +204,12 @@ func runApply(c *cli.Context, apply bool) error {
 		verb := "created"
 		if m.exists {
 			verb = "configured"
+		}
+		if dryRun != dryRunNone {
+			// The first pass was all of it: the server checked every
+			// document (server) or nothing was sent (client).
+			fmt.Fprintf(c.App.Writer, "%s/%s %s %s\n", strings.ToLower(m.resource.Kind), m.obj.GetName(), verb, dryRun.suffix())
+			continue
 		}
 		err = cl.Apply(ctx, m.resource, m.obj.GetNamespace(), m.obj.GetName(), m.body(), m.exists, false)
 		if err != nil {
