@@ -11,6 +11,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/store"
 	"github.com/skep-io/skep/controlplane/store/storetest"
 )
 
@@ -19,15 +20,8 @@ import (
 // server's read and its write (an agent writing status at that moment), as
 // kubectl delete does; a delete naming a stale resourceVersion is a 409.
 func TestDeleteWhileStatusChanges(t *testing.T) {
-	st := storetest.Open(t)
-	s, err := New(st, Config{AdminToken: "a", JoinToken: "j"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := bootstrapped(t)
 	ctx := t.Context()
-	if err := s.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
 	pods := api.MustLookup("pods")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "busy"},
 		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "skep/echo:latest"}}}}
@@ -66,4 +60,19 @@ func TestDeleteWhileStatusChanges(t *testing.T) {
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("delete with a stale resourceVersion: %v; want 409 Conflict", err)
 	}
+}
+
+// bootstrapped is an API server, without HTTP, on a store of its own,
+// with the namespaces a cluster starts with.
+func bootstrapped(t *testing.T) (*Server, *store.Store) {
+	t.Helper()
+	st := storetest.Open(t)
+	s, err := New(st, Config{AdminToken: "a", JoinToken: "j"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s, st
 }

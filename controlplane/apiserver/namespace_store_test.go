@@ -11,7 +11,6 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/store"
-	"github.com/skep-io/skep/controlplane/store/storetest"
 )
 
 // TestDeleteOfOlderNamespaceAddsTheFinalizer: a namespace stored before
@@ -19,15 +18,8 @@ import (
 // content left behind: its DELETE adds the finalizer, and it terminates as
 // any other.
 func TestDeleteOfOlderNamespaceAddsTheFinalizer(t *testing.T) {
-	st := storetest.Open(t)
-	s, err := New(st, Config{AdminToken: "a", JoinToken: "j"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := bootstrapped(t)
 	ctx := t.Context()
-	if err := s.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
 	namespaces, configmaps := api.MustLookup("namespaces"), api.MustLookup("configmaps")
 	old := `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"legacy","uid":"6f1c0a52-0000-4000-8000-000000000001"},"status":{"phase":"Active"}}`
 	if _, err := st.Create(ctx, store.Key{Resource: "namespaces", Name: "legacy"}, []byte(old)); err != nil {
