@@ -21,9 +21,6 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 )
 
-// maxBody bounds a request body; Kubernetes allows 3 MiB.
-const maxBody = api.MaxDocumentBytes
-
 // Handler serves the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()

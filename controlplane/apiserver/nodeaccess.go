@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -176,15 +175,20 @@ func agentTransport(ca *pki.CA, cert tls.Certificate, node string) *http.Transpo
 func (s *Server) servingCertificate(w http.ResponseWriter, r *http.Request, id Identity) {
 	nodes := api.MustLookup("nodes")
 	if r.Method != http.MethodPost {
-		writeError(w, apierrors.NewMethodNotSupported(gr(nodes), r.Method))
+		writeError(w, refuseUnread(w, r, apierrors.NewMethodNotSupported(gr(nodes), r.Method)))
 		return
 	}
 	if id.Node == "" {
-		writeError(w, apierrors.NewForbidden(gr(nodes), "", fmt.Errorf("%s may not ask for a node's serving certificate; a node asks with its own credential", id)))
+		writeError(w, refuseUnread(w, r, apierrors.NewForbidden(gr(nodes), "", fmt.Errorf("%s may not ask for a node's serving certificate; a node asks with its own credential", id))))
+		return
+	}
+	body, err := s.admit.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	var req client.ServingCertificateRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil || req.CSR == "" {
+	if err := json.Unmarshal(body, &req); err != nil || req.CSR == "" {
 		writeError(w, apierrors.NewBadRequest(`the body must be {"csr": "<PEM certificate request>"}`))
 		return
 	}
