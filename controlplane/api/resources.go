@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -75,6 +76,7 @@ var resources = []*Resource{
 	{Version: "v1", Kind: "ResourceQuota", Name: "resourcequotas", ShortNames: []string{"quota"}, Namespaced: true, New: func() Object { return &corev1.ResourceQuota{} }, HasStatus: true},
 	{Group: "apps", Version: "v1", Kind: "Deployment", Name: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, New: func() Object { return &appsv1.Deployment{} }, HasStatus: true},
 	{Group: "apps", Version: "v1", Kind: "ReplicaSet", Name: "replicasets", ShortNames: []string{"rs"}, Namespaced: true, New: func() Object { return &appsv1.ReplicaSet{} }, HasStatus: true},
+	{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSlice", Name: "endpointslices", Namespaced: true, New: func() Object { return &discoveryv1.EndpointSlice{} }},
 	{Group: "coordination.k8s.io", Version: "v1", Kind: "Lease", Name: "leases", Namespaced: true, New: func() Object { return &coordinationv1.Lease{} }},
 }
 

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +31,8 @@ func Validate(r *Resource, obj Object) field.ErrorList {
 		errs = append(errs, validateService(o)...)
 	case *corev1.Endpoints:
 		errs = append(errs, validateEndpoints(o)...)
+	case *discoveryv1.EndpointSlice:
+		errs = append(errs, validateEndpointSlice(o)...)
 	case *appsv1.Deployment:
 		errs = append(errs, validateReplicas(o.Spec.Replicas)...)
 		errs = append(errs, validateSelectorAndTemplate(o.Spec.Selector, &o.Spec.Template)...)
@@ -93,6 +96,8 @@ func ValidateUpdate(r *Resource, obj, old Object) field.ErrorList {
 		if o.Spec.ClusterIP != prev.Spec.ClusterIP && prev.Spec.ClusterIP != "" && o.Spec.Type != corev1.ServiceTypeExternalName && prev.Spec.Type != corev1.ServiceTypeExternalName {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "clusterIP"), o.Spec.ClusterIP, "field is immutable"))
 		}
+	case *discoveryv1.EndpointSlice:
+		errs = append(errs, apivalidation.ValidateImmutableField(o.AddressType, old.(*discoveryv1.EndpointSlice).AddressType, field.NewPath("addressType"))...)
 	case *appsv1.Deployment:
 		errs = append(errs, apivalidation.ValidateImmutableField(o.Spec.Selector, old.(*appsv1.Deployment).Spec.Selector, field.NewPath("spec", "selector"))...)
 	case *appsv1.ReplicaSet:
