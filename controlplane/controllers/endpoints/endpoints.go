@@ -194,7 +194,7 @@ func Subsets(svc *corev1.Service, pods []*corev1.Pod, nodeReady func(node string
 		if p.Status.PodIP == "" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		ports := resolvePorts(svc, p)
+		ports := ResolvePorts(svc, p)
 		if len(ports) == 0 && len(svc.Spec.Ports) > 0 {
 			continue
 		}
@@ -237,9 +237,9 @@ func Subsets(svc *corev1.Service, pods []*corev1.Pod, nodeReady func(node string
 	return out
 }
 
-// resolvePorts maps each Service port to the pod's port: a number as is,
+// ResolvePorts maps each Service port to the pod's port: a number as is,
 // a name through the pod's container ports of the same protocol.
-func resolvePorts(svc *corev1.Service, p *corev1.Pod) []corev1.EndpointPort {
+func ResolvePorts(svc *corev1.Service, p *corev1.Pod) []corev1.EndpointPort {
 	var out []corev1.EndpointPort
 	for _, sp := range svc.Spec.Ports {
 		proto := sp.Protocol
