@@ -82,7 +82,9 @@ func TestEndpointSlices(t *testing.T) {
 		})
 	}
 	// A slice someone else manages needs no service-name label.
-	if _, err := admin.Create(ctx, r, slice(func(es *discoveryv1.EndpointSlice) { es.Labels = map[string]string{discoveryv1.LabelManagedBy: "someone"} })); err != nil {
+	if _, err := admin.Create(ctx, r, slice(func(es *discoveryv1.EndpointSlice) {
+		es.Labels = map[string]string{discoveryv1.LabelManagedBy: "someone"}
+	})); err != nil {
 		t.Errorf("create a slice managed by another controller without a service-name label: %v", err)
 	}
 
