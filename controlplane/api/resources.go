@@ -70,6 +70,7 @@ var resources = []*Resource{
 	{Version: "v1", Kind: "Node", Name: "nodes", ShortNames: []string{"no"}, New: func() Object { return &corev1.Node{} }, HasStatus: true},
 	{Version: "v1", Kind: "Pod", Name: "pods", ShortNames: []string{"po"}, Namespaced: true, New: func() Object { return &corev1.Pod{} }, HasStatus: true},
 	{Version: "v1", Kind: "Service", Name: "services", ShortNames: []string{"svc"}, Namespaced: true, New: func() Object { return &corev1.Service{} }, HasStatus: true},
+	//lint:ignore SA1019 v1 Endpoints are still served, for old clients and selectorless Services
 	{Version: "v1", Kind: "Endpoints", Name: "endpoints", ShortNames: []string{"ep"}, Namespaced: true, New: func() Object { return &corev1.Endpoints{} }},
 	{Version: "v1", Kind: "ReplicationController", Name: "replicationcontrollers", ShortNames: []string{"rc"}, Namespaced: true, New: func() Object { return &corev1.ReplicationController{} }, HasStatus: true},
 	{Version: "v1", Kind: "ConfigMap", Name: "configmaps", ShortNames: []string{"cm"}, Namespaced: true, New: func() Object { return &corev1.ConfigMap{} }},

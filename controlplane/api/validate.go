@@ -29,6 +29,7 @@ func Validate(r *Resource, obj Object) field.ErrorList {
 		errs = append(errs, validatePodSpec(&o.Spec, field.NewPath("spec"))...)
 	case *corev1.Service:
 		errs = append(errs, validateService(o)...)
+	//lint:ignore SA1019 v1 Endpoints are still served, for old clients
 	case *corev1.Endpoints:
 		errs = append(errs, validateEndpoints(o)...)
 	case *discoveryv1.EndpointSlice:
@@ -435,6 +436,7 @@ func validateConfigMap(cm *corev1.ConfigMap) field.ErrorList {
 	return errs
 }
 
+//lint:ignore SA1019 v1 Endpoints are still served, for old clients
 func validateEndpoints(e *corev1.Endpoints) field.ErrorList {
 	var errs field.ErrorList
 	for i, ss := range e.Subsets {

@@ -81,8 +81,9 @@ func TestEndpointSlices(t *testing.T) {
 	manual.Spec.Selector = nil
 	mustCreate(t, c, servicesR, manual)
 	//lint:ignore SA1019 users still write v1 Endpoints for selectorless Services
-	mustCreate(t, c, endpointsR, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "manual"},
-		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "198.18.0.10"}}, Ports: []corev1.EndpointPort{{Name: "http", Port: 8080}}}}})
+	subsets := []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "198.18.0.10"}}, Ports: []corev1.EndpointPort{{Name: "http", Port: 8080}}}}
+	//lint:ignore SA1019 users still write v1 Endpoints for selectorless Services
+	mustCreate(t, c, endpointsR, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "manual"}, Subsets: subsets})
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 4, "web:v1"))
 	waitRolledOut(t, c, "web", 4, 30*time.Second)
 
@@ -137,7 +138,8 @@ func TestEndpointSlices(t *testing.T) {
 		t.Errorf("slices of the selectorless Service %+v; want one mirroring its Endpoints' 198.18.0.10", m)
 	}
 	// The Endpoints are still written, for old clients.
-	if o, err := c.Get(context.Background(), endpointsR, "default", "web"); err != nil || len(o.(*corev1.Endpoints).Subsets) != 1 { //lint:ignore SA1019 kept for old clients
+	//lint:ignore SA1019 kept for old clients
+	if o, err := c.Get(context.Background(), endpointsR, "default", "web"); err != nil || len(o.(*corev1.Endpoints).Subsets) != 1 {
 		t.Errorf("Endpoints web: %v, %v; want them kept alongside the slices", o, err)
 	}
 

@@ -120,8 +120,6 @@ func FromEndpoints(ep *corev1.Endpoints, max int) []discoveryv1.EndpointSlice {
 // slicePorts converts resolved Endpoints ports to slice ports, spelled as
 // the API server defaults them (name and protocol set), so that what is
 // built compares equal to what is stored.
-//
-//lint:ignore SA1019 the Endpoints controller's port resolution is shared
 func slicePorts(ports []corev1.EndpointPort) []discoveryv1.EndpointPort {
 	var out []discoveryv1.EndpointPort
 	for _, p := range ports {

@@ -103,7 +103,6 @@ func TestConditionsMatchEndpoints(t *testing.T) {
 			if !slices.Equal(conds, tc.want) {
 				t.Errorf("conditions\n got %q\nwant %q", conds, tc.want)
 			}
-			//lint:ignore SA1019 the Endpoints kept for old clients are the reference
 			subsets := endpoints.Subsets(svc, pods, func(n string) bool { r, _ := nodes(n); return r })
 			var epReady, epNotReady []string
 			for _, ss := range subsets {
