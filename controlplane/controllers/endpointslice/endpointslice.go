@@ -252,15 +252,12 @@ func (ec *Controller) reconcile(ctx context.Context, key string, svc *corev1.Ser
 }
 
 func (ec *Controller) write(ctx context.Context, key string, s *discoveryv1.EndpointSlice, create bool) error {
-	var out api.Object
-	var err error
+	write, verb := ec.c.Update, "update"
 	if create {
-		out, err = ec.c.Create(ctx, slicesR, s)
-	} else {
-		out, err = ec.c.Update(ctx, slicesR, s)
+		write, verb = ec.c.Create, "create"
 	}
+	out, err := write(ctx, slicesR, s)
 	if err != nil {
-		verb := map[bool]string{true: "create", false: "update"}[create]
 		return fmt.Errorf("%s endpointslice of %s: %w", verb, key, err)
 	}
 	ec.written.record(key, out.GetName(), out.GetResourceVersion())
