@@ -14,15 +14,16 @@ import (
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // fakeSource is a Source the tests fill and change while the server runs.
 type fakeSource struct {
-	mu        sync.Mutex
-	services  []*corev1.Service
-	endpoints []*corev1.Endpoints
-	pods      []*corev1.Pod
+	mu       sync.Mutex
+	services []*corev1.Service
+	slices   []*discoveryv1.EndpointSlice
+	pods     []*corev1.Pod
 }
 
 func (f *fakeSource) Services() []*corev1.Service {
@@ -31,10 +32,10 @@ func (f *fakeSource) Services() []*corev1.Service {
 	return append([]*corev1.Service(nil), f.services...)
 }
 
-func (f *fakeSource) Endpoints() []*corev1.Endpoints {
+func (f *fakeSource) EndpointSlices() []*discoveryv1.EndpointSlice {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]*corev1.Endpoints(nil), f.endpoints...)
+	return append([]*discoveryv1.EndpointSlice(nil), f.slices...)
 }
 
 func (f *fakeSource) Pods() []*corev1.Pod {
@@ -63,18 +64,34 @@ func headlessService(ns, name string, ports ...corev1.ServicePort) *corev1.Servi
 	}}
 }
 
+// endpointSlice is one slice of Service ns/svc on a single port.
+func endpointSlice(ns, svc, portName string, port int32, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	m := meta(ns, svc+"-abcde")
+	m.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
+	tcp := corev1.ProtocolTCP
+	return &discoveryv1.EndpointSlice{ObjectMeta: m, AddressType: discoveryv1.AddressTypeIPv4, Endpoints: eps,
+		Ports: []discoveryv1.EndpointPort{{Name: &portName, Port: &port, Protocol: &tcp}}}
+}
+
+// endpointAt is an endpoint at ip, ready or not, with a hostname if given.
+func endpointAt(ip string, ready bool, hostname string) discoveryv1.Endpoint {
+	e := discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}
+	if hostname != "" {
+		e.Hostname = &hostname
+	}
+	return e
+}
+
 func port(name string, proto corev1.Protocol, p int32) corev1.ServicePort {
 	return corev1.ServicePort{Name: name, Protocol: proto, Port: p}
 }
 
 // fixture is the cluster most tests query.
 func fixture() *fakeSource {
-	many := &corev1.Endpoints{ObjectMeta: meta("default", "many")}
-	subset := corev1.EndpointSubset{Ports: []corev1.EndpointPort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}}}
+	many := endpointSlice("default", "many", "http", 8080)
 	for i := range 40 {
-		subset.Addresses = append(subset.Addresses, corev1.EndpointAddress{IP: "10.244.3." + strconv.Itoa(i+1)})
+		many.Endpoints = append(many.Endpoints, endpointAt("10.244.3."+strconv.Itoa(i+1), true, ""))
 	}
-	many.Subsets = []corev1.EndpointSubset{subset}
 
 	return &fakeSource{
 		services: []*corev1.Service{
@@ -93,17 +110,14 @@ func fixture() *fakeSource {
 			}},
 			nil, // the source may hold holes; they are skipped
 		},
-		endpoints: []*corev1.Endpoints{
-			{ObjectMeta: meta("default", "web"), Subsets: []corev1.EndpointSubset{{
-				Addresses: []corev1.EndpointAddress{{IP: "10.244.1.5"}, {IP: "10.244.2.7"}},
-				Ports:     []corev1.EndpointPort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}},
-			}}},
-			{ObjectMeta: meta("default", "db"), Subsets: []corev1.EndpointSubset{{
-				Addresses:         []corev1.EndpointAddress{{IP: "10.244.1.10", Hostname: "db-0"}, {IP: "10.244.2.11"}},
-				NotReadyAddresses: []corev1.EndpointAddress{{IP: "10.244.1.12", Hostname: "db-2"}},
-				Ports:             []corev1.EndpointPort{{Name: "pg", Port: 15432, Protocol: corev1.ProtocolTCP}},
-			}}},
+		slices: []*discoveryv1.EndpointSlice{
+			endpointSlice("default", "web", "http", 8080, endpointAt("10.244.1.5", true, ""), endpointAt("10.244.2.7", true, "")),
+			// The not-ready endpoint comes first: answers list the ready
+			// ones first all the same.
+			endpointSlice("default", "db", "pg", 15432, endpointAt("10.244.1.12", false, "db-2"),
+				endpointAt("10.244.1.10", true, "db-0"), endpointAt("10.244.2.11", true, "")),
 			many,
+			nil, // the source may hold holes; they are skipped
 		},
 		pods: []*corev1.Pod{
 			{ObjectMeta: meta("default", "box"),

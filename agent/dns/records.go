@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // The names served under the cluster domain follow the Kubernetes DNS
@@ -40,7 +41,7 @@ type srvRecord struct {
 type endpoint struct {
 	addr  netip.Addr
 	label string // its hostname, or the dashed address when it has none
-	ports []corev1.EndpointPort
+	ports []discoveryv1.EndpointPort
 }
 
 // answerCluster answers a question for name (lowercase, inside the zone).
@@ -251,13 +252,14 @@ func (s *Server) portSRVs(svc *corev1.Service, sp corev1.ServicePort, eps []endp
 	var out []srvRecord
 	for _, ep := range eps {
 		for _, p := range ep.ports {
-			if p.Name == sp.Name && protocol(p.Protocol) == protocol(sp.Protocol) {
-				out = append(out, srvRecord{
-					target: ep.label + "." + s.serviceName(svc),
-					port:   uint16(p.Port),
-					addrs:  []netip.Addr{ep.addr},
-				})
+			if p.Port == nil || deref(p.Name) != sp.Name || protocol(deref(p.Protocol)) != protocol(sp.Protocol) {
+				continue
 			}
+			out = append(out, srvRecord{
+				target: ep.label + "." + s.serviceName(svc),
+				port:   uint16(*p.Port),
+				addrs:  []netip.Addr{ep.addr},
+			})
 		}
 	}
 	return out
@@ -324,33 +326,48 @@ func (s *Server) service(name, ns string) *corev1.Service {
 	return nil
 }
 
-// endpoints lists the addresses behind svc: the ready ones, and the not
-// ready ones too when the service publishes them.
+// endpoints lists the addresses behind svc in its EndpointSlices: the
+// ready ones (an unset condition meaning ready), and the not ready ones
+// too when the service publishes them, after the ready ones of their
+// slice, in the order the Endpoints listed addresses and notReadyAddresses.
 func (s *Server) endpoints(svc *corev1.Service) []endpoint {
 	var out []endpoint
-	for _, eps := range s.src.Endpoints() {
-		if eps == nil || eps.Name != svc.Name || eps.Namespace != svc.Namespace {
+	for _, es := range s.src.EndpointSlices() {
+		if es == nil || es.Labels[discoveryv1.LabelServiceName] != svc.Name || es.Namespace != svc.Namespace {
 			continue
 		}
-		for _, subset := range eps.Subsets {
-			addrs := subset.Addresses
-			if svc.Spec.PublishNotReadyAddresses {
-				addrs = append(slices.Clip(addrs), subset.NotReadyAddresses...)
+		for _, wantReady := range []bool{true, false} {
+			if !wantReady && !svc.Spec.PublishNotReadyAddresses {
+				continue
 			}
-			for _, ea := range addrs {
-				a, err := netip.ParseAddr(ea.IP)
-				if err != nil {
+			for _, e := range es.Endpoints {
+				if ready := e.Conditions.Ready == nil || *e.Conditions.Ready; ready != wantReady {
 					continue
 				}
-				label := strings.ToLower(ea.Hostname)
-				if label == "" {
-					label = dash(a)
+				for _, ip := range e.Addresses {
+					a, err := netip.ParseAddr(ip)
+					if err != nil {
+						continue
+					}
+					label := strings.ToLower(deref(e.Hostname))
+					if label == "" {
+						label = dash(a)
+					}
+					out = append(out, endpoint{addr: a.Unmap(), label: label, ports: es.Ports})
 				}
-				out = append(out, endpoint{addr: a.Unmap(), label: label, ports: subset.Ports})
 			}
 		}
 	}
 	return out
+}
+
+// deref is the value of an optional field, its zero value when unset.
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 // serviceName is the FQDN of svc.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // Defaults of Config.
@@ -48,7 +49,9 @@ const (
 // each query, so an answer always reflects the agent's current view.
 type Source interface {
 	Services() []*corev1.Service
-	Endpoints() []*corev1.Endpoints
+	// EndpointSlices are every Service's slices, found by their
+	// kubernetes.io/service-name label.
+	EndpointSlices() []*discoveryv1.EndpointSlice
 	// Pods are the pods of this node, for their hostnames
 	// (pod.Spec.Hostname/Subdomain) and names.
 	Pods() []*corev1.Pod

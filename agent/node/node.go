@@ -1,6 +1,6 @@
 // Package node is the agent's main loop, kubelet and kube-proxy in one: it
 // joins the cluster, keeps the node's Node object and Lease fresh, and
-// drives the dataplane towards the Services and Endpoints the control
+// drives the dataplane towards the Services and EndpointSlices the control
 // plane holds, and the container runtime towards the pods bound here.
 package node
 
@@ -67,11 +67,11 @@ type Config struct {
 }
 
 var (
-	nodesR     = api.MustLookup("nodes")
-	leasesR    = api.MustLookup("leases")
-	servicesR  = api.MustLookup("services")
-	endpointsR = api.MustLookup("endpoints")
-	podsR      = api.MustLookup("pods")
+	nodesR    = api.MustLookup("nodes")
+	leasesR   = api.MustLookup("leases")
+	servicesR = api.MustLookup("services")
+	slicesR   = api.MustLookup("endpointslices")
+	podsR     = api.MustLookup("pods")
 )
 
 // Agent is one running node agent.

@@ -6,11 +6,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -129,10 +131,10 @@ func (a *Agent) importImages(ctx context.Context, rt *runtime.Runtime) error {
 // back; pods marked for deletion are stopped and then removed; containers
 // of pods the control plane no longer has are killed.
 type podSyncer struct {
-	a    *Agent
-	host *podHost
-	pods *client.Informer
-	eps  *client.Informer
+	a      *Agent
+	host   *podHost
+	pods   *client.Informer
+	slices *client.Informer // EndpointSlices, for servedBy
 
 	mu          sync.Mutex
 	pending     map[string]bool // ns/name
@@ -140,8 +142,8 @@ type podSyncer struct {
 	kick        chan struct{}
 }
 
-func (a *Agent) runPods(ctx context.Context, host *podHost, pods, eps *client.Informer) {
-	s := &podSyncer{a: a, host: host, pods: pods, eps: eps, pending: map[string]bool{}, terminating: map[types.UID]bool{}, kick: make(chan struct{}, 1)}
+func (a *Agent) runPods(ctx context.Context, host *podHost, pods, slices *client.Informer) {
+	s := &podSyncer{a: a, host: host, pods: pods, slices: slices, pending: map[string]bool{}, terminating: map[types.UID]bool{}, kick: make(chan struct{}, 1)}
 	pods.AddHandlers(client.Handlers{
 		OnAdd:    func(o api.Object) { s.enqueue(client.KeyOf(o)) },
 		OnUpdate: func(_, o api.Object) { s.enqueue(client.KeyOf(o)) },
@@ -257,7 +259,7 @@ func (s *podSyncer) sync(ctx context.Context, key string) {
 }
 
 // drainDelay is how long a terminating pod keeps serving after its address
-// left the Endpoints this agent sees, for every node's dataplane to catch
+// left the EndpointSlices this agent sees, for every node's dataplane to catch
 // up: no new connection is sent to a pod that already stopped. The iptables
 // mode syncs at most once a second and its restore takes time of its own,
 // so this is longer than eBPF alone would need.
@@ -265,7 +267,7 @@ const drainDelay = 3 * time.Second
 
 // terminate stops a pod marked for deletion, as the kubelet does, but only
 // once no Service sends it new connections: it waits (within the grace
-// period) until the pod is out of every Endpoints' ready addresses, then
+// period) until no EndpointSlice has the pod's address ready, then
 // drainDelay, then sends SIGTERM, and finally removes the pod object.
 func (s *podSyncer) terminate(ctx context.Context, pod *corev1.Pod) {
 	log := s.a.log.With("pod", pod.Namespace+"/"+pod.Name)
@@ -308,14 +310,14 @@ func (s *podSyncer) terminate(ctx context.Context, pod *corev1.Pod) {
 	log.Info("pod stopped and removed")
 }
 
-// servedBy reports whether an Endpoints object still lists ip as ready.
+// servedBy reports whether an EndpointSlice still lists ip as ready (an
+// unset condition meaning ready), as the Endpoints listed it under
+// addresses: while it does, dataplanes may send it new connections.
 func (s *podSyncer) servedBy(ip string) bool {
-	for _, o := range s.eps.List() {
-		for _, ss := range o.(*corev1.Endpoints).Subsets {
-			for _, a := range ss.Addresses {
-				if a.IP == ip {
-					return true
-				}
+	for _, o := range s.slices.List() {
+		for _, e := range o.(*discoveryv1.EndpointSlice).Endpoints {
+			if (e.Conditions.Ready == nil || *e.Conditions.Ready) && slices.Contains(e.Addresses, ip) {
+				return true
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/skep-io/skep/agent/dns"
 	"github.com/skep-io/skep/agent/network"
@@ -50,7 +51,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer dp.Close()
 
 	svcs := client.NewInformer(a.c, servicesR, client.InformerOptions{Logger: a.log})
-	eps := client.NewInformer(a.c, endpointsR, client.InformerOptions{Logger: a.log})
+	slices := client.NewInformer(a.c, slicesR, client.InformerOptions{Logger: a.log})
 	nodes := client.NewInformer(a.c, nodesR, client.InformerOptions{Logger: a.log})
 	pods := client.NewInformer(a.c, podsR, client.InformerOptions{FieldSelector: "spec.nodeName=" + a.cfg.Name, Logger: a.log})
 	var done sync.WaitGroup
@@ -59,12 +60,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { defer done.Done(); f() }()
 	}
 	defer done.Wait()
-	for _, inf := range []*client.Informer{svcs, eps, nodes, pods} {
+	for _, inf := range []*client.Informer{svcs, slices, nodes, pods} {
 		run(func() { inf.Run(ctx) })
 	}
 	ep := &endpoint{node: a.cfg.Name, pods: pods, log: a.log}
 	run(func() { a.serveEndpoint(ctx, ln, tlsCfg, ep) })
-	run(func() { a.syncServices(ctx, dp, svcs, eps) })
+	run(func() { a.syncServices(ctx, dp, svcs, slices) })
 	run(func() { a.serveMetrics(ctx, dp) })
 	run(func() { a.announceLoadBalancers(ctx, svcs, nodes) })
 
@@ -81,7 +82,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	run(func() { a.watchRuntime(ctx, host.rt, nodes) })
 	run(func() { a.syncRoutes(ctx, host.net, nodes) })
 	resolver, err := dns.New(dns.Config{Listen: []string{netip.AddrPortFrom(host.dnsAddr, 53).String()}, Upstreams: a.cfg.DNSUpstreams, Logger: a.log},
-		dnsSource{svcs: svcs, eps: eps, pods: pods})
+		dnsSource{svcs: svcs, slices: slices, pods: pods})
 	if err != nil {
 		return fmt.Errorf("start cluster DNS: %w", err)
 	}
@@ -91,16 +92,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	a.log.Info("node ready for pods", "podCIDR", podCIDR, "dns", host.dnsAddr)
-	a.runPods(ctx, host, pods, eps)
+	a.runPods(ctx, host, pods, slices)
 	return nil
 }
 
 // dnsSource answers the DNS server's questions from the agent's caches.
-type dnsSource struct{ svcs, eps, pods *client.Informer }
+type dnsSource struct{ svcs, slices, pods *client.Informer }
 
-func (s dnsSource) Services() []*corev1.Service    { return typed[*corev1.Service](s.svcs.List()) }
-func (s dnsSource) Endpoints() []*corev1.Endpoints { return typed[*corev1.Endpoints](s.eps.List()) }
-func (s dnsSource) Pods() []*corev1.Pod            { return typed[*corev1.Pod](s.pods.List()) }
+func (s dnsSource) Services() []*corev1.Service { return typed[*corev1.Service](s.svcs.List()) }
+func (s dnsSource) EndpointSlices() []*discoveryv1.EndpointSlice {
+	return typed[*discoveryv1.EndpointSlice](s.slices.List())
+}
+func (s dnsSource) Pods() []*corev1.Pod { return typed[*corev1.Pod](s.pods.List()) }
 
 // Cleanup removes everything the agent made on this node: its pods (and
 // with them their veths, mounts and cgroups), the runtime's containerd,

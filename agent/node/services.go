@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
@@ -52,7 +53,7 @@ func ebpfConfig(cfg Config, log *slog.Logger) ebpf.Config {
 // syncServices keeps the dataplane carrying the cluster's Services until
 // ctx ends. It waits for both informers' first list, so a restart never
 // programs services from half the data, and collapses bursts of changes.
-func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, eps *client.Informer) {
+func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, slices *client.Informer) {
 	kick := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -62,14 +63,14 @@ func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, 
 	}
 	h := client.Handlers{OnAdd: func(api.Object) { poke() }, OnUpdate: func(_, _ api.Object) { poke() }, OnDelete: func(api.Object) { poke() }}
 	svcs.AddHandlers(h)
-	eps.AddHandlers(h)
-	if !client.WaitForSync(ctx, svcs, eps) {
+	slices.AddHandlers(h)
+	if !client.WaitForSync(ctx, svcs, slices) {
 		return
 	}
 	resync := time.NewTicker(time.Minute)
 	defer resync.Stop()
 	for {
-		want := dataplane.FromKubernetes(typed[*corev1.Service](svcs.List()), typed[*corev1.Endpoints](eps.List()), a.cfg.Name)
+		want := dataplane.FromKubernetes(typed[*corev1.Service](svcs.List()), typed[*discoveryv1.EndpointSlice](slices.List()), a.cfg.Name)
 		start := time.Now()
 		if err := dp.Sync(ctx, want); err != nil {
 			a.log.Error("sync dataplane", "services", len(want), "err", err)

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/skep-io/skep/controlplane/api"
@@ -108,6 +109,11 @@ func table(r *api.Resource, wide bool) ([]string, func(api.Object) []string) {
 		return []string{"NAME", "ENDPOINTS", "AGE"}, func(o api.Object) []string {
 			e := o.(*corev1.Endpoints)
 			return []string{e.Name, endpointList(e), age(o)}
+		}
+	case "EndpointSlice":
+		return []string{"NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"}, func(o api.Object) []string {
+			es := o.(*discoveryv1.EndpointSlice)
+			return []string{es.Name, string(es.AddressType), slicePorts(es), sliceAddresses(es), age(o)}
 		}
 	case "ConfigMap":
 		return []string{"NAME", "DATA", "AGE"}, func(o api.Object) []string {
@@ -221,6 +227,38 @@ func endpointList(e *corev1.Endpoints) string {
 	}
 	if len(out) == 0 {
 		return "<none>"
+	}
+	if len(out) > 3 {
+		return strings.Join(out[:3], ",") + fmt.Sprintf(" + %d more...", len(out)-3)
+	}
+	return strings.Join(out, ",")
+}
+
+// slicePorts lists a slice's port numbers as kubectl does.
+func slicePorts(es *discoveryv1.EndpointSlice) string {
+	if len(es.Ports) == 0 {
+		return "<unset>"
+	}
+	var out []string
+	for _, p := range es.Ports {
+		if p.Port == nil {
+			out = append(out, "<unset>")
+		} else {
+			out = append(out, fmt.Sprint(*p.Port))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// sliceAddresses lists a slice's addresses, the first three and a count
+// of the rest, as kubectl does.
+func sliceAddresses(es *discoveryv1.EndpointSlice) string {
+	var out []string
+	for _, e := range es.Endpoints {
+		out = append(out, e.Addresses...)
+	}
+	if len(out) == 0 {
+		return "<unset>"
 	}
 	if len(out) > 3 {
 		return strings.Join(out[:3], ",") + fmt.Sprintf(" + %d more...", len(out)-3)

@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -27,6 +28,8 @@ func Default(obj Object) {
 		}
 	case *corev1.Service:
 		defaultService(o)
+	case *discoveryv1.EndpointSlice:
+		defaultEndpointSlice(o)
 	case *corev1.Namespace:
 		if o.Status.Phase == "" {
 			o.Status.Phase = corev1.NamespaceActive

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -69,12 +70,14 @@ var resources = []*Resource{
 	{Version: "v1", Kind: "Node", Name: "nodes", ShortNames: []string{"no"}, New: func() Object { return &corev1.Node{} }, HasStatus: true},
 	{Version: "v1", Kind: "Pod", Name: "pods", ShortNames: []string{"po"}, Namespaced: true, New: func() Object { return &corev1.Pod{} }, HasStatus: true},
 	{Version: "v1", Kind: "Service", Name: "services", ShortNames: []string{"svc"}, Namespaced: true, New: func() Object { return &corev1.Service{} }, HasStatus: true},
+	//lint:ignore SA1019 v1 Endpoints are still served, for old clients and selectorless Services
 	{Version: "v1", Kind: "Endpoints", Name: "endpoints", ShortNames: []string{"ep"}, Namespaced: true, New: func() Object { return &corev1.Endpoints{} }},
 	{Version: "v1", Kind: "ReplicationController", Name: "replicationcontrollers", ShortNames: []string{"rc"}, Namespaced: true, New: func() Object { return &corev1.ReplicationController{} }, HasStatus: true},
 	{Version: "v1", Kind: "ConfigMap", Name: "configmaps", ShortNames: []string{"cm"}, Namespaced: true, New: func() Object { return &corev1.ConfigMap{} }},
 	{Version: "v1", Kind: "ResourceQuota", Name: "resourcequotas", ShortNames: []string{"quota"}, Namespaced: true, New: func() Object { return &corev1.ResourceQuota{} }, HasStatus: true},
 	{Group: "apps", Version: "v1", Kind: "Deployment", Name: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, New: func() Object { return &appsv1.Deployment{} }, HasStatus: true},
 	{Group: "apps", Version: "v1", Kind: "ReplicaSet", Name: "replicasets", ShortNames: []string{"rs"}, Namespaced: true, New: func() Object { return &appsv1.ReplicaSet{} }, HasStatus: true},
+	{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSlice", Name: "endpointslices", Namespaced: true, New: func() Object { return &discoveryv1.EndpointSlice{} }},
 	{Group: "coordination.k8s.io", Version: "v1", Kind: "Lease", Name: "leases", Namespaced: true, New: func() Object { return &coordinationv1.Lease{} }},
 }
 

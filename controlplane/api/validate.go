@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,8 +29,11 @@ func Validate(r *Resource, obj Object) field.ErrorList {
 		errs = append(errs, validatePodSpec(&o.Spec, field.NewPath("spec"))...)
 	case *corev1.Service:
 		errs = append(errs, validateService(o)...)
+	//lint:ignore SA1019 v1 Endpoints are still served, for old clients
 	case *corev1.Endpoints:
 		errs = append(errs, validateEndpoints(o)...)
+	case *discoveryv1.EndpointSlice:
+		errs = append(errs, validateEndpointSlice(o)...)
 	case *appsv1.Deployment:
 		errs = append(errs, validateReplicas(o.Spec.Replicas)...)
 		errs = append(errs, validateSelectorAndTemplate(o.Spec.Selector, &o.Spec.Template)...)
@@ -93,6 +97,8 @@ func ValidateUpdate(r *Resource, obj, old Object) field.ErrorList {
 		if o.Spec.ClusterIP != prev.Spec.ClusterIP && prev.Spec.ClusterIP != "" && o.Spec.Type != corev1.ServiceTypeExternalName && prev.Spec.Type != corev1.ServiceTypeExternalName {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "clusterIP"), o.Spec.ClusterIP, "field is immutable"))
 		}
+	case *discoveryv1.EndpointSlice:
+		errs = append(errs, apivalidation.ValidateImmutableField(o.AddressType, old.(*discoveryv1.EndpointSlice).AddressType, field.NewPath("addressType"))...)
 	case *appsv1.Deployment:
 		errs = append(errs, apivalidation.ValidateImmutableField(o.Spec.Selector, old.(*appsv1.Deployment).Spec.Selector, field.NewPath("spec", "selector"))...)
 	case *appsv1.ReplicaSet:
@@ -430,6 +436,7 @@ func validateConfigMap(cm *corev1.ConfigMap) field.ErrorList {
 	return errs
 }
 
+//lint:ignore SA1019 v1 Endpoints are still served, for old clients
 func validateEndpoints(e *corev1.Endpoints) field.ErrorList {
 	var errs field.ErrorList
 	for i, ss := range e.Subsets {

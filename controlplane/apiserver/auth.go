@@ -124,10 +124,10 @@ func authorize(id Identity, req request) error {
 	switch req.verb {
 	case "get", "list", "watch":
 		switch req.resource.Name {
-		case "pods", "services", "endpoints", "nodes", "namespaces", "leases":
+		case "pods", "services", "endpoints", "endpointslices", "nodes", "namespaces", "leases":
 			return nil
 		}
-		return forbid("agents read only pods, services, endpoints, nodes, namespaces and leases")
+		return forbid("agents read only pods, services, endpoints, endpointslices, nodes, namespaces and leases")
 	}
 	switch req.resource.Name {
 	case "nodes":

@@ -1,7 +1,7 @@
 // Package controllers is skep's controller manager: the scheduler and the
 // controllers (ReplicaSet, ReplicationController, Deployment, Endpoints,
-// node lifecycle, node IPAM, garbage collector, namespace) sharing one set of
-// informers, run by whichever `skep server` holds the leader lease.
+// EndpointSlice, node lifecycle, node IPAM, garbage collector, namespace)
+// sharing one set of informers, run by whichever `skep server` holds the leader lease.
 package controllers
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
+	"github.com/skep-io/skep/controlplane/controllers/endpointslice"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/namespace"
 	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
@@ -44,7 +45,8 @@ type Config struct {
 	PodEvictionTimeout time.Duration
 	// NodeMonitorPeriod: how often node leases are checked [5s].
 	NodeMonitorPeriod time.Duration
-	// EndpointsBatchPeriod merges pod changes into one Endpoints write [200ms].
+	// EndpointsBatchPeriod merges pod changes into one Endpoints write, and
+	// one write per EndpointSlice [200ms].
 	EndpointsBatchPeriod time.Duration
 	// Leader election: lease duration [15s], renew deadline [10s], renew
 	// period [5s], retry period [2s]. KeepLeaseOnStop leaves the lease held
@@ -110,11 +112,11 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 		return client.NewInformer(c, api.MustLookup(resource), client.InformerOptions{Namespace: ns, Logger: logger})
 	}
 	pods, nodes := inf("pods", ""), inf("nodes", "")
-	services, eps := inf("services", ""), inf("endpoints", "")
+	services, eps, slices := inf("services", ""), inf("endpoints", ""), inf("endpointslices", "")
 	replicaSets, rcs, deployments := inf("replicasets", ""), inf("replicationcontrollers", ""), inf("deployments", "")
 	leases := inf("leases", nodelifecycle.LeaseNamespace)
 	namespaces := inf("namespaces", "")
-	informers := []*client.Informer{pods, nodes, services, eps, replicaSets, rcs, deployments, leases, namespaces}
+	informers := []*client.Informer{pods, nodes, services, eps, slices, replicaSets, rcs, deployments, leases, namespaces}
 
 	alloc, err := nodeipam.NewAllocator(cfg.ClusterCIDR, cfg.NodeCIDRMaskSize)
 	if err != nil {
@@ -125,6 +127,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	rcc := replicaset.NewReplicationControllers(c, rcs, pods, logger)
 	dc := deployment.New(c, deployments, replicaSets, pods, logger)
 	ec := endpoints.New(c, services, eps, pods, nodes, cfg.EndpointsBatchPeriod, logger)
+	esc := endpointslice.New(c, services, slices, eps, pods, nodes, endpointslice.Config{Batch: cfg.EndpointsBatchPeriod}, logger)
 	nlc := nodelifecycle.New(c, nodes, leases, pods, nodelifecycle.Config{
 		GracePeriod: cfg.NodeMonitorGracePeriod, EvictionTimeout: cfg.PodEvictionTimeout, MonitorPeriod: cfg.NodeMonitorPeriod,
 	}, logger)
@@ -141,6 +144,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	wg.Go(func() { rcc.Run(ctx, cfg.Workers) })
 	wg.Go(func() { dc.Run(ctx, cfg.Workers) })
 	wg.Go(func() { ec.Run(ctx, cfg.Workers) })
+	wg.Go(func() { esc.Run(ctx, cfg.Workers) })
 	wg.Go(func() { nlc.Run(ctx) })
 	wg.Go(func() { ipam.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx, cfg.Workers) })

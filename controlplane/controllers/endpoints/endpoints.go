@@ -147,6 +147,7 @@ func (ec *Controller) sync(ctx context.Context, key string) error {
 	subsets := Subsets(svc, pods, ec.nodeReady)
 	cur, exists := ec.endpoints.Get(ns, name)
 	if exists {
+		//lint:ignore SA1019 mirrored for old clients
 		ep := cur.(*corev1.Endpoints)
 		if apiequality.Semantic.DeepEqual(ep.Subsets, subsets) && apiequality.Semantic.DeepEqual(ep.Labels, svc.Labels) {
 			return nil
@@ -158,6 +159,7 @@ func (ec *Controller) sync(ctx context.Context, key string) error {
 		}
 		return nil
 	}
+	//lint:ignore SA1019 mirrored for old clients
 	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: svc.Labels}, Subsets: subsets}
 	if _, err := ec.c.Create(ctx, endpointsResource, ep); err != nil {
 		if apierrors.IsAlreadyExists(err) {
@@ -184,6 +186,8 @@ func (ec *Controller) nodeReady(name string) bool {
 // to different numbers on different pods; a pod that lacks a named port
 // is not an endpoint of that port. The output is sorted: equal inputs give
 // equal Endpoints and no needless write.
+//
+//lint:ignore SA1019 mirrored for old clients
 func Subsets(svc *corev1.Service, pods []*corev1.Pod, nodeReady func(node string) bool) []corev1.EndpointSubset {
 	type group struct {
 		ports           []corev1.EndpointPort
@@ -194,7 +198,7 @@ func Subsets(svc *corev1.Service, pods []*corev1.Pod, nodeReady func(node string
 		if p.Status.PodIP == "" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		ports := resolvePorts(svc, p)
+		ports := ResolvePorts(svc, p)
 		if len(ports) == 0 && len(svc.Spec.Ports) > 0 {
 			continue
 		}
@@ -227,19 +231,21 @@ func Subsets(svc *corev1.Service, pods []*corev1.Pod, nodeReady func(node string
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	//lint:ignore SA1019 mirrored for old clients
 	var out []corev1.EndpointSubset
 	for _, k := range keys {
 		g := groups[k]
 		sortAddresses(g.ready)
 		sortAddresses(g.notReady)
+		//lint:ignore SA1019 mirrored for old clients
 		out = append(out, corev1.EndpointSubset{Addresses: g.ready, NotReadyAddresses: g.notReady, Ports: g.ports})
 	}
 	return out
 }
 
-// resolvePorts maps each Service port to the pod's port: a number as is,
+// ResolvePorts maps each Service port to the pod's port: a number as is,
 // a name through the pod's container ports of the same protocol.
-func resolvePorts(svc *corev1.Service, p *corev1.Pod) []corev1.EndpointPort {
+func ResolvePorts(svc *corev1.Service, p *corev1.Pod) []corev1.EndpointPort {
 	var out []corev1.EndpointPort
 	for _, sp := range svc.Spec.Ports {
 		proto := sp.Protocol
