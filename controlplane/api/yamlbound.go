@@ -34,8 +34,10 @@ func checkYAMLExpansion(doc []byte, limit int) error {
 			return nil
 		}
 		if err != nil {
-			// Left to the real parser, whose message users know.
-			return nil
+			// Refused, not left to the converter: it reads only the
+			// first document, which may be a bomb that this parser
+			// never measured because a later one is broken.
+			return fmt.Errorf("parse YAML: %w", err)
 		}
 		total += expandedSize(&root, sizes, limit)
 		if total > limit {

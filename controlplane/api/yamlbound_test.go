@@ -44,6 +44,21 @@ func TestAliasBombRefused(t *testing.T) {
 	}
 }
 
+// TestAliasBombBehindABrokenDocument: a bomb followed by a document the
+// parser cannot read is refused, not handed to the converter, which reads
+// only the first document and would expand it (found in review: 12.6 s and
+// 1.36 GiB with a node credential).
+func TestAliasBombBehindABrokenDocument(t *testing.T) {
+	start := time.Now()
+	_, _, err := Decode([]byte(aliasBomb(1<<20, 300) + "---\n]\n\tx: [\n"))
+	if err == nil || !strings.Contains(err.Error(), "parse YAML") {
+		t.Fatalf("bomb + broken document: %v; want a parse error", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refusing took %v", d)
+	}
+}
+
 // TestAliasesWithinLimitDecode: aliases that stay small still work, as
 // they do in Kubernetes.
 func TestAliasesWithinLimitDecode(t *testing.T) {

@@ -19,6 +19,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Add(2, []byte("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"))
 	f.Add(3, []byte(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}`))
 	f.Add(4, []byte("kind: ConfigMap\napiVersion: v1\nmetadata: {name: c}\ndata: {k: v}\nunknown: 1\n"))
+	f.Add(5, []byte("a: &v xxxxxxxx\nb: [*v, *v, *v]\n---\n]\n\tx: [\n"))
 	resources := api.All()
 	f.Fuzz(func(t *testing.T, which int, body []byte) {
 		if len(body) > api.MaxDocumentBytes {

@@ -34,7 +34,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("/metrics", s.authenticated(func(w http.ResponseWriter, r *http.Request, id Identity) {
 		if !id.Admin {
-			writeError(w, apierrors.NewForbidden(gr(api.MustLookup("nodes")), "metrics", errors.New("only the admin reads metrics")))
+			writeError(w, refuseUnread(w, r, apierrors.NewForbidden(gr(api.MustLookup("nodes")), "metrics", errors.New("only the admin reads metrics"))))
 			return
 		}
 		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
@@ -118,7 +118,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {
 			s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), a.resource(), strconv.Itoa(rec.code)).Inc()
 		}()
 		if err := s.serveAccess(rec, r, id, a); err != nil {
-			writeError(rec, err)
+			writeError(rec, refuseUnread(rec, r, err)) // refused before anything was proxied
 		}
 		return
 	}
@@ -250,6 +250,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 			}
 			if !dryRun {
 				s.log.Info("created", "resource", t.resource.Name, "object", obj.GetNamespace()+"/"+obj.GetName(), "by", id.String())
+				if t.resource.Name == "nodes" {
+					s.auth.nodeCreated(ctx, obj.GetName())
+				}
 			}
 			writeJSON(w, http.StatusCreated, obj)
 			return nil

@@ -122,14 +122,20 @@ func (s *Server) validateJoin(req *client.JoinRequest) field.ErrorList {
 func (s *Server) renew(w http.ResponseWriter, r *http.Request, id Identity) {
 	nodes := nodesResource()
 	if r.Method != http.MethodPost {
-		writeError(w, apierrors.NewMethodNotSupported(gr(nodes), r.Method))
+		writeError(w, refuseUnread(w, r, apierrors.NewMethodNotSupported(gr(nodes), r.Method)))
 		return
 	}
 	if id.Node == "" {
-		writeError(w, apierrors.NewForbidden(gr(nodes), "", fmt.Errorf("%s may not renew a node credential; a node renews its own with it", id)))
+		writeError(w, refuseUnread(w, r, apierrors.NewForbidden(gr(nodes), "", fmt.Errorf("%s may not renew a node credential; a node renews its own with it", id))))
 		return
 	}
 	if !s.joins.allow(w, r) {
+		return
+	}
+	// A renewal says nothing in its body; what a client sends anyway is
+	// read within the body timeout, so it cannot hold the connection.
+	if _, err := s.admit.readBody(w, r); err != nil {
+		writeError(w, err)
 		return
 	}
 	token, _ := bearerToken(r.Header.Get("Authorization"))

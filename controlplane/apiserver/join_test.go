@@ -331,3 +331,52 @@ func cpuTime(t *testing.T) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestNodeDeletedAtOnceRevokes: a Node deleted right after its agent
+// created it, before the credential was used again, still takes the
+// credential with it (found in review: the identity was bound to the Node
+// only at a later authentication, so it stood for a whole TTL), and on
+// another server too.
+func TestNodeDeletedAtOnceRevokes(t *testing.T) {
+	st := storetest.Open(t)
+	a, b := apiservertest.StartServerOn(t, st, nil), apiservertest.StartServerOn(t, st, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go a.Run(ctx)
+	go b.Run(ctx)
+	cred := mustJoin(t, a, client.JoinRequest{NodeName: "node3", Password: passwordOne})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node3"}}
+	if _, err := httpClient(t, a, cred.Token).Create(ctx, nodes, node); err != nil {
+		t.Fatal(err)
+	}
+	if err := httpClient(t, b, b.AdminToken).Delete(ctx, nodes, "", "node3", client.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*apiservertest.Server{a, b} {
+		if _, err := httpClient(t, s, cred.Token).Create(ctx, nodes, node); !apierrors.IsUnauthorized(err) {
+			t.Fatalf("the credential of a Node deleted at once: %v; want 401", err)
+		}
+	}
+}
+
+// TestRenewOnce: a credential is exchanged for one successor, not many
+// (found in review: a stolen credential minted 20 of 24 h in its grace
+// minute).
+func TestRenewOnce(t *testing.T) {
+	s := apiservertest.StartServer(t)
+	cred := mustJoin(t, s, client.JoinRequest{NodeName: "node4", Password: passwordOne})
+	c := httpClient(t, s, cred.Token)
+	var next client.Credential
+	if err := c.Do(t.Context(), http.MethodPost, client.RenewPath, nil, &next); err != nil || next.Token == "" {
+		t.Fatalf("first renewal: %v", err)
+	}
+	if err := c.Do(t.Context(), http.MethodPost, client.RenewPath, nil, nil); !apierrors.IsUnauthorized(err) {
+		t.Fatalf("second renewal of the same credential: %v; want 401", err)
+	}
+	if _, err := c.Get(t.Context(), nodes, "", "node4"); apierrors.IsUnauthorized(err) {
+		t.Fatalf("the renewed credential within its grace: %v; want it still accepted", err)
+	}
+	if err := httpClient(t, s, next.Token).Do(t.Context(), http.MethodPost, client.RenewPath, nil, nil); err != nil {
+		t.Fatalf("renewal of the successor: %v", err)
+	}
+}

@@ -61,6 +61,10 @@ type tokenRecord struct {
 	Node     string    `json:"node"`
 	Identity string    `json:"identity"`
 	Expires  time.Time `json:"expires"`
+	// Renewed is set once the credential was exchanged for a new one: it
+	// works on for renewGrace, but is never exchanged again, so one
+	// credential (a stolen one too) yields one successor, not many.
+	Renewed bool `json:"renewed,omitempty"`
 }
 
 var (
@@ -78,6 +82,34 @@ func (a *authenticator) loadIdentity(ctx context.Context, node string) (identity
 		return identityRecord{}, 0, fmt.Errorf("read the identity of node %s: %w", node, err)
 	}
 	return rec, e.Revision, nil
+}
+
+// nodeCreated binds the node's identity to the Node just created, at
+// once: from then on deleting that Node revokes the identity's credentials
+// (an identity bound only at a later authentication could outlive a Node
+// deleted in between). A failure leaves the binding to live.
+func (a *authenticator) nodeCreated(ctx context.Context, node string) {
+	rec, rev, err := a.loadIdentity(ctx, node)
+	if err != nil || rec.NodeUID != "" {
+		return
+	}
+	if _, err := a.live(ctx, node, rec, rev); err != nil {
+		a.log.Warn("bind the node's identity to its Node", "node", node, "err", err)
+	}
+}
+
+// nodeDeleted drops the identity of a deleted Node that was never bound
+// to it (a bound one is dead already: its Node's UID is gone). Its
+// credentials stop working and its name is free.
+func (a *authenticator) nodeDeleted(ctx context.Context, node string) {
+	a.forgetNode(node)
+	rec, rev, err := a.loadIdentity(ctx, node)
+	if err != nil || rec.NodeUID != "" {
+		return
+	}
+	if err := a.store.Delete(ctx, store.Key{Resource: nodePasswords, Name: node}, rev); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+		a.log.Warn("drop the identity of a deleted node", "node", node, "err", err)
+	}
 }
 
 // live says whether a stored identity still stands: bound to a Node that
@@ -214,23 +246,26 @@ func (a *authenticator) issue(ctx context.Context, node, identity string) (clien
 // old one expire after renewGrace, so that a node holds few live ones.
 func (a *authenticator) renew(ctx context.Context, node, token string) (client.Credential, error) {
 	tr, rev, err := a.loadToken(ctx, hashToken(token))
-	if err != nil || tr.Node != node {
+	if err != nil || tr.Node != node || tr.Renewed {
 		return client.Credential{}, errUnauthorized
 	}
-	cred, err := a.issue(ctx, node, tr.Identity)
-	if err != nil {
-		return client.Credential{}, err
-	}
+	// Marked first, by compare-and-set: of two renewals of one credential
+	// at once, one wins and the other is refused.
+	tr.Renewed = true
 	if end := a.now().Add(renewGrace); end.Before(tr.Expires) {
 		tr.Expires = end
-		data, _ := json.Marshal(tr)
-		// A failure leaves the old credential to its own expiry: harmless.
-		_, _ = a.store.Update(ctx, store.Key{Resource: nodeTokens, Name: hashToken(token)}, data, rev)
-		a.mu.Lock()
-		delete(a.cache, hashToken(token))
-		a.mu.Unlock()
 	}
-	return cred, nil
+	data, _ := json.Marshal(tr)
+	if _, err := a.store.Update(ctx, store.Key{Resource: nodeTokens, Name: hashToken(token)}, data, rev); err != nil {
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			return client.Credential{}, errUnauthorized
+		}
+		return client.Credential{}, err
+	}
+	a.mu.Lock()
+	delete(a.cache, hashToken(token))
+	a.mu.Unlock()
+	return a.issue(ctx, node, tr.Identity)
 }
 
 func (a *authenticator) loadToken(ctx context.Context, hash string) (tokenRecord, uint64, error) {
@@ -341,7 +376,7 @@ func (a *authenticator) watchNodes(ctx context.Context) {
 			if events, err = a.store.Watch(ctx, nodesResource().Name, "", rev); err == nil {
 				for ev := range events {
 					if ev.Type == store.Deleted {
-						a.forgetNode(ev.Entry.Key.Name)
+						a.nodeDeleted(ctx, ev.Entry.Key.Name)
 					}
 				}
 			}
