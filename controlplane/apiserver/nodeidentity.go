@@ -36,6 +36,7 @@ import (
 const (
 	nodeTokens    = "nodetokens"    // hash of a token → tokenRecord
 	nodePasswords = "nodepasswords" // node name → identityRecord
+	nodeAddresses = "nodeaddresses" // address → addressClaim
 )
 
 // DefaultNodeCredentialTTL is how long a node credential lives.
@@ -176,9 +177,10 @@ func (a *authenticator) join(ctx context.Context, req client.JoinRequest) (clien
 			}
 			rec = identityRecord{Hash: hash, ID: id, Created: a.now()}
 		}
-		if err := a.checkAddresses(ctx, req.NodeName, req.Addresses); err != nil {
+		if err := a.claimAddresses(ctx, req.NodeName, req.Addresses); err != nil {
 			return client.Credential{}, err
 		}
+		a.releaseAddresses(ctx, req.NodeName, without(rec.Addresses, req.Addresses))
 		rec.Addresses = req.Addresses
 		data, _ := json.Marshal(rec)
 		if exists {
@@ -197,35 +199,109 @@ func (a *authenticator) join(ctx context.Context, req client.JoinRequest) (clien
 	return client.Credential{}, apierrors.NewConflict(gr(nodesResource()), req.NodeName, errors.New("the node's identity changed under five joins in a row; try again"))
 }
 
-// checkAddresses refuses addresses another node's live identity holds.
-func (a *authenticator) checkAddresses(ctx context.Context, node string, addrs []string) error {
-	if len(addrs) == 0 {
-		return nil
-	}
-	entries, _, err := a.store.List(ctx, nodePasswords, "")
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.Key.Name == node {
-			continue
-		}
-		var rec identityRecord
-		if json.Unmarshal(e.Value, &rec) != nil {
-			continue
-		}
-		for _, ad := range addrs {
-			if !slices.Contains(rec.Addresses, ad) {
-				continue
-			}
-			if live, err := a.live(ctx, e.Key.Name, rec, e.Revision); err != nil {
-				return err
-			} else if live {
-				return fmt.Errorf("%w: %s is recorded for node %s", errAddressTaken, ad, e.Key.Name)
-			}
+// addressClaim is the store's record that an address is one node's: a
+// key per address, so that of two joins claiming one address at once,
+// one create wins (a check over a list of identities let both through).
+type addressClaim struct {
+	Node    string    `json:"node"`
+	Claimed time.Time `json:"claimed"`
+}
+
+// claimGrace is how long a claim stands before its node's identity is
+// written: the claim is made first.
+const claimGrace = time.Minute
+
+// claimAddresses makes each address node's, or refuses with
+// errAddressTaken naming the node whose live identity holds it. A claim
+// whose node has no live identity (its Node was deleted, it never joined
+// to the end) is taken over by compare-and-set.
+func (a *authenticator) claimAddresses(ctx context.Context, node string, addrs []string) error {
+	for _, ad := range addrs {
+		if err := a.claimAddress(ctx, node, ad); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (a *authenticator) claimAddress(ctx context.Context, node, addr string) error {
+	key := store.Key{Resource: nodeAddresses, Name: addr}
+	mine, _ := json.Marshal(addressClaim{Node: node, Claimed: a.now()})
+	for range 5 {
+		_, err := a.store.Create(ctx, key, mine)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return err
+		}
+		e, err := a.store.Get(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		var claim addressClaim
+		_ = json.Unmarshal(e.Value, &claim)
+		if claim.Node == node {
+			return nil
+		}
+		if held, err := a.holds(ctx, claim, addr); err != nil {
+			return err
+		} else if held {
+			return fmt.Errorf("%w: %s is recorded for node %s", errAddressTaken, addr, claim.Node)
+		}
+		if _, err := a.store.Update(ctx, key, mine, e.Revision); err == nil {
+			return nil
+		} else if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return apierrors.NewConflict(gr(nodesResource()), node, fmt.Errorf("address %s changed hands five times while claimed; try again", addr))
+}
+
+// holds says whether a claim still stands: its node's identity is live
+// and lists the address, or the claim is too new for the identity to be
+// written yet.
+func (a *authenticator) holds(ctx context.Context, claim addressClaim, addr string) (bool, error) {
+	rec, rev, err := a.loadIdentity(ctx, claim.Node)
+	if errors.Is(err, store.ErrNotFound) {
+		return a.now().Sub(claim.Claimed) < claimGrace, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !slices.Contains(rec.Addresses, addr) {
+		return a.now().Sub(claim.Claimed) < claimGrace, nil
+	}
+	return a.live(ctx, claim.Node, rec, rev)
+}
+
+// releaseAddresses gives up node's claims on addrs.
+func (a *authenticator) releaseAddresses(ctx context.Context, node string, addrs []string) {
+	for _, ad := range addrs {
+		key := store.Key{Resource: nodeAddresses, Name: ad}
+		e, err := a.store.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var claim addressClaim
+		if json.Unmarshal(e.Value, &claim) == nil && claim.Node == node {
+			_ = a.store.Delete(ctx, key, e.Revision)
+		}
+	}
+}
+
+// without is the elements of a not in b.
+func without(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // issue stores a new credential for node under identity.
@@ -419,7 +495,9 @@ func (a *authenticator) collect(ctx context.Context) error {
 			continue
 		}
 		if live, err := a.live(ctx, e.Key.Name, rec, e.Revision); err == nil && !live {
-			_ = a.store.Delete(ctx, e.Key, e.Revision)
+			if a.store.Delete(ctx, e.Key, e.Revision) == nil {
+				a.releaseAddresses(ctx, e.Key.Name, rec.Addresses)
+			}
 		}
 	}
 	return nil
