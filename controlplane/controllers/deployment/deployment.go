@@ -169,10 +169,21 @@ func (dc *Controller) sync(ctx context.Context, key string) error {
 func (dc *Controller) claimReplicaSets(ctx context.Context, d *appsv1.Deployment, sel labels.Selector) ([]*replicaSet, error) {
 	var out []*replicaSet
 	byUID := map[types.UID]*replicaSet{}
+	var mayAdopt *bool // asked of the API once, at the first orphan
 	for _, o := range dc.replicaSets.ListNamespace(d.Namespace) {
 		rs := o.(*appsv1.ReplicaSet)
 		ref := controllerOf(rs)
 		if ref == nil && rs.DeletionTimestamp == nil && sel.Matches(labels.Set(rs.Labels)) {
+			if mayAdopt == nil {
+				ok, err := gc.Recheck(ctx, dc.c, deploymentsResource, d)
+				if err != nil {
+					return nil, err
+				}
+				mayAdopt = &ok
+			}
+			if !*mayAdopt {
+				continue
+			}
 			adopted := rs.DeepCopy()
 			yes := true
 			adopted.OwnerReferences = append(adopted.OwnerReferences, metav1.OwnerReference{

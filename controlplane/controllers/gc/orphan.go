@@ -23,6 +23,23 @@ func Orphaning(obj metav1.Object) bool {
 	return slices.Contains(obj.GetFinalizers(), OrphanFinalizer)
 }
 
+// Recheck says whether owner may still adopt: read again from the API,
+// not a cache, it exists with the same UID and is neither being deleted
+// nor orphaning. A controller's cached copy can predate the orphan
+// finalizer, and adopting back a dependent DeleteOrphaning has just
+// released would hand it to the garbage collector with its owner (as
+// Kubernetes' RecheckDeletionTimestamp guards against).
+func Recheck(ctx context.Context, c client.Interface, r *api.Resource, owner metav1.Object) (bool, error) {
+	fresh, err := c.Get(ctx, r, owner.GetNamespace(), owner.GetName())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return fresh.GetUID() == owner.GetUID() && fresh.GetDeletionTimestamp() == nil && !Orphaning(fresh), nil
+}
+
 // dependentResources are the kinds that can have a controller owner.
 var dependentResources = []string{"replicasets", "pods"}
 

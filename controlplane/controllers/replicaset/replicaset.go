@@ -169,6 +169,7 @@ func (rc *Controller) sync(ctx context.Context, key string) error {
 func (rc *Controller) claimPods(ctx context.Context, owner api.Object, sel labels.Selector) ([]*corev1.Pod, error) {
 	var owned []*corev1.Pod
 	var errs []error
+	var mayAdopt *bool // asked of the API once, at the first orphan
 	for _, o := range rc.pods.ListNamespace(owner.GetNamespace()) {
 		p := o.(*corev1.Pod)
 		ref := podstate.ControllerOf(p)
@@ -183,6 +184,16 @@ func (rc *Controller) claimPods(ctx context.Context, owner api.Object, sel label
 				errs = append(errs, err)
 			}
 		case ref == nil && matches && p.DeletionTimestamp == nil:
+			if mayAdopt == nil {
+				ok, err := gc.Recheck(ctx, rc.c, rc.kind.resource, owner)
+				if err != nil {
+					return nil, err
+				}
+				mayAdopt = &ok
+			}
+			if !*mayAdopt {
+				continue
+			}
 			if err := rc.setOwner(ctx, p, owner); err != nil {
 				errs = append(errs, err)
 				continue
