@@ -54,8 +54,8 @@ func (l *Lab) Down(ctx context.Context) error {
 		}
 	}
 	// Also wait for what the agents started and left to PID 1 to reap.
-	if !l.waitGone(append(procs, l.started()...), 20*time.Second) {
-		errs = append(errs, fmt.Errorf("processes of lab %s still exist after 20 s", st.Name))
+	if waited := append(procs, l.started()...); !l.waitGone(waited, 20*time.Second) {
+		errs = append(errs, fmt.Errorf("processes of lab %s still exist after 20 s: %s", st.Name, describeProcs(waited)))
 	}
 
 	if err := unmountUnder(st.Dir); err != nil {

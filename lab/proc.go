@@ -230,3 +230,21 @@ func tail(path string, lines int) string {
 	}
 	return strings.Join(all, "\n")
 }
+
+// describeProcs names the processes of procs that still exist, with
+// their command and state (Z: a zombie its parent has not reaped; D: in
+// the kernel, unkillable until it returns), for an error that says what
+// was left.
+func describeProcs(procs []proc) string {
+	var out []string
+	for i := range procs {
+		p := &procs[i]
+		if !p.exists() {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.PID), "comm"))
+		_, state, _ := procStat(p.PID)
+		out = append(out, fmt.Sprintf("%d (%s, state %s)", p.PID, strings.TrimSpace(string(comm)), state))
+	}
+	return strings.Join(out, ", ")
+}

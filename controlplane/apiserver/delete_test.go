@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,4 +76,40 @@ func bootstrapped(t *testing.T) (*Server, *store.Store) {
 		t.Fatal(err)
 	}
 	return s, st
+}
+
+// TestDeleteUIDPrecondition: a delete that names the UID of the object it
+// meant does not remove another of the same name created since. The API
+// server sets it for an agent's pod deletes, which it authorized on the
+// pod it read (bound to that node).
+func TestDeleteUIDPrecondition(t *testing.T) {
+	s, _ := bootstrapped(t)
+	ctx := t.Context()
+	pods := api.MustLookup("pods")
+	newPod := func() *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "skep/echo:latest"}}}}
+	}
+	first, err := s.reg.create(ctx, pods, newPod(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := int64(0)
+	if _, err := s.reg.delete(ctx, pods, "default", "web-0", client.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.reg.create(ctx, pods, newPod(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.reg.delete(ctx, pods, "default", "web-0", client.DeleteOptions{UID: first.GetUID(), GracePeriodSeconds: &zero})
+	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "UID in precondition") {
+		t.Fatalf("delete naming the first pod's UID: %v; want 409", err)
+	}
+	if got, err := s.reg.get(ctx, pods, "default", "web-0"); err != nil || got.GetUID() != second.GetUID() {
+		t.Fatalf("the second pod after that: %v %v; want it there", got, err)
+	}
+	if _, err := s.reg.delete(ctx, pods, "default", "web-0", client.DeleteOptions{UID: second.GetUID(), GracePeriodSeconds: &zero}); err != nil {
+		t.Fatalf("delete naming the second pod's UID: %v", err)
+	}
 }

@@ -278,6 +278,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, id Identity, t t
 		if err := authorize(id, req); err != nil {
 			return deny(err)
 		}
+		if id.Node != "" {
+			// A node was authorized for the pod it read (bound to it):
+			// the delete must not reach another of that name created
+			// since, bound elsewhere.
+			opts.UID = old.GetUID()
+		}
 		obj, err := s.reg.delete(ctx, t.resource, t.namespace, t.name, opts)
 		if err != nil {
 			return err
@@ -367,6 +373,9 @@ func (s *Server) deleteOptions(w http.ResponseWriter, r *http.Request) (client.D
 		opts.PropagationPolicy = body.PropagationPolicy
 		if body.Preconditions != nil && body.Preconditions.ResourceVersion != nil {
 			opts.ResourceVersion = *body.Preconditions.ResourceVersion
+		}
+		if body.Preconditions != nil && body.Preconditions.UID != nil {
+			opts.UID = *body.Preconditions.UID
 		}
 		dryRun, err := parseDryRun(body.DryRun)
 		if err != nil {

@@ -361,7 +361,8 @@ func (g *registry) delete(ctx context.Context, r *api.Resource, ns, name string,
 	// rather than hand the user a conflict they did not ask for.
 	for {
 		obj, err := g.deleteOnce(ctx, r, ns, name, opts)
-		if opts.ResourceVersion != "" || !apierrors.IsConflict(err) || ctx.Err() != nil {
+		var failed preconditionFailed
+		if opts.ResourceVersion != "" || !apierrors.IsConflict(err) || errors.As(err, &failed) || ctx.Err() != nil {
 			return obj, err
 		}
 	}
@@ -379,6 +380,10 @@ func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name str
 	}
 	if opts.ResourceVersion != "" && opts.ResourceVersion != old.GetResourceVersion() {
 		return nil, apierrors.NewConflict(gr(r), name, fmt.Errorf("precondition failed: resourceVersion is %s, not %s", old.GetResourceVersion(), opts.ResourceVersion))
+	}
+	if opts.UID != "" && opts.UID != old.GetUID() {
+		// Not a race to read again through: the object is another one.
+		return nil, preconditionFailed{apierrors.NewConflict(gr(r), name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", opts.UID, old.GetUID()))}
 	}
 	if ns, ok := old.(*corev1.Namespace); ok && !namespaceFinalized(ns) {
 		return g.terminateNamespace(ctx, r, cur, ns, opts.DryRun)
@@ -514,3 +519,9 @@ func markBound(old, obj api.Object) {
 	}
 	pod.Status.Conditions = append(pod.Status.Conditions, cond)
 }
+
+// preconditionFailed is a delete's UID precondition not met: a conflict
+// that reading again cannot mend.
+type preconditionFailed struct{ error }
+
+func (p preconditionFailed) Unwrap() error { return p.error }

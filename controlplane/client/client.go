@@ -9,6 +9,7 @@ import (
 	"context"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skep-io/skep/controlplane/api"
 )
@@ -49,6 +50,9 @@ type DeleteOptions struct {
 	PropagationPolicy *metav1.DeletionPropagation
 	// ResourceVersion, when set, must be the object's latest.
 	ResourceVersion string
+	// UID, when set, must be the object's: a delete meant for one object
+	// never removes another of the same name created since.
+	UID types.UID
 	// DryRun checks the delete and answers as if it were done, changing
 	// nothing (Kubernetes' dryRun=All).
 	DryRun bool

@@ -188,8 +188,14 @@ func (c *HTTP) UpdateStatus(ctx context.Context, r *api.Resource, obj api.Object
 
 func (c *HTTP) Delete(ctx context.Context, r *api.Resource, ns, name string, opts DeleteOptions) error {
 	body := metav1.DeleteOptions{GracePeriodSeconds: opts.GracePeriodSeconds, PropagationPolicy: opts.PropagationPolicy}
-	if opts.ResourceVersion != "" {
-		body.Preconditions = &metav1.Preconditions{ResourceVersion: &opts.ResourceVersion}
+	if opts.ResourceVersion != "" || opts.UID != "" {
+		body.Preconditions = &metav1.Preconditions{}
+		if opts.ResourceVersion != "" {
+			body.Preconditions.ResourceVersion = &opts.ResourceVersion
+		}
+		if opts.UID != "" {
+			body.Preconditions.UID = &opts.UID
+		}
 	}
 	if opts.DryRun {
 		body.DryRun = []string{metav1.DryRunAll}
