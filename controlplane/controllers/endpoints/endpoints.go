@@ -81,10 +81,20 @@ func (ec *Controller) Run(ctx context.Context, workers int) {
 	queue.Run(ctx, ec.queue, workers, ec.sync, ec.logger)
 }
 
-// servicesOf lists the keys of the Services in ns whose selector matches.
-func (ec *Controller) servicesOf(ns string, podLabels map[string]string) []string {
+// ServicesOfPod lists the keys of the Services whose selector matches the
+// pod, or matched it before a change of its labels (old may be nil): the
+// Services whose endpoints a pod's change can change.
+func ServicesOfPod(services *client.Informer, old, pod *corev1.Pod) []string {
+	keys := servicesSelecting(services, pod.Namespace, pod.Labels)
+	if old != nil && !apiequality.Semantic.DeepEqual(old.Labels, pod.Labels) {
+		keys = append(keys, servicesSelecting(services, old.Namespace, old.Labels)...)
+	}
+	return keys
+}
+
+func servicesSelecting(services *client.Informer, ns string, podLabels map[string]string) []string {
 	var keys []string
-	for _, o := range ec.services.ListNamespace(ns) {
+	for _, o := range services.ListNamespace(ns) {
 		svc := o.(*corev1.Service)
 		if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
 			keys = append(keys, client.KeyOf(svc))
@@ -94,11 +104,7 @@ func (ec *Controller) servicesOf(ns string, podLabels map[string]string) []strin
 }
 
 func (ec *Controller) podChanged(old, pod *corev1.Pod) {
-	keys := ec.servicesOf(pod.Namespace, pod.Labels)
-	if old != nil && !apiequality.Semantic.DeepEqual(old.Labels, pod.Labels) {
-		keys = append(keys, ec.servicesOf(old.Namespace, old.Labels)...)
-	}
-	for _, k := range keys {
+	for _, k := range ServicesOfPod(ec.services, old, pod) {
 		ec.queue.AddAfter(k, ec.batch)
 	}
 }
@@ -110,7 +116,7 @@ func (ec *Controller) nodeChanged(node string) {
 		if p.Spec.NodeName != node {
 			continue
 		}
-		for _, k := range ec.servicesOf(p.Namespace, p.Labels) {
+		for _, k := range ServicesOfPod(ec.services, nil, p) {
 			if !seen[k] {
 				seen[k] = true
 				ec.queue.Add(k)

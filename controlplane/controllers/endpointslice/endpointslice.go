@@ -30,6 +30,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/endpoints"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
 	"github.com/skep-io/skep/controlplane/scheduler"
 )
@@ -110,24 +111,8 @@ func ours(o api.Object) bool {
 	return mb == api.EndpointSliceController || mb == api.EndpointSliceMirroringController
 }
 
-// servicesOf lists the keys of the Services in ns whose selector matches.
-func (ec *Controller) servicesOf(ns string, podLabels map[string]string) []string {
-	var keys []string
-	for _, o := range ec.services.ListNamespace(ns) {
-		svc := o.(*corev1.Service)
-		if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
-			keys = append(keys, client.KeyOf(svc))
-		}
-	}
-	return keys
-}
-
 func (ec *Controller) podChanged(old, pod *corev1.Pod) {
-	keys := ec.servicesOf(pod.Namespace, pod.Labels)
-	if old != nil && !apiequality.Semantic.DeepEqual(old.Labels, pod.Labels) {
-		keys = append(keys, ec.servicesOf(old.Namespace, old.Labels)...)
-	}
-	for _, k := range keys {
+	for _, k := range endpoints.ServicesOfPod(ec.services, old, pod) {
 		ec.queue.AddAfter(k, ec.cfg.Batch)
 	}
 }
@@ -139,7 +124,7 @@ func (ec *Controller) nodeChanged(node string) {
 		if p.Spec.NodeName != node {
 			continue
 		}
-		for _, k := range ec.servicesOf(p.Namespace, p.Labels) {
+		for _, k := range endpoints.ServicesOfPod(ec.services, nil, p) {
 			if !seen[k] {
 				seen[k] = true
 				ec.queue.Add(k)
