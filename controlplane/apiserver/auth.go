@@ -105,6 +105,13 @@ type request struct {
 	status    bool
 	// old is the stored object for update and delete, new the one sent.
 	old, new api.Object
+	// beforeBody: neither object is read yet, and a create's name is
+	// still in its body. Authorization then decides on the URL and verb
+	// alone, before the server spends a decode or a store read on the
+	// request or tells whether the object exists (kube-apiserver's
+	// authorization filter runs before any handler); it runs again on the
+	// objects once they are read.
+	beforeBody bool
 }
 
 // authorize says whether id may do req, as Kubernetes' Node authorizer
@@ -129,9 +136,10 @@ func authorize(id Identity, req request) error {
 		}
 		return forbid("agents read only pods, services, endpoints, endpointslices, nodes, namespaces and leases")
 	}
+	ownName := req.name == id.Node || req.beforeBody && req.verb == "create" && req.name == ""
 	switch req.resource.Name {
 	case "nodes":
-		if req.name != id.Node || req.verb == "delete" {
+		if !ownName || req.verb == "delete" {
 			return forbid("an agent writes only its own Node")
 		}
 		if why := nodeRestriction(req); why != "" {
@@ -139,19 +147,21 @@ func authorize(id Identity, req request) error {
 		}
 		return nil
 	case "leases":
-		if req.namespace == "kube-node-lease" && req.name == id.Node && req.verb != "delete" {
+		if req.namespace == "kube-node-lease" && ownName && req.verb != "delete" {
 			return nil
 		}
 		return forbid("an agent writes only its own Lease in kube-node-lease")
 	case "pods":
-		pod, _ := req.old.(*corev1.Pod)
-		if pod == nil || pod.Spec.NodeName != id.Node {
-			return forbid("the pod is not bound to this node")
+		if !(req.verb == "update" && req.status || req.verb == "delete") {
+			return forbid("an agent writes only the status of its pods, and deletes them when they have terminated")
 		}
-		if req.verb == "update" && req.status || req.verb == "delete" {
+		if req.beforeBody {
 			return nil
 		}
-		return forbid("an agent writes only the status of its pods, and deletes them when they have terminated")
+		if pod, _ := req.old.(*corev1.Pod); pod == nil || pod.Spec.NodeName != id.Node {
+			return forbid("the pod is not bound to this node")
+		}
+		return nil
 	}
 	return forbid("agents may not write " + req.resource.Name)
 }

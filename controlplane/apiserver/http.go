@@ -148,8 +148,8 @@ func (s *Server) admitRequest(w http.ResponseWriter, r *http.Request, id Identit
 	if err := checkPathSegments(t); err != nil {
 		return refuseUnread(w, r, err)
 	}
-	req := request{verb: verb, resource: t.resource, namespace: t.namespace, name: t.name, status: t.status}
-	if err := mayAttempt(id, req); err != nil {
+	req := request{verb: verb, resource: t.resource, namespace: t.namespace, name: t.name, status: t.status, beforeBody: true}
+	if err := authorize(id, req); err != nil {
 		return refuseUnread(w, r, apierrors.NewForbidden(gr(t.resource), t.name, err))
 	}
 	if verb != "watch" {
