@@ -366,3 +366,15 @@ func (s *Store) Ping(ctx context.Context) error {
 	_, err := s.kv.Status(ctx)
 	return err
 }
+
+// LastRevisionOf is the revision of the newest message of a resource (in a
+// namespace, or all when ""), deletes included; 0 when there is none. A
+// watch that has delivered this revision has delivered every change of the
+// resource up to the bucket's revision read before calling it.
+func (s *Store) LastRevisionOf(ctx context.Context, resource, namespace string) (uint64, error) {
+	f, err := filter(resource, namespace)
+	if err != nil {
+		return 0, err
+	}
+	return s.lastRevisionOf(ctx, f)
+}
