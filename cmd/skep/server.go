@@ -175,6 +175,7 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger) error {
 		ServiceCIDR: cfg.ServiceCIDR, NodePortRange: cfg.NodePortRange, LBPool: cfg.LBPool,
 		AdminToken: bundle.AdminToken, JoinToken: bundle.NodeToken, CAPEM: bundle.CAPEM, Logger: log,
 		NodeCredentialTTL: cfg.NodeCredentialTTL, NodeJoinRate: cfg.NodeJoinRate, AllowLoopbackNodeAddresses: cfg.AllowLoopbackNodes,
+		ExternalAddress: net.JoinHostPort(advertise, port),
 	})
 	if err != nil {
 		return err
@@ -197,8 +198,12 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
 	}
+	handler, err := srv.Handler(ctx)
+	if err != nil {
+		return err
+	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           handler,
 		TLSConfig:         apiserver.TLSConfig(bundle.ServerCert),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

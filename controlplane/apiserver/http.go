@@ -15,16 +15,28 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
-// Handler serves the API.
-func (s *Server) Handler() http.Handler {
+// Handler serves the API until ctx ends: the Kubernetes API through the
+// generic API server (generic.go), and skep's own paths (join, renewal,
+// the CA, metrics, and the streams to agents) beside it.
+func (s *Server) Handler(ctx context.Context) (http.Handler, error) {
+	kube, err := s.genericServer(ctx)
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
+	mux.Handle("/", kube)
+	// Health is open to anyone, as kube-apiserver's is to anonymous
+	// users.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.reg.store.Ping(r.Context()); err != nil {
 			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
@@ -37,7 +49,9 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, refuseUnread(w, r, apierrors.NewForbidden(gr(api.MustLookup("nodes")), "metrics", errors.New("only the admin reads metrics"))))
 			return
 		}
-		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		// skep's metrics and the generic server's (apiserver_*, the
+		// watch cache's) in one answer.
+		promhttp.HandlerFor(prometheus.Gatherers{s.metrics.reg, legacyregistry.DefaultGatherer}, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 	}))
 	mux.Handle("/skep/v1/join", s.authenticated(s.join))
 	mux.Handle(client.RenewPath, s.authenticated(s.renew))
@@ -45,9 +59,18 @@ func (s *Server) Handler() http.Handler {
 	// The CA is public: an agent fetches it before it trusts the server and
 	// checks it against the hash its join token carries, as k3s does.
 	mux.HandleFunc("/cacerts", func(w http.ResponseWriter, r *http.Request) { w.Write(s.caPEM) })
-	mux.Handle("/api/", s.authenticated(s.serveAPI))
-	mux.Handle("/apis/", s.authenticated(s.serveAPI))
-	return mux
+	// Logs, exec and node proxy are skep's streams to agents (nodeaccess.go).
+	access := s.authenticated(s.serveAccessPath)
+	streams := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := parseAccessPath(r.URL.Path); ok {
+			access.ServeHTTP(w, r)
+			return
+		}
+		kube.ServeHTTP(w, r)
+	})
+	mux.Handle("/api/", streams)
+	mux.Handle("/apis/", streams)
+	return mux, nil
 }
 
 func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, Identity)) http.Handler {
@@ -106,6 +129,20 @@ func parsePath(path string) (target, error) {
 		return target{}, fmt.Errorf("%s are not namespaced", r.Name)
 	}
 	return t, nil
+}
+
+// serveAccessPath serves logs, exec and node proxy.
+func (s *Server) serveAccessPath(w http.ResponseWriter, r *http.Request, id Identity) {
+	a, _ := parseAccessPath(r.URL.Path)
+	// Logs, exec and node proxy stream for as long as they last: no
+	// latency is observed for them, as for watches.
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	defer func() {
+		s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), a.resource(), strconv.Itoa(rec.code)).Inc()
+	}()
+	if err := s.serveAccess(rec, r, id, a); err != nil {
+		writeError(rec, refuseUnread(rec, r, err)) // refused before anything was proxied
+	}
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, id Identity) {

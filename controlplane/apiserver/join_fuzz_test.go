@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -27,7 +28,12 @@ func FuzzJoin(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	h := s.Handler()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.Cleanup(cancel)
+	h, err := s.Handler(ctx)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest(http.MethodPost, "/skep/v1/join", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer join")

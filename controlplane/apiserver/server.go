@@ -46,6 +46,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Limits bound requests in flight, watches and request times.
 	Limits Limits
+	// ExternalAddress is the host:port clients reach the API at, for
+	// discovery (default 127.0.0.1:6443).
+	ExternalAddress string
 }
 
 // Server is one API server.
@@ -58,6 +61,8 @@ type Server struct {
 	nodes   *nodeAccess
 	admit   *admission
 	joins   *joinLimiter
+	// externalAddress is Config.ExternalAddress.
+	externalAddress string
 }
 
 // New makes an API server on st.
@@ -87,6 +92,9 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 	if cfg.NodeCredentialTTL < 30*time.Second {
 		return nil, fmt.Errorf("--node-credential-ttl %s: must be 30s or more (agents renew at two thirds of it)", cfg.NodeCredentialTTL)
 	}
+	if cfg.ExternalAddress == "" {
+		cfg.ExternalAddress = "127.0.0.1:6443"
+	}
 	if cfg.NodeJoinRate == 0 {
 		cfg.NodeJoinRate = DefaultNodeJoinRate
 	}
@@ -108,6 +116,8 @@ func New(st *store.Store, cfg Config) (*Server, error) {
 		nodes:   &nodeAccess{store: st},
 		admit:   newAdmission(cfg.Limits),
 		joins:   newJoinLimiter(cfg.NodeJoinRate, time.Now),
+
+		externalAddress: cfg.ExternalAddress,
 	}, nil
 }
 

@@ -62,7 +62,13 @@ func StartServerOn(t testing.TB, st *store.Store, configure func(*apiserver.Conf
 	if err := s.Bootstrap(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(s.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h, err := s.Handler(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(h)
 	ts.EnableHTTP2 = true
 	// The server's own TLS settings, with httptest's certificate.
 	ts.TLS = apiserver.TLSConfig(tls.Certificate{})

@@ -1,0 +1,255 @@
+package apiserver
+
+import (
+	"context"
+	"log/slog"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericrequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/generic"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
+	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/storage"
+	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
+	"k8s.io/apiserver/pkg/storage/names"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
+	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
+	restclient "k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/compatibility"
+	"k8s.io/klog/v2"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/kubeapi/openapi"
+	kubestorage "github.com/skep-io/skep/controlplane/kubeapi/storage"
+	"github.com/skep-io/skep/controlplane/store"
+)
+
+// KubernetesVersion is the Kubernetes API version skep serves: that of
+// the k8s.io/api types it is built with.
+const KubernetesVersion = "1.37.2"
+
+// genericServer builds k8s.io/apiserver's generic API server over skep's
+// registry: the Kubernetes API protocol (discovery, OpenAPI, every verb
+// and patch type, server-side apply, protobuf, Tables, list and watch
+// semantics) is the machinery's, and what the objects mean is skep's.
+// It runs until ctx ends.
+func (s *Server) genericServer(ctx context.Context) (http.Handler, error) {
+	st := s.reg.store
+	klog.SetSlogLogger(slog.New(klogAtWarn{s.log.Handler()}))
+	if err := kubestorage.SeedRevision(ctx, st); err != nil {
+		return nil, err
+	}
+	kubestorage.StoreAsProgressCapable(ctx)
+	scheme, codecs, err := newScheme()
+	if err != nil {
+		return nil, err
+	}
+	gc := genericapiserver.NewConfig(codecs)
+	gc.EffectiveVersion = compatibility.NewEffectiveVersionFromString(KubernetesVersion, "", "")
+	gc.ExternalAddress = s.externalAddress
+	// The generic server wants a client of itself for its post-start
+	// hooks; skep runs none that use it, so it is never dialled.
+	gc.LoopbackClientConfig = &restclient.Config{Host: "https://" + s.externalAddress, BearerToken: string(uuid.NewUUID())}
+	gc.Authentication.Authenticator = s.requestAuthenticator()
+	gc.Authorization.Authorizer = requestAuthorizer()
+	// skep's own limits (limits.go) take a slot after authorization, so
+	// an unauthorized client cannot fill the server; the generic ones,
+	// which count before it, are off.
+	gc.MaxRequestsInFlight, gc.MaxMutatingRequestsInFlight = 0, 0
+	gc.RequestTimeout = s.admit.limits.RequestTimeout
+	gc.EnableProfiling = false
+	gc.BuildHandlerChainFunc = func(apiHandler http.Handler, c *genericapiserver.Config) http.Handler {
+		return genericapiserver.DefaultBuildHandlerChain(s.withLimits(apiHandler, codecs), c)
+	}
+	namer := openapinamer.NewDefinitionNamer(scheme)
+	gc.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	gc.OpenAPIConfig.Info.Title, gc.OpenAPIConfig.Info.Version = "Kubernetes (skep)", "v"+KubernetesVersion
+	gc.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	gc.OpenAPIV3Config.Info.Title, gc.OpenAPIV3Config.Info.Version = "Kubernetes (skep)", "v"+KubernetesVersion
+
+	srv, err := gc.Complete(nil).New("skep", genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("generic API server: %w", err)
+	}
+	if err := s.installGroups(srv, st, scheme, codecs); err != nil {
+		srv.Destroy()
+		return nil, err
+	}
+	srv.PrepareRun()
+	srv.RunPostStartHooks(ctx)
+	go func() {
+		<-ctx.Done()
+		srv.Destroy()
+	}()
+	return srv.Handler, nil
+}
+
+// installGroups serves every resource of api.All() in its group.
+func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store.Store, scheme *runtime.Scheme, codecs serializer.CodecFactory) error {
+	infos := map[string]*genericapiserver.APIGroupInfo{}
+	var order []string
+	for _, r := range api.All() {
+		info := infos[r.Group]
+		if info == nil {
+			i := genericapiserver.NewDefaultAPIGroupInfo(r.Group, scheme, runtime.NewParameterCodec(scheme), codecs)
+			info = &i
+			infos[r.Group] = info
+			order = append(order, r.Group)
+		}
+		rr, err := s.newResourceREST(r, st, scheme, codecs)
+		if err != nil {
+			return err
+		}
+		m := info.VersionedResourcesStorageMap[r.Version]
+		if m == nil {
+			m = map[string]rest.Storage{}
+			info.VersionedResourcesStorageMap[r.Version] = m
+		}
+		m[r.Name] = rr
+		if r.HasStatus {
+			m[r.Name+"/status"] = &statusREST{main: rr}
+		}
+	}
+	for _, g := range order {
+		var err error
+		if g == "" {
+			err = srv.InstallLegacyAPIGroup("/api", infos[g])
+		} else {
+			err = srv.InstallAPIGroup(infos[g])
+		}
+		if err != nil {
+			return fmt.Errorf("install API group %q: %w", g, err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) newResourceREST(r *api.Resource, st *store.Store, scheme *runtime.Scheme, codecs serializer.CodecFactory) (*resourceREST, error) {
+	gr := r.GroupResource()
+	strategy := readStrategy{ObjectTyper: scheme, NameGenerator: names.SimpleNameGenerator, namespaced: r.Namespaced}
+	reg := &genericregistry.Store{
+		NewFunc:                   func() runtime.Object { return r.New() },
+		NewListFunc:               newListFunc(scheme, r),
+		DefaultQualifiedResource:  gr,
+		SingularQualifiedResource: schema.GroupResource{Group: r.Group, Resource: strings.ToLower(r.Kind)},
+		CreateStrategy:            strategy,
+		UpdateStrategy:            strategy,
+		DeleteStrategy:            strategy,
+		TableConvertor:            rest.NewDefaultTableConvertor(gr),
+	}
+	codec := codecs.LegacyCodec(schema.GroupVersion{Group: r.Group, Version: r.Version})
+	opts := generic.RESTOptions{
+		StorageConfig: &storagebackend.ConfigForResource{
+			Config:        storagebackend.Config{Codec: codec, EventsHistoryWindow: storagebackend.DefaultEventsHistoryWindow},
+			GroupResource: gr,
+		},
+		Decorator:               withWatchCache(st, r.Namespaced),
+		ResourcePrefix:          "/" + r.Name,
+		DeleteCollectionWorkers: 1,
+	}
+	attrs := func(obj runtime.Object) (labels.Set, fields.Set, error) {
+		o, ok := obj.(api.Object)
+		if !ok {
+			return nil, nil, fmt.Errorf("not a %s: %T", r.Kind, obj)
+		}
+		return labels.Set(o.GetLabels()), fields.Set(objectFields(r, o)), nil
+	}
+	if err := reg.CompleteWithOptions(&generic.StoreOptions{RESTOptions: opts, AttrFunc: attrs}); err != nil {
+		return nil, fmt.Errorf("%s registry: %w", r.Name, err)
+	}
+	return &resourceREST{Store: reg, s: s, r: r}, nil
+}
+
+// withWatchCache puts the apiserver's watch cache in front of the store,
+// as its StorageWithCacher does for etcd: lists, pagination, exact and
+// not-older-than resourceVersions, bookmarks and initial events are
+// served from it.
+func withWatchCache(st *store.Store, namespaced bool) generic.StorageDecorator {
+	return func(cfg *storagebackend.ConfigForResource, prefix string, keyFunc func(runtime.Object) (string, error),
+		newFunc, newListFunc func() runtime.Object, attrs storage.AttrFunc, triggers storage.IndexerFuncs,
+		indexers *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
+		raw := kubestorage.NewStorage(st, cfg.Codec, prefix, namespaced, newFunc, newListFunc)
+		c, err := cacherstorage.NewCacherFromConfig(cacherstorage.Config{
+			Storage: raw, Versioner: storage.APIObjectVersioner{}, GroupResource: cfg.GroupResource,
+			EventsHistoryWindow: cfg.EventsHistoryWindow, ResourcePrefix: prefix, KeyFunc: keyFunc,
+			NewFunc: newFunc, NewListFunc: newListFunc, GetAttrsFunc: attrs, IndexerFuncs: triggers,
+			Indexers: indexers, Codec: cfg.Codec,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		d := cacherstorage.NewCacheDelegator(c, raw)
+		return d, func() { d.Stop(); c.Stop() }, nil
+	}
+}
+
+// withLimits takes one of skep's slots (limits.go) for the request once
+// the generic chain has authenticated and authorized it.
+func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, ok := genericrequest.RequestInfoFrom(r.Context())
+		if !ok || !info.IsResourceRequest {
+			h.ServeHTTP(w, r)
+			return
+		}
+		verb := info.Verb
+		switch verb {
+		case "create", "update", "patch", "delete", "deletecollection":
+			verb = "write"
+		}
+		release, err := s.admit.acquire(r.Context(), verb, identityFrom(r.Context()).String())
+		if err != nil {
+			responsewriters.ErrorNegotiated(err, codecs, schema.GroupVersion{}, w, r)
+			return
+		}
+		defer release()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// readStrategy satisfies the generic registry's strategies, which it
+// needs to be built; resourceREST writes through skep's registry, so only
+// the scope and names are ever asked of it.
+type readStrategy struct {
+	runtime.ObjectTyper
+	names.NameGenerator
+	namespaced bool
+}
+
+func (s readStrategy) NamespaceScoped() bool                                          { return s.namespaced }
+func (readStrategy) PrepareForCreate(context.Context, runtime.Object)                 {}
+func (readStrategy) PrepareForUpdate(context.Context, runtime.Object, runtime.Object) {}
+func (readStrategy) Validate(context.Context, runtime.Object) field.ErrorList         { return nil }
+func (readStrategy) ValidateUpdate(context.Context, runtime.Object, runtime.Object) field.ErrorList {
+	return nil
+}
+func (readStrategy) WarningsOnCreate(context.Context, runtime.Object) []string { return nil }
+func (readStrategy) WarningsOnUpdate(context.Context, runtime.Object, runtime.Object) []string {
+	return nil
+}
+func (readStrategy) Canonicalize(runtime.Object)                   {}
+func (readStrategy) AllowCreateOnUpdate(context.Context) bool      { return false }
+func (readStrategy) AllowUnconditionalUpdate(context.Context) bool { return true }
+
+// klogAtWarn passes on the generic server's klog output from warnings up:
+// its informational lines (every group installed, every watch cache
+// restarted) are not the operator's business.
+type klogAtWarn struct{ slog.Handler }
+
+func (h klogAtWarn) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}

@@ -1,0 +1,107 @@
+package apiserver
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+
+	"github.com/skep-io/skep/controlplane/api"
+)
+
+// newScheme registers every served kind under its version and, with the
+// same Go type, as the group's internal version. The generic API
+// server's handlers convert what they decode to the internal version and
+// back; skep has no internal types (its objects are k8s.io/api's v1
+// types throughout), so that conversion must be the identity, and it is
+// when both versions name one type.
+func newScheme() (*runtime.Scheme, serializer.CodecFactory, error) {
+	scheme := runtime.NewScheme()
+	// k8s.io/api registers each group's types, lists and options (and no
+	// defaulting: skep's own defaults run in the registry).
+	for _, add := range []func(*runtime.Scheme) error{
+		corev1.AddToScheme, appsv1.AddToScheme, discoveryv1.AddToScheme, coordinationv1.AddToScheme,
+	} {
+		if err := add(scheme); err != nil {
+			return nil, serializer.CodecFactory{}, err
+		}
+	}
+	for _, r := range api.All() {
+		gvk := schema.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind}
+		list, err := scheme.New(gvk.GroupVersion().WithKind(r.Kind + "List"))
+		if err != nil {
+			return nil, serializer.CodecFactory{}, fmt.Errorf("%s: %w", r.Name, err)
+		}
+		scheme.AddKnownTypes(schema.GroupVersion{Group: r.Group, Version: runtime.APIVersionInternal}, r.New(), list)
+		if err := scheme.AddFieldLabelConversionFunc(gvk, fieldLabelConversion(r)); err != nil {
+			return nil, serializer.CodecFactory{}, err
+		}
+	}
+	unversioned := schema.GroupVersion{Version: "v1"}
+	scheme.AddUnversionedTypes(unversioned, &metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
+	return scheme, serializer.NewCodecFactory(scheme), nil
+}
+
+// fieldLabelConversion accepts the field selectors a resource supports
+// (registry.go's fieldValue) and refuses the others as Kubernetes does,
+// naming the field.
+func fieldLabelConversion(r *api.Resource) runtime.FieldLabelConversionFunc {
+	return func(label, value string) (string, string, error) {
+		if _, ok := fieldValue(r, nil, label); !ok {
+			return "", "", fmt.Errorf("field label not supported: %s (for %s: %v)", label, r.Name, supportedFields(r))
+		}
+		return label, value, nil
+	}
+}
+
+// selectorFields are every field a field selector may name on some
+// resource; fieldValue says which of them each resource has.
+var selectorFields = []string{
+	"metadata.name", "metadata.namespace",
+	"spec.nodeName", "spec.schedulerName", "status.phase", "status.podIP", "status.nominatedNodeName",
+	"spec.unschedulable", "type", "reason", "source", "reportingComponent",
+	"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+	"involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+	"status.phase",
+}
+
+func supportedFields(r *api.Resource) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range selectorFields {
+		if _, ok := fieldValue(r, nil, f); ok && !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// objectFields are the fields of obj a field selector can match, for the
+// watch cache and the registry's filters.
+func objectFields(r *api.Resource, obj api.Object) map[string]string {
+	out := map[string]string{}
+	for _, f := range supportedFields(r) {
+		v, _ := fieldValue(r, obj, f)
+		out[f] = v
+	}
+	return out
+}
+
+// newListFunc makes empty lists of a resource's List type.
+func newListFunc(scheme *runtime.Scheme, r *api.Resource) func() runtime.Object {
+	gvk := schema.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind + "List"}
+	return func() runtime.Object {
+		l, err := scheme.New(gvk)
+		if err != nil {
+			panic(err) // newScheme registered every list
+		}
+		return l
+	}
+}
