@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 
 BENCHES := sync propagation pods dataplane nodeport
 
-.PHONY: deps build generate test fuzz demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
+.PHONY: deps build generate openapi test fuzz demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
 
 deps: ## install missing Debian packages, mount bpffs (idempotent)
 	@test/lab/install-deps.sh
@@ -27,6 +27,9 @@ BPF_MULTIARCH := $(or $(shell gcc -print-multiarch 2>/dev/null),$(shell uname -m
 
 generate: ## rebuild the committed bpf2go output from bpf/*.c (needs clang)
 	BPF_CFLAGS="-I/usr/include/$(BPF_MULTIARCH)" $(GO) generate ./bpf/...
+
+openapi: ## rebuild the committed OpenAPI schemas of the served k8s.io/api types (after bumping k8s.io/api)
+	$(GO) generate ./controlplane/kubeapi/openapi
 
 images: build ## the test images as OCI tarballs under _out/images
 	$(GO) run ./test/images/build -out $(CURDIR)/_out/images
