@@ -67,6 +67,9 @@ const (
 	Deleted  EventType = "DELETED"
 	// Bookmark carries only a resourceVersion to resume from.
 	Bookmark EventType = "BOOKMARK"
+	// Error ends a stream with a Status in Event.Status (410 Expired: the
+	// resourceVersion is too old to resume from; list again).
+	Error EventType = "ERROR"
 )
 
 // Event is one change. A DELETED event's object carries the name,
@@ -75,4 +78,6 @@ const (
 type Event struct {
 	Type   EventType
 	Object api.Object
+	// Status is an ERROR event's.
+	Status *metav1.Status
 }

@@ -227,6 +227,17 @@ func (c *HTTP) Watch(ctx context.Context, r *api.Resource, ns string, opts ListO
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 				return
 			}
+			if line.Type == Error {
+				// A Status (410 Expired for a resourceVersion too old)
+				// ends the stream.
+				var st metav1.Status
+				_ = json.Unmarshal(line.Object, &st)
+				select {
+				case out <- Event{Type: Error, Status: &st}:
+				case <-ctx.Done():
+				}
+				return
+			}
 			obj := r.New()
 			if err := json.Unmarshal(line.Object, obj); err != nil {
 				return
@@ -251,8 +262,11 @@ func (c *HTTP) Apply(ctx context.Context, r *api.Resource, ns, name string, doc 
 	if update {
 		path, method = r.Path(ns, name), http.MethodPut
 	}
+	// Strict: a field the server does not know is an error naming it, as
+	// kubectl asks for by default.
+	path += "?fieldValidation=Strict"
 	if dryRun {
-		path += "?dryRun=All"
+		path += "&dryRun=All"
 	}
 	return c.Do(ctx, method, path, doc, nil)
 }

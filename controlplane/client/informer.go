@@ -2,13 +2,16 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
 )
@@ -258,6 +261,16 @@ func (i *Informer) watch(ctx context.Context, rv string, until time.Time) (last 
 		return rv, false, err
 	}
 	for ev := range events {
+		if ev.Type == Error {
+			st := ev.Status
+			if st == nil {
+				st = &metav1.Status{Message: "an error without a Status"}
+			}
+			if st.Code == http.StatusGone || st.Reason == metav1.StatusReasonExpired {
+				return rv, true, nil
+			}
+			return rv, false, fmt.Errorf("watch %s: %s", i.r.Name, st.Message)
+		}
 		if ev.Object == nil {
 			continue
 		}
