@@ -96,9 +96,10 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	}, agentLog)
 
 	// The controller manager in the server gives it a pod CIDR.
+	// (kubectl's tables do not show it, even with -o wide.)
 	waitFor(t, 20*time.Second, "node "+node+" to get a pod CIDR from 10.244.0.0/16", func() bool {
-		out, _, _ := p.run("get", "nodes", "-o", "wide")
-		return strings.Contains(out, "10.244.")
+		out, _, _ := p.run("get", "node", node, "-o", "json")
+		return strings.Contains(out, `"podCIDR": "10.244.`)
 	}, agentLog)
 
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"},

@@ -1,18 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skep-io/skep/controlplane/api"
@@ -82,7 +81,7 @@ func runGet(c *cli.Context) error {
 			if len(objs) == 0 && len(names) == 0 {
 				noneFound(c.App.ErrWriter, r, ns, out)
 			}
-			if err := printWatched(w, r, objs, out, all && r.Namespaced); err != nil {
+			if err := printWatched(c.Context, w, r, objs, out, all && r.Namespaced); err != nil {
 				return err
 			}
 			return watchObjects(c, cl, r, ns, rv, out, all && r.Namespaced)
@@ -97,7 +96,7 @@ func runGet(c *cli.Context) error {
 		if i > 0 && out == "" || i > 0 && out == "wide" {
 			fmt.Fprintln(w)
 		}
-		if err := printRows(w, r, objs, out, all && r.Namespaced, len(kinds) > 1, true); err != nil {
+		if err := printRows(c.Context, w, r, objs, out, all && r.Namespaced, len(kinds) > 1, true); err != nil {
 			return err
 		}
 		if len(objs) == 0 && len(names) == 0 {
@@ -188,9 +187,9 @@ func listOf(items []api.Object) map[string]any {
 // printWatched prints what `get -w` starts from. In json and yaml kubectl
 // prints each object by itself, as it prints the changes that follow, so
 // the output is one stream of objects.
-func printWatched(w io.Writer, r *api.Resource, objs []api.Object, out string, withNS bool) error {
+func printWatched(ctx context.Context, w io.Writer, r *api.Resource, objs []api.Object, out string, withNS bool) error {
 	if !structured(out) {
-		return printRows(w, r, objs, out, withNS, false, true)
+		return printRows(ctx, w, r, objs, out, withNS, false, true)
 	}
 	for _, o := range objs {
 		api.SetTypeMeta(r, o)
@@ -214,7 +213,7 @@ func watchObjects(c *cli.Context, cl client.Interface, r *api.Resource, ns, rv, 
 				fmt.Fprintf(c.App.Writer, "%s\tdeleted\n", ev.Object.GetName())
 				continue
 			}
-			if err := printWatched(c.App.Writer, r, []api.Object{ev.Object}, out, withNS); err != nil {
+			if err := printWatched(c.Context, c.App.Writer, r, []api.Object{ev.Object}, out, withNS); err != nil {
 				return err
 			}
 		}
@@ -238,7 +237,9 @@ func writeStructured(w io.Writer, v any, out string) error {
 	return err
 }
 
-func printRows(w io.Writer, r *api.Resource, objs []api.Object, out string, withNS, withKind, header bool) error {
+// printRows prints objects of one resource as `kubectl get` does: their
+// kind/name with -o name, else their Table.
+func printRows(ctx context.Context, w io.Writer, r *api.Resource, objs []api.Object, out string, withNS, withKind, header bool) error {
 	if out == "name" {
 		for _, o := range objs {
 			fmt.Fprintf(w, "%s/%s\n", strings.ToLower(r.Kind), o.GetName())
@@ -248,37 +249,19 @@ func printRows(w io.Writer, r *api.Resource, objs []api.Object, out string, with
 	if len(objs) == 0 {
 		return nil
 	}
-	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	cols, row := table(r, out == "wide")
-	if withNS {
-		cols = append([]string{"NAMESPACE"}, cols...)
+	table, err := objectsTable(ctx, r, objs)
+	if err != nil {
+		return err
 	}
-	if header {
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	opts := tableOptions{wide: out == "wide", withNamespace: withNS, noHeaders: !header}
+	if withKind {
+		opts.kind = kindPrefix(r)
 	}
-	for _, o := range objs {
-		cells := row(o)
-		if withKind {
-			cells[0] = strings.ToLower(r.Kind) + "/" + cells[0]
-		}
-		if withNS {
-			cells = append([]string{o.GetNamespace()}, cells...)
-		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
-	}
-	return tw.Flush()
+	return printTable(w, table, opts)
 }
 
 func writeJSONTo(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "    ")
 	return enc.Encode(v)
-}
-
-func age(o api.Object) string {
-	t := o.GetCreationTimestamp()
-	if t.IsZero() {
-		return "<unknown>"
-	}
-	return duration.HumanDuration(time.Since(t.Time))
 }

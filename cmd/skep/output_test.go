@@ -130,13 +130,14 @@ func TestGetPrintsListForCollections(t *testing.T) {
 		t.Errorf("skep get pod web-1 nope -o json: items %v, want [Pod/web-1]", got)
 	}
 
-	// Tables are as before: a header and a row a pod.
+	// Tables: a header and a row a pod, kubectl's columns (-o wide adds
+	// IP, NODE, NOMINATED NODE and READINESS GATES).
 	lines := strings.Split(strings.TrimSpace(mustRun(t, p, "get", "pods")), "\n")
 	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "NAME READY STATUS RESTARTS AGE" || !strings.HasPrefix(lines[1], "web-1 ") {
 		t.Errorf("skep get pods: want the header and two rows, got\n%s", strings.Join(lines, "\n"))
 	}
 	lines = strings.Split(strings.TrimSpace(mustRun(t, p, "get", "pod", "web-2", "-o", "wide")), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME READY STATUS RESTARTS AGE IP NODE" || !strings.HasPrefix(lines[1], "web-2 ") {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES" || !strings.HasPrefix(lines[1], "web-2 ") {
 		t.Errorf("skep get pod web-2 -o wide: want the wide header and one row, got\n%s", strings.Join(lines, "\n"))
 	}
 }

@@ -1,158 +1,139 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
-	"sort"
+	"io"
 	"strings"
+	"text/tabwriter"
 
-	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/kubeapi/printers"
 )
 
-// table gives the columns kubectl shows for a kind, and a row function.
-func table(r *api.Resource, wide bool) ([]string, func(api.Object) []string) {
-	switch r.Kind {
-	case "Pod":
-		cols := []string{"NAME", "READY", "STATUS", "RESTARTS", "AGE"}
-		if wide {
-			cols = append(cols, "IP", "NODE")
-		}
-		return cols, func(o api.Object) []string {
-			p := o.(*corev1.Pod)
-			ready, restarts := 0, int32(0)
-			for _, cs := range p.Status.ContainerStatuses {
-				if cs.Ready {
-					ready++
-				}
-				restarts += cs.RestartCount
-			}
-			row := []string{p.Name, fmt.Sprintf("%d/%d", ready, len(p.Spec.Containers)), podStatus(p), fmt.Sprint(restarts), age(o)}
-			if wide {
-				row = append(row, orNone(p.Status.PodIP), orNone(p.Spec.NodeName))
-			}
-			return row
-		}
-	case "Service":
-		cols := []string{"NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"}
-		if wide {
-			cols = append(cols, "SELECTOR", "DNS")
-		}
-		return cols, func(o api.Object) []string {
-			s := o.(*corev1.Service)
-			row := []string{s.Name, string(s.Spec.Type), orNone(s.Spec.ClusterIP), externalIP(s), servicePorts(s), age(o)}
-			if wide {
-				sel := "<none>"
-				if len(s.Spec.Selector) > 0 {
-					sel = labels.Set(s.Spec.Selector).String()
-				}
-				row = append(row, sel, s.Name+"."+s.Namespace+".svc.cluster.local")
-			}
-			return row
-		}
-	case "Deployment":
-		return []string{"NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"}, func(o api.Object) []string {
-			d := o.(*appsv1.Deployment)
-			return []string{d.Name, fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, deref(d.Spec.Replicas)), fmt.Sprint(d.Status.UpdatedReplicas), fmt.Sprint(d.Status.AvailableReplicas), age(o)}
-		}
-	case "ReplicaSet":
-		return []string{"NAME", "DESIRED", "CURRENT", "READY", "AGE"}, func(o api.Object) []string {
-			rs := o.(*appsv1.ReplicaSet)
-			return []string{rs.Name, fmt.Sprint(deref(rs.Spec.Replicas)), fmt.Sprint(rs.Status.Replicas), fmt.Sprint(rs.Status.ReadyReplicas), age(o)}
-		}
-	case "ReplicationController":
-		return []string{"NAME", "DESIRED", "CURRENT", "READY", "AGE"}, func(o api.Object) []string {
-			rc := o.(*corev1.ReplicationController)
-			return []string{rc.Name, fmt.Sprint(deref(rc.Spec.Replicas)), fmt.Sprint(rc.Status.Replicas), fmt.Sprint(rc.Status.ReadyReplicas), age(o)}
-		}
-	case "Node":
-		cols := []string{"NAME", "STATUS", "ROLES", "AGE", "VERSION"}
-		if wide {
-			cols = append(cols, "INTERNAL-IP", "POD-CIDR")
-		}
-		return cols, func(o api.Object) []string {
-			n := o.(*corev1.Node)
-			status := "Unknown"
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady {
-					status = map[corev1.ConditionStatus]string{corev1.ConditionTrue: "Ready", corev1.ConditionFalse: "NotReady"}[c.Status]
-					if status == "" {
-						status = "NotReady"
-					}
-				}
-			}
-			if n.Spec.Unschedulable {
-				status += ",SchedulingDisabled"
-			}
-			row := []string{n.Name, status, "<none>", age(o), orNone(n.Status.NodeInfo.KubeletVersion)}
-			if wide {
-				ip := ""
-				for _, a := range n.Status.Addresses {
-					if a.Type == corev1.NodeInternalIP {
-						ip = a.Address
-					}
-				}
-				row = append(row, orNone(ip), orNone(n.Spec.PodCIDR))
-			}
-			return row
-		}
-	case "Namespace":
-		return []string{"NAME", "STATUS", "AGE"}, func(o api.Object) []string {
-			ns := o.(*corev1.Namespace)
-			return []string{ns.Name, string(ns.Status.Phase), age(o)}
-		}
-	case "Endpoints":
-		return []string{"NAME", "ENDPOINTS", "AGE"}, func(o api.Object) []string {
-			e := o.(*corev1.Endpoints)
-			return []string{e.Name, endpointList(e), age(o)}
-		}
-	case "EndpointSlice":
-		return []string{"NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"}, func(o api.Object) []string {
-			es := o.(*discoveryv1.EndpointSlice)
-			return []string{es.Name, string(es.AddressType), slicePorts(es), sliceAddresses(es), age(o)}
-		}
-	case "ConfigMap":
-		return []string{"NAME", "DATA", "AGE"}, func(o api.Object) []string {
-			cm := o.(*corev1.ConfigMap)
-			return []string{cm.Name, fmt.Sprint(len(cm.Data) + len(cm.BinaryData)), age(o)}
-		}
-	case "ResourceQuota":
-		return []string{"NAME", "AGE", "REQUEST", "LIMIT"}, func(o api.Object) []string {
-			q := o.(*corev1.ResourceQuota)
-			var req, lim []string
-			names := make([]string, 0, len(q.Spec.Hard))
-			for n := range q.Spec.Hard {
-				names = append(names, string(n))
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				used := q.Status.Used[corev1.ResourceName(n)]
-				hard := q.Spec.Hard[corev1.ResourceName(n)]
-				cell := fmt.Sprintf("%s: %s/%s", n, used.String(), hard.String())
-				if strings.HasPrefix(n, "limits.") {
-					lim = append(lim, cell)
-				} else {
-					req = append(req, cell)
-				}
-			}
-			return []string{q.Name, age(o), strings.Join(req, ", "), strings.Join(lim, ", ")}
-		}
-	case "Lease":
-		return []string{"NAME", "HOLDER", "AGE"}, func(o api.Object) []string {
-			l := o.(*coordinationv1.Lease)
-			h := ""
-			if l.Spec.HolderIdentity != nil {
-				h = *l.Spec.HolderIdentity
-			}
-			return []string{l.Name, h, age(o)}
+// `skep get` prints a table in two steps, as kubectl does: objects become
+// a meta.k8s.io/v1 Table (objectsTable), and printTable prints a Table.
+// objectsTable uses the API server's own printers, so skep get and kubectl
+// get print the same columns; a Table the server sends (Accept:
+// application/json;as=Table;v=v1;g=meta.k8s.io) can be printed the same
+// way in its place.
+
+// objectsTable is the Table of objects of one resource.
+func objectsTable(ctx context.Context, r *api.Resource, objs []api.Object) (*metav1.Table, error) {
+	list := &metav1.List{Items: make([]runtime.RawExtension, len(objs))}
+	for i, o := range objs {
+		list.Items[i].Object = o
+	}
+	return printers.For(r).ConvertToTable(ctx, list, nil)
+}
+
+// tableOptions are kubectl's flags that change how a Table prints.
+type tableOptions struct {
+	wide          bool   // -o wide: the columns of priority 1 too
+	withNamespace bool   // -A: a NAMESPACE column first
+	kind          string // several kinds at once: names print as KIND/NAME
+	noHeaders     bool
+}
+
+// Tabwriter settings of kubectl's table printer, so that columns line up
+// as kubectl lines them up.
+const (
+	tableMinWidth = 6
+	tableTabWidth = 4
+	tablePadding  = 3
+)
+
+// printTable prints a Table as kubectl does: the column names uppercased,
+// the wide columns only with -o wide, aligned.
+func printTable(w io.Writer, t *metav1.Table, o tableOptions) error {
+	var shown []int
+	for i, c := range t.ColumnDefinitions {
+		if o.wide || c.Priority == 0 {
+			shown = append(shown, i)
 		}
 	}
-	return []string{"NAME", "AGE"}, func(o api.Object) []string { return []string{o.GetName(), age(o)} }
+	tw := tabwriter.NewWriter(w, tableMinWidth, tableTabWidth, tablePadding, ' ', 0)
+	if !o.noHeaders {
+		var header []string
+		if o.withNamespace {
+			header = append(header, "NAMESPACE")
+		}
+		for _, i := range shown {
+			header = append(header, strings.ToUpper(t.ColumnDefinitions[i].Name))
+		}
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+	}
+	for _, row := range t.Rows {
+		var cells []string
+		if o.withNamespace {
+			cells = append(cells, rowNamespace(row))
+		}
+		for _, i := range shown {
+			cell := ""
+			if i < len(row.Cells) {
+				cell = cellText(row.Cells[i])
+			}
+			// The name column, whichever it is (an event's is its last),
+			// says the kind when several kinds are printed.
+			if o.kind != "" && t.ColumnDefinitions[i].Format == "name" {
+				cell = o.kind + "/" + cell
+			}
+			cells = append(cells, cell)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
 }
+
+// cellText is a cell as kubectl prints it: text up to its first line
+// break, then "..."; numbers and the rest as Go prints them.
+func cellText(cell any) string {
+	switch c := cell.(type) {
+	case nil:
+		return ""
+	case string:
+		if i := strings.IndexAny(c, "\n\r\f"); i >= 0 {
+			return c[:i] + "..."
+		}
+		return c
+	}
+	return fmt.Sprint(cell)
+}
+
+// rowNamespace is the namespace of a row's object: the object itself when
+// the Table was made here, its metadata (includeObject=Metadata, the
+// server's default) when the server sent it.
+func rowNamespace(row metav1.TableRow) string {
+	if row.Object.Object != nil {
+		if m, err := meta.Accessor(row.Object.Object); err == nil {
+			return m.GetNamespace()
+		}
+	}
+	if len(row.Object.Raw) > 0 {
+		var m metav1.PartialObjectMetadata
+		if err := json.Unmarshal(row.Object.Raw, &m); err == nil {
+			return m.Namespace
+		}
+	}
+	return ""
+}
+
+// kindPrefix is how kubectl names the kind of a row when it prints several
+// kinds: kind.group, lowercase ("pod", "deployment.apps").
+func kindPrefix(r *api.Resource) string {
+	if r.Group == "" {
+		return strings.ToLower(r.Kind)
+	}
+	return strings.ToLower(r.Kind) + "." + r.Group
+}
+
+// The helpers below word single fields for `skep describe`.
 
 // podStatus is the STATUS column as kubectl computes it: a waiting or
 // terminated container's reason wins over the phase.
@@ -178,21 +159,6 @@ func podStatus(p *corev1.Pod) string {
 		}
 	}
 	return status
-}
-
-func servicePorts(s *corev1.Service) string {
-	if len(s.Spec.Ports) == 0 {
-		return "<none>"
-	}
-	var parts []string
-	for _, p := range s.Spec.Ports {
-		if p.NodePort != 0 {
-			parts = append(parts, fmt.Sprintf("%d:%d/%s", p.Port, p.NodePort, p.Protocol))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d/%s", p.Port, p.Protocol))
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func externalIP(s *corev1.Service) string {
@@ -227,38 +193,6 @@ func endpointList(e *corev1.Endpoints) string {
 	}
 	if len(out) == 0 {
 		return "<none>"
-	}
-	if len(out) > 3 {
-		return strings.Join(out[:3], ",") + fmt.Sprintf(" + %d more...", len(out)-3)
-	}
-	return strings.Join(out, ",")
-}
-
-// slicePorts lists a slice's port numbers as kubectl does.
-func slicePorts(es *discoveryv1.EndpointSlice) string {
-	if len(es.Ports) == 0 {
-		return "<unset>"
-	}
-	var out []string
-	for _, p := range es.Ports {
-		if p.Port == nil {
-			out = append(out, "<unset>")
-		} else {
-			out = append(out, fmt.Sprint(*p.Port))
-		}
-	}
-	return strings.Join(out, ",")
-}
-
-// sliceAddresses lists a slice's addresses, the first three and a count
-// of the rest, as kubectl does.
-func sliceAddresses(es *discoveryv1.EndpointSlice) string {
-	var out []string
-	for _, e := range es.Endpoints {
-		out = append(out, e.Addresses...)
-	}
-	if len(out) == 0 {
-		return "<unset>"
 	}
 	if len(out) > 3 {
 		return strings.Join(out[:3], ",") + fmt.Sprintf(" + %d more...", len(out)-3)
