@@ -70,3 +70,11 @@ func expandedSize(n *yamlv3.Node, sizes map[*yamlv3.Node]int, limit int) int {
 	sizes[n] = size
 	return size
 }
+
+// CheckYAMLExpansion refuses a YAML document (or stream of them) that
+// expands past MaxDocumentBytes, or that does not parse, before anything
+// converts it: the API server checks a YAML body with it before the
+// generic server's decoder, which would expand the aliases, sees it.
+func CheckYAMLExpansion(doc []byte) error {
+	return checkYAMLExpansion(doc, MaxDocumentBytes)
+}

@@ -73,7 +73,7 @@ func TestRejectsBadInput(t *testing.T) {
 		mentions []string
 	}{
 		{"unknown field", pods, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}],"volumns":[]}}`,
-			422, []string{"spec.volumns", "unknown field"}},
+			400, []string{"spec.volumns", "unknown field"}}, // Kubernetes' strict decoding error
 		{"uppercase name", pods, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"Pod1"},"spec":{"containers":[{"name":"c","image":"i"}]}}`,
 			422, []string{"metadata.name", `"Pod1"`, "lowercase RFC 1123"}},
 		{"port out of range", services, `{"apiVersion":"v1","kind":"Service","metadata":{"name":"s1"},"spec":{"ports":[{"port":70000}]}}`,

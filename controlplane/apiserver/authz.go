@@ -14,15 +14,15 @@ import (
 // name a path segment Kubernetes allows (not "." or "..", no "/" or "%").
 // What a given resource allows beyond that is validation's business; a
 // GET of a name no object can have is simply not found.
-func checkPathSegments(t target) error {
-	if t.namespace != "" {
-		if errs := validation.IsDNS1123Label(t.namespace); len(errs) > 0 {
-			return apierrors.NewBadRequest(fmt.Sprintf("namespace %q on the URL is not a valid namespace name: %s", t.namespace, strings.Join(errs, "; ")))
+func checkPathSegments(namespace, name string) error {
+	if namespace != "" {
+		if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+			return apierrors.NewBadRequest(fmt.Sprintf("namespace %q on the URL is not a valid namespace name: %s", namespace, strings.Join(errs, "; ")))
 		}
 	}
-	if t.name != "" {
-		if errs := path.IsValidPathSegmentName(t.name); len(errs) > 0 {
-			return apierrors.NewBadRequest(fmt.Sprintf("name %q on the URL is not a valid object name: %s", t.name, strings.Join(errs, "; ")))
+	if name != "" {
+		if errs := path.IsValidPathSegmentName(name); len(errs) > 0 {
+			return apierrors.NewBadRequest(fmt.Sprintf("name %q on the URL is not a valid object name: %s", name, strings.Join(errs, "; ")))
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package apiserver_test
 
 import (
 	"encoding/json"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -70,8 +71,8 @@ func TestDeleteDryRunKeepsTheObject(t *testing.T) {
 	// A dryRun value Kubernetes does not define is refused, not taken as
 	// a real delete.
 	err = admin.Do(ctx, http.MethodDelete, configmaps.Path("team", "settings")+"?dryRun=Some", nil, nil)
-	if err == nil || !strings.Contains(err.Error(), `dryRun: Unsupported value: "Some"`) {
-		t.Fatalf("delete with dryRun=Some: %v; want a 400 naming the value", err)
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), `dryRun: Unsupported value: ["Some"]`) {
+		t.Fatalf("delete with dryRun=Some: %v; want a 422 naming the value, as Kubernetes answers", err)
 	}
 	if _, err := admin.Get(ctx, configmaps, "team", "settings"); err != nil {
 		t.Fatalf("configmap after a refused delete: %v", err)

@@ -1,12 +1,17 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
-	"log/slog"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -34,6 +39,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/kubeapi/openapi"
+	"github.com/skep-io/skep/controlplane/kubeapi/printers"
 	kubestorage "github.com/skep-io/skep/controlplane/kubeapi/storage"
 	"github.com/skep-io/skep/controlplane/store"
 )
@@ -149,7 +155,7 @@ func (s *Server) newResourceREST(r *api.Resource, st *store.Store, scheme *runti
 		CreateStrategy:            strategy,
 		UpdateStrategy:            strategy,
 		DeleteStrategy:            strategy,
-		TableConvertor:            rest.NewDefaultTableConvertor(gr),
+		TableConvertor:            printers.For(r),
 	}
 	codec := codecs.LegacyCodec(schema.GroupVersion{Group: r.Group, Version: r.Version})
 	opts := generic.RESTOptions{
@@ -197,13 +203,24 @@ func withWatchCache(st *store.Store, namespaced bool) generic.StorageDecorator {
 	}
 }
 
-// withLimits takes one of skep's slots (limits.go) for the request once
-// the generic chain has authenticated and authorized it.
+// withLimits admits a request the generic chain has authenticated and
+// authorized: its namespace and name must be ones an object can have, it
+// takes one of skep's slots (limits.go), and a body is read here, bounded
+// in size and time, and a YAML body refused when its aliases would expand
+// it past the limit, before the generic decoder (which expands them) sees
+// it.
 func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, ok := genericrequest.RequestInfoFrom(r.Context())
 		if !ok || !info.IsResourceRequest {
 			h.ServeHTTP(w, r)
+			return
+		}
+		fail := func(err error) {
+			responsewriters.ErrorNegotiated(refuseUnread(w, r, err), codecs, schema.GroupVersion{}, w, r)
+		}
+		if err := checkPathSegments(info.Namespace, info.Name); err != nil {
+			fail(err)
 			return
 		}
 		verb := info.Verb
@@ -213,12 +230,37 @@ func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http
 		}
 		release, err := s.admit.acquire(r.Context(), verb, identityFrom(r.Context()).String())
 		if err != nil {
-			responsewriters.ErrorNegotiated(err, codecs, schema.GroupVersion{}, w, r)
+			fail(err)
 			return
 		}
 		defer release()
+		if verb == "write" && r.Body != nil && r.Body != http.NoBody {
+			body, err := s.admit.readBody(w, r)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if isYAML(r.Header.Get("Content-Type")) {
+				if err := api.CheckYAMLExpansion(body); err != nil {
+					if errors.Is(err, api.ErrTooLarge) {
+						fail(apierrors.NewRequestEntityTooLargeError(err.Error()))
+					} else {
+						fail(apierrors.NewBadRequest(err.Error()))
+					}
+					return
+				}
+			}
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// isYAML says whether a content type is one of the YAML ones the generic
+// server decodes (apply patches included).
+func isYAML(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && strings.Contains(mt, "yaml")
 }
 
 // readStrategy satisfies the generic registry's strategies, which it

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"os"
 	"runtime"
@@ -140,8 +139,7 @@ func take(slots chan struct{}, what string) (func(), error) {
 
 // readBody reads a request body of at most api.MaxDocumentBytes within
 // the body timeout: 413 for a larger body (at once when Content-Length says
-// so), 408 for a body that does not arrive in time, 415 for an encoding
-// the server does not speak.
+// so), and 408 for a body that does not arrive in time.
 func (a *admission) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := a.readBodyOnce(w, r)
 	if err != nil {
@@ -151,9 +149,6 @@ func (a *admission) readBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 }
 
 func (a *admission) readBodyOnce(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-		return nil, err
-	}
 	if r.ContentLength > api.MaxDocumentBytes {
 		return nil, tooLarge()
 	}
@@ -177,22 +172,4 @@ func (a *admission) readBodyOnce(w http.ResponseWriter, r *http.Request) ([]byte
 
 func tooLarge() error {
 	return apierrors.NewRequestEntityTooLargeError("limit is " + strconv.Itoa(api.MaxDocumentBytes) + " bytes")
-}
-
-// checkContentType accepts the encodings the server decodes: JSON and
-// YAML. Protobuf, which client-go's typed clients prefer, is not yet one
-// of them; a 415 makes clients that can fall back do so.
-func checkContentType(ct string) error {
-	if ct == "" {
-		return nil
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	if err == nil {
-		switch mt {
-		case "application/json", "application/yaml", "application/x-yaml", "text/yaml":
-			return nil
-		}
-	}
-	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType, Reason: metav1.StatusReasonUnsupportedMediaType,
-		Message: fmt.Sprintf("the body of the request was in an unknown format %q; accepted media types include: application/json, application/yaml", ct)}}
 }

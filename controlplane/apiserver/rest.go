@@ -128,7 +128,7 @@ func (rr *resourceREST) update(ctx context.Context, name string, objInfo rest.Up
 			}
 		}
 		out, err := rr.s.reg.update(ctx, rr.r, obj, status, dryRun)
-		if apierrors.IsConflict(err) && ctx.Err() == nil {
+		if apierrors.IsConflict(err) && rr.changedSince(ctx, old) {
 			// Lost a race between the read above and the write: read
 			// again, and the resourceVersion check above decides
 			// whether the client's object is now stale.
@@ -139,6 +139,14 @@ func (rr *resourceREST) update(ctx context.Context, name string, objInfo rest.Up
 		}
 		return out, false, nil
 	}
+}
+
+// changedSince says whether the object was written since old was read: a
+// conflict is then a lost race, not the registry refusing the write (a
+// namespace that still holds objects, say).
+func (rr *resourceREST) changedSince(ctx context.Context, old api.Object) bool {
+	cur, err := rr.s.reg.get(ctx, rr.r, old.GetNamespace(), old.GetName())
+	return err == nil && ctx.Err() == nil && cur.GetResourceVersion() != old.GetResourceVersion()
 }
 
 // createOnUpdate is server-side apply of an object that does not exist
