@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	apimachineryversion "k8s.io/apimachinery/pkg/version"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
@@ -65,7 +66,7 @@ func (s *Server) genericServer(ctx context.Context) (http.Handler, error) {
 		return nil, err
 	}
 	gc := genericapiserver.NewConfig(codecs)
-	gc.EffectiveVersion = compatibility.NewEffectiveVersionFromString(KubernetesVersion, "", "")
+	gc.EffectiveVersion = kubeVersion{compatibility.NewEffectiveVersionFromString(KubernetesVersion, "", "")}
 	gc.ExternalAddress = s.externalAddress
 	// The generic server wants a client of itself for its post-start
 	// hooks; skep runs none that use it, so it is never dialled.
@@ -286,6 +287,20 @@ func (readStrategy) WarningsOnUpdate(context.Context, runtime.Object, runtime.Ob
 func (readStrategy) Canonicalize(runtime.Object)                   {}
 func (readStrategy) AllowCreateOnUpdate(context.Context) bool      { return false }
 func (readStrategy) AllowUnconditionalUpdate(context.Context) bool { return true }
+
+// kubeVersion is what /version answers: Kubernetes' version with skep's
+// mark, as distributions write theirs (v1.37.2+k3s1), where the generic
+// server would print the unset build stamp it cannot parse.
+type kubeVersion struct {
+	compatibility.EffectiveVersion
+}
+
+func (v kubeVersion) Info() *apimachineryversion.Info {
+	info := v.EffectiveVersion.Info()
+	info.GitVersion = "v" + KubernetesVersion + "+skep"
+	info.GitCommit, info.GitTreeState, info.BuildDate = "", "", ""
+	return info
+}
 
 // klogAtWarn passes on the generic server's klog output from warnings up:
 // its informational lines (every group installed, every watch cache
