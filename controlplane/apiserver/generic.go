@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -130,6 +132,18 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		if r.HasStatus {
 			m[r.Name+"/status"] = &statusREST{main: rr}
 		}
+		if hasScale(r) {
+			m[r.Name+"/scale"] = &scaleREST{main: rr}
+		}
+	}
+	for group, storage := range map[string]map[string]rest.Storage{
+		authorizationv1.GroupName:  {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()}},
+		authenticationv1.GroupName: {"selfsubjectreviews": &selfSubjectReviews{}},
+	} {
+		i := genericapiserver.NewDefaultAPIGroupInfo(group, scheme, runtime.NewParameterCodec(scheme), codecs)
+		i.VersionedResourcesStorageMap["v1"] = storage
+		infos[group] = &i
+		order = append(order, group)
 	}
 	for _, g := range order {
 		var err error
