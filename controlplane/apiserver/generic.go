@@ -13,6 +13,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -189,7 +190,19 @@ func (s *Server) newResourceREST(r *api.Resource, st *store.Store, scheme *runti
 		}
 		return labels.Set(o.GetLabels()), fields.Set(objectFields(r, o)), nil
 	}
-	if err := reg.CompleteWithOptions(&generic.StoreOptions{RESTOptions: opts, AttrFunc: attrs}); err != nil {
+	storeOpts := &generic.StoreOptions{RESTOptions: opts, AttrFunc: attrs}
+	if r.Kind == "Pod" {
+		// Each agent watches the pods of its node: the watch cache
+		// dispatches a pod's event to the watchers of its node only,
+		// as kube-apiserver does for kubelets.
+		storeOpts.TriggerFunc = storage.IndexerFuncs{"spec.nodeName": func(obj runtime.Object) string {
+			if p, ok := obj.(*corev1.Pod); ok {
+				return p.Spec.NodeName
+			}
+			return ""
+		}}
+	}
+	if err := reg.CompleteWithOptions(storeOpts); err != nil {
 		return nil, fmt.Errorf("%s registry: %w", r.Name, err)
 	}
 	return &resourceREST{Store: reg, s: s, r: r}, nil
