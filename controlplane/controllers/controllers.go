@@ -1,6 +1,7 @@
 // Package controllers is skep's controller manager: the scheduler and the
 // controllers (ReplicaSet, ReplicationController, Deployment, Endpoints,
-// EndpointSlice, node lifecycle, node IPAM, garbage collector, namespace)
+// EndpointSlice, node lifecycle, node IPAM, garbage collector, namespace,
+// event TTL)
 // sharing one set of informers, run by whichever `skep server` holds the leader lease.
 package controllers
 
@@ -21,6 +22,7 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
 	"github.com/skep-io/skep/controlplane/controllers/endpointslice"
+	"github.com/skep-io/skep/controlplane/controllers/eventttl"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/namespace"
 	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
@@ -56,6 +58,9 @@ type Config struct {
 	// when ctx ends (tests use it to play a crash).
 	LeaseDuration, RenewDeadline, RenewPeriod, RetryPeriod time.Duration
 	KeepLeaseOnStop                                        bool
+	// EventTTL is how long an Event lives after its last write [1h, as
+	// kube-apiserver's --event-ttl].
+	EventTTL time.Duration
 	// Workers per controller [4].
 	Workers int
 	// OnBound is passed to the scheduler (tests count bindings with it).
@@ -145,6 +150,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	ipam := nodeipam.New(c, nodes, alloc, logger)
 	collector := gc.New(c, []*client.Informer{pods, replicaSets, rcs, deployments}, logger)
 	nsc := namespace.New(c, namespaces, namespace.Config{}, logger)
+	ttl := eventttl.New(c, eventttl.Config{TTL: cfg.EventTTL}, logger)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { broadcaster.Run(ctx) })
@@ -161,6 +167,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	wg.Go(func() { ipam.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx, cfg.Workers) })
 	wg.Go(func() { nsc.Run(ctx, cfg.Workers) })
+	wg.Go(func() { ttl.Run(ctx) })
 	wg.Wait()
 	return nil
 }
