@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/skep-io/skep/controlplane/api"
 )
@@ -127,8 +128,24 @@ func fieldValue(r *api.Resource, obj api.Object, name string) (string, bool) {
 	return g(obj), true
 }
 
-// selectableFieldNames lists what a field selector may name on r, for
-// the error that refuses another.
+// SelectableFields is every field a field selector may name on obj, with
+// its value: what a generic registry's GetAttrs returns, so that another
+// front end (the generic API server's) selects as this one does.
+func SelectableFields(r *api.Resource, obj api.Object) fields.Set {
+	set := make(fields.Set, len(objectMetaFields)+len(kindFields[r.Kind]))
+	for name, g := range objectMetaFields {
+		set[name] = g(obj)
+	}
+	for name, g := range kindFields[r.Kind] {
+		set[name] = g(obj)
+	}
+	return set
+}
+
+// SelectableFieldNames lists what a field selector may name on r, sorted
+// (metadata first), as the error refusing another field says.
+func SelectableFieldNames(r *api.Resource) []string { return selectableFieldNames(r) }
+
 func selectableFieldNames(r *api.Resource) []string {
 	names := slices.Collect(maps.Keys(kindFields[r.Kind]))
 	slices.Sort(names)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/apiserver"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 )
@@ -105,5 +106,23 @@ func TestFieldSelectors(t *testing.T) {
 		if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), "field label not supported: "+field) || !strings.Contains(err.Error(), c.allowed) {
 			t.Errorf("list %s --field-selector %s: %v; want a 400 \"field label not supported: %s\" naming %s among the allowed", c.resource.Name, c.selector, err, field, c.allowed)
 		}
+	}
+}
+
+// TestSelectableFieldsAgreeWithList checks the exported field set (for
+// another front end's GetAttrs) holds what the list selects on.
+func TestSelectableFieldsAgreeWithList(t *testing.T) {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop"},
+		Spec: corev1.PodSpec{NodeName: "node-1", SchedulerName: "default-scheduler", HostNetwork: true}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	set := apiserver.SelectableFields(pods, p)
+	for k, v := range map[string]string{"metadata.name": "web-1", "metadata.namespace": "shop", "spec.nodeName": "node-1",
+		"spec.schedulerName": "default-scheduler", "status.phase": "Running", "spec.hostNetwork": "true"} {
+		if set[k] != v {
+			t.Errorf("SelectableFields(pod)[%s] = %q, want %q", k, set[k], v)
+		}
+	}
+	names := apiserver.SelectableFieldNames(api.MustLookup("events"))
+	if len(names) != len(apiserver.SelectableFields(api.MustLookup("events"), &corev1.Event{})) || names[0] != "metadata.name" {
+		t.Errorf("SelectableFieldNames(events) = %v; want the same fields as SelectableFields, metadata first", names)
 	}
 }

@@ -210,9 +210,12 @@ func (b *Broadcaster) remember(k aggKey, e *corev1.Event) {
 
 func (b *Broadcaster) failed(op string, e *corev1.Event, err error) {
 	// A refusal is a bug to see (the credential may not write events, or
-	// the event is malformed); the API server being away is not news.
+	// the event is malformed); the API server being away is not news, nor
+	// is a namespace being deleted refusing new content, as client-go's
+	// recorder keeps quiet about both.
 	level := slog.LevelDebug
-	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+	refused := apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+	if refused && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 		level = slog.LevelWarn
 	}
 	b.opts.Logger.Log(context.Background(), level, op+" event", "event", e.Namespace+"/"+e.Name, "reason", e.Reason, "err", err)
