@@ -1,9 +1,12 @@
 // Package events records core/v1 Events about objects, as client-go's
 // record package does for Kubernetes' components: a caller says what
 // happened and goes on (the write happens later, on the broadcaster's own
-// goroutine, and is dropped, and counted, when the queue is full), and a
+// goroutine, and is dropped, and counted, when the queue is full); a
 // repeat of the same event within a window increments the count and
-// lastTimestamp of the Event already written instead of making another.
+// lastTimestamp of the Event already written instead of making another;
+// and one reporter writes about one object at most 25 times at once, then
+// once every 5 minutes (client-go's spam filter), so a probe failing every
+// second costs the store a write every 5 minutes, not every second.
 package events
 
 import (
@@ -15,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,12 +38,19 @@ const (
 	// DefaultMaxCached bounds the Events remembered for aggregation
 	// (client-go's LRU keeps 4096).
 	DefaultMaxCached = 4096
+	// DefaultSpamBurst and DefaultSpamInterval bound the writes of one
+	// reporter about one object (client-go's: 25, then one per 5 minutes).
+	DefaultSpamBurst    = 25
+	DefaultSpamInterval = 5 * time.Minute
 	// writeTimeout bounds one write, so a stuck API server delays later
 	// events but never stops the queue for good.
 	writeTimeout = 10 * time.Second
 	// maxMessage is the longest message kept, events.k8s.io's limit on a
 	// note: a message is for a person to read in `describe`.
 	maxMessage = 1024
+	// maxNameBumps bounds the names tried for one new Event: more than one
+	// reporter's burst about one object, all in one nanosecond.
+	maxNameBumps = 2 * DefaultSpamBurst
 )
 
 // Options tune a Broadcaster; zero values take the defaults.
@@ -47,6 +58,10 @@ type Options struct {
 	QueueSize int
 	Window    time.Duration
 	MaxCached int
+	// SpamBurst and SpamInterval: one reporter writes about one object
+	// SpamBurst times, then once per SpamInterval.
+	SpamBurst    int
+	SpamInterval time.Duration
 	// Now is the clock events are stamped with [time.Now].
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -55,15 +70,27 @@ type Options struct {
 // Broadcaster writes the events of its Recorders through one client, in
 // order, from Run's goroutine.
 type Broadcaster struct {
-	c       client.Interface
-	events  *api.Resource
-	queue   chan pending
-	dropped atomic.Uint64
-	opts    Options
+	c        client.Interface
+	events   *api.Resource
+	queue    chan pending
+	dropped  atomic.Uint64
+	filtered atomic.Uint64
+	opts     Options
 
 	// seen is the last Event written for each aggregation key; only Run's
 	// goroutine touches it.
 	seen map[aggKey]*corev1.Event
+	// limits is the spam filter's budget per reporter and object; only
+	// Run's goroutine touches it.
+	limits map[spamKey]*rate.Limiter
+}
+
+// spamKey is what the spam filter counts writes by: one reporter, one
+// object.
+type spamKey struct {
+	source                     corev1.EventSource
+	kind, apiVersion, ns, name string
+	uid                        string
 }
 
 // pending is one event as its recorder was told it.
@@ -101,17 +128,27 @@ func NewBroadcaster(c client.Interface, opts Options) *Broadcaster {
 	if opts.MaxCached <= 0 {
 		opts.MaxCached = DefaultMaxCached
 	}
+	if opts.SpamBurst <= 0 {
+		opts.SpamBurst = DefaultSpamBurst
+	}
+	if opts.SpamInterval <= 0 {
+		opts.SpamInterval = DefaultSpamInterval
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Broadcaster{c: c, events: api.MustLookup("events"), queue: make(chan pending, opts.QueueSize), opts: opts, seen: map[aggKey]*corev1.Event{}}
+	return &Broadcaster{c: c, events: api.MustLookup("events"), queue: make(chan pending, opts.QueueSize), opts: opts,
+		seen: map[aggKey]*corev1.Event{}, limits: map[spamKey]*rate.Limiter{}}
 }
 
 // Dropped is how many events were dropped because the queue was full.
 func (b *Broadcaster) Dropped() uint64 { return b.dropped.Load() }
+
+// Filtered is how many events the spam filter dropped.
+func (b *Broadcaster) Filtered() uint64 { return b.filtered.Load() }
 
 // Run writes queued events until ctx ends; events still queued then are
 // lost, as they are when a Kubernetes component stops.
@@ -143,6 +180,10 @@ func (b *Broadcaster) enqueue(p pending) {
 func (b *Broadcaster) write(ctx context.Context, p pending) {
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
+	if !b.allow(p) {
+		b.filtered.Add(1)
+		return
+	}
 	k := p.key()
 	if prev, ok := b.seen[k]; ok && p.at.Sub(prev.LastTimestamp.Time) < b.opts.Window {
 		next, err := b.increment(ctx, prev, p.at)
@@ -159,12 +200,45 @@ func (b *Broadcaster) write(ctx context.Context, p pending) {
 	}
 	e := newEvent(p)
 	out, err := b.c.Create(ctx, b.events, e)
+	// Two events about one object in the same nanosecond (a coarse clock)
+	// would have one name: the later takes the next free nanosecond.
+	for bump := 1; apierrors.IsAlreadyExists(err) && bump < maxNameBumps; bump++ {
+		e.Name = eventName(p.ref.Name, p.at.Add(time.Duration(bump)))
+		out, err = b.c.Create(ctx, b.events, e)
+	}
 	if err != nil {
 		b.failed("create", e, err)
 		delete(b.seen, k)
 		return
 	}
 	b.remember(k, out.(*corev1.Event))
+}
+
+// allow spends one write of p's reporter about p's object, if it has one.
+func (b *Broadcaster) allow(p pending) bool {
+	k := spamKey{source: p.source, kind: p.ref.Kind, apiVersion: p.ref.APIVersion, ns: p.ref.Namespace, name: p.ref.Name, uid: string(p.ref.UID)}
+	lim, ok := b.limits[k]
+	if !ok {
+		if len(b.limits) >= b.opts.MaxCached {
+			b.forgetIdleLimits(p.at)
+		}
+		lim = rate.NewLimiter(rate.Every(b.opts.SpamInterval), b.opts.SpamBurst)
+		b.limits[k] = lim
+	}
+	return lim.AllowN(p.at, 1)
+}
+
+// forgetIdleLimits drops the budgets that are full again (a new one is
+// the same), and all of them when that is not enough.
+func (b *Broadcaster) forgetIdleLimits(now time.Time) {
+	for k, lim := range b.limits {
+		if lim.TokensAt(now) >= float64(b.opts.SpamBurst) {
+			delete(b.limits, k)
+		}
+	}
+	if len(b.limits) >= b.opts.MaxCached {
+		clear(b.limits)
+	}
 }
 
 // increment counts one more occurrence into the Event prev. Only this

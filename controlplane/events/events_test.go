@@ -215,3 +215,34 @@ func TestNeverBlocks(t *testing.T) {
 	var nilRec *events.Recorder
 	nilRec.Event(d, corev1.EventTypeNormal, "Nothing", "a nil recorder records nothing")
 }
+
+// TestSpamFilter has one reporter say 30 different things about one pod
+// at once: 25 are written and 5 filtered, another pod is not held back by
+// the first's budget, and five minutes later one more write is allowed.
+func TestSpamFilter(t *testing.T) {
+	c := apiservertest.Start(t)
+	clk := &clock{t: time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)}
+	b := start(t, c, events.Options{Now: clk.now})
+	rec := b.Recorder(corev1.EventSource{Component: "kubelet", Host: "node-1"})
+	noisy, quiet := pod(c, t, "noisy"), pod(c, t, "quiet")
+	for i := range 30 {
+		rec.Eventf(noisy, corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: attempt %d", i)
+	}
+	rec.Event(quiet, corev1.EventTypeNormal, "Started", "Started container web")
+	count := func(name string, n int) func() string {
+		return func() string {
+			if got := listEvents(t, c, "involvedObject.name="+name); len(got) != n {
+				return fmt.Sprintf("%d events about %s, want %d", len(got), name, n)
+			}
+			return ""
+		}
+	}
+	poll(t, count("quiet", 1))
+	poll(t, count("noisy", 25))
+	if got := b.Filtered(); got != 5 {
+		t.Errorf("Filtered() = %d, want 5 of 30 with a burst of 25", got)
+	}
+	clk.add(5 * time.Minute)
+	rec.Eventf(noisy, corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: later")
+	poll(t, count("noisy", 26))
+}
