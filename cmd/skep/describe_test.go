@@ -46,7 +46,8 @@ func TestDescribeEventsSection(t *testing.T) {
 // TestDescribeShowsEvents runs a server (scheduler and controllers in
 // it) with no node, and checks that `skep describe` of a pending pod and
 // of a Deployment ends with the Events the scheduler and the deployment
-// controller recorded, and a Service's with none.
+// controller recorded, a Service's with none, and a Node's with those
+// about it in the default namespace.
 func TestDescribeShowsEvents(t *testing.T) {
 	p := startServer(t, t.TempDir())
 	createPod(t, p, "lonely", nil)
@@ -64,6 +65,20 @@ func TestDescribeShowsEvents(t *testing.T) {
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
 		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}}
 	if _, err := p.client(t).Create(t.Context(), api.MustLookup("services"), svc); err != nil {
+		t.Fatal(err)
+	}
+	// A node's events are in default, as the node controller writes them.
+	node, err := p.client(t).Create(t.Context(), api.MustLookup("nodes"), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := metav1.Now()
+	if _, err := p.client(t).Create(t.Context(), api.MustLookup("events"), &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "n1.1", Namespace: "default"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: "n1", UID: node.GetUID()},
+		Reason:         "NodeNotReady", Message: "Node n1 status is now: NodeNotReady", Type: corev1.EventTypeNormal,
+		Source: corev1.EventSource{Component: "node-controller"}, Count: 3, FirstTimestamp: seen, LastTimestamp: seen,
+	}); err != nil {
 		t.Fatal(err)
 	}
 	expect := func(args []string, lines ...string) {
@@ -89,6 +104,7 @@ func TestDescribeShowsEvents(t *testing.T) {
 	expect([]string{"describe", "pod", "lonely"}, "Events:\n  Type     Reason", "Warning  FailedScheduling", "default-scheduler  0/0 nodes are available")
 	expect([]string{"describe", "deploy", "web"}, "Normal  ScalingReplicaSet", "deployment-controller  Scaled up replica set web-")
 	expect([]string{"describe", "svc", "web"}, "Events:  <none>")
+	expect([]string{"describe", "node", "n1"}, "Normal  NodeNotReady  ", " (x3 over ", "  node-controller  Node n1 status is now: NodeNotReady")
 	// As in kubectl, the section comes last: only its rows follow it.
 	out, _, _ := p.run("describe", "deploy", "web")
 	_, section, _ := strings.Cut(out, "Events:\n")
