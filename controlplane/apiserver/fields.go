@@ -131,7 +131,9 @@ func fieldValue(r *api.Resource, obj api.Object, name string) (string, bool) {
 // SelectableFields is every field a field selector may name on obj, with
 // its value: what a generic registry's GetAttrs returns, so that another
 // front end (the generic API server's) selects as this one does.
-func SelectableFields(r *api.Resource, obj api.Object) fields.Set {
+func SelectableFields(r *api.Resource, obj api.Object) fields.Set { return selectableFields(r, obj) }
+
+func selectableFields(r *api.Resource, obj api.Object) fields.Set {
 	set := make(fields.Set, len(objectMetaFields)+len(kindFields[r.Kind]))
 	for name, g := range objectMetaFields {
 		set[name] = g(obj)
