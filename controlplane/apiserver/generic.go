@@ -188,7 +188,7 @@ func (s *Server) newResourceREST(r *api.Resource, st *store.Store, scheme *runti
 		if !ok {
 			return nil, nil, fmt.Errorf("not a %s: %T", r.Kind, obj)
 		}
-		return labels.Set(o.GetLabels()), fields.Set(objectFields(r, o)), nil
+		return labels.Set(o.GetLabels()), selectableFields(r, o), nil
 	}
 	storeOpts := &generic.StoreOptions{RESTOptions: opts, AttrFunc: attrs}
 	if r.Kind == "Pod" {

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -63,44 +64,10 @@ func newScheme() (*runtime.Scheme, serializer.CodecFactory, error) {
 func fieldLabelConversion(r *api.Resource) runtime.FieldLabelConversionFunc {
 	return func(label, value string) (string, string, error) {
 		if _, ok := fieldValue(r, nil, label); !ok {
-			return "", "", fmt.Errorf("field label not supported: %s (for %s: %v)", label, r.Name, supportedFields(r))
+			return "", "", fmt.Errorf("field label not supported: %s (%s support %s)", label, r.Name, strings.Join(selectableFieldNames(r), ", "))
 		}
 		return label, value, nil
 	}
-}
-
-// selectorFields are every field a field selector may name on some
-// resource; fieldValue says which of them each resource has.
-var selectorFields = []string{
-	"metadata.name", "metadata.namespace",
-	"spec.nodeName", "spec.schedulerName", "status.phase", "status.podIP", "status.nominatedNodeName",
-	"spec.unschedulable", "type", "reason", "source", "reportingComponent",
-	"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-	"involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-	"status.phase",
-}
-
-func supportedFields(r *api.Resource) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, f := range selectorFields {
-		if _, ok := fieldValue(r, nil, f); ok && !seen[f] {
-			seen[f] = true
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// objectFields are the fields of obj a field selector can match, for the
-// watch cache and the registry's filters.
-func objectFields(r *api.Resource, obj api.Object) map[string]string {
-	out := map[string]string{}
-	for _, f := range supportedFields(r) {
-		v, _ := fieldValue(r, obj, f)
-		out[f] = v
-	}
-	return out
 }
 
 // newListFunc makes empty lists of a resource's List type.
