@@ -52,6 +52,23 @@ func node(name string) *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
 }
 
+// event is an old-style core/v1 Event about a pod, as client-go's
+// record.EventRecorder writes one.
+func event(name, pod string) *corev1.Event {
+	now := metav1.Now()
+	return &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: name, Namespace: ns},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod, APIVersion: "v1"},
+		Reason:         "Scheduled",
+		Message:        "Successfully assigned " + ns + "/" + pod + " to n1",
+		Source:         corev1.EventSource{Component: "default-scheduler"},
+		Type:           corev1.EventTypeNormal,
+		FirstTimestamp: now,
+		LastTimestamp:  now,
+		Count:          1,
+	}
+}
+
 // seen is what an informer's handlers were told, as "add NAME",
 // "update NAME" and "delete NAME", with the object each carried.
 type seen struct {
@@ -155,7 +172,7 @@ func startFactory(t *testing.T, f informers.SharedInformerFactory) time.Duration
 // client-go's default feature gates (WatchListClient on since 1.35: the
 // informers watch with sendInitialEvents=true and wait for the
 // initial-events-end bookmark instead of listing) over pods, services,
-// EndpointSlices and nodes.
+// EndpointSlices, nodes and events.
 func TestInformersSyncAndFollowChanges(t *testing.T) {
 	_, cs, log := start(t)
 	ctx := t.Context()
@@ -167,9 +184,7 @@ func TestInformersSyncAndFollowChanges(t *testing.T) {
 		"services":       f.Core().V1().Services().Informer(),
 		"endpointslices": f.Discovery().V1().EndpointSlices().Informer(),
 		"nodes":          f.Core().V1().Nodes().Informer(),
-		// Events are not served on branch kubeapi yet (they come with
-		// branch kevents); once they are, this line joins the others:
-		// "events": f.Core().V1().Events().Informer(),
+		"events":         f.Core().V1().Events().Informer(),
 	}
 	seens := map[string]*seen{}
 	for kind, inf := range kinds {
@@ -192,6 +207,7 @@ func TestInformersSyncAndFollowChanges(t *testing.T) {
 	t.Run("services", func(t *testing.T) { followServices(t, ctx, cs, seens["services"]) })
 	t.Run("endpointslices", func(t *testing.T) { followEndpointSlices(t, ctx, cs, seens["endpointslices"]) })
 	t.Run("nodes", func(t *testing.T) { followNodes(t, ctx, cs, seens["nodes"]) })
+	t.Run("events", func(t *testing.T) { followEvents(t, ctx, cs, seens["events"]) })
 }
 
 // seed creates one object of each kind before the informers start, so
@@ -202,6 +218,7 @@ func seed(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 	must(t, "create service", create(ctx, cs.CoreV1().Services(ns), service("seed-service")))
 	must(t, "create endpointslice", create(ctx, cs.DiscoveryV1().EndpointSlices(ns), endpointSlice("seed-endpointslice")))
 	must(t, "create node", create(ctx, cs.CoreV1().Nodes(), node("seed-node")))
+	must(t, "create event", create(ctx, cs.CoreV1().Events(ns), event("seed-event", "seed-pod")))
 }
 
 // checkWatchList checks that client-go, with its defaults, got its
@@ -282,6 +299,23 @@ func followNodes(t *testing.T, ctx context.Context, cs kubernetes.Interface, s *
 	}
 	must(t, "delete", nodes.Delete(ctx, "n1", metav1.DeleteOptions{}))
 	s.expect(t, "delete n1")
+}
+
+// followEvents repeats an event as a recorder does (count and
+// lastTimestamp move on).
+func followEvents(t *testing.T, ctx context.Context, cs kubernetes.Interface, s *seen) {
+	events := cs.CoreV1().Events(ns)
+	must(t, "create", create(ctx, events, event("p.1", "p")))
+	s.expect(t, "add p.1")
+	must(t, "update", update(ctx, events, "p.1", func(e *corev1.Event) {
+		e.Count++
+		e.LastTimestamp = metav1.Now()
+	}))
+	if got := s.expect(t, "update p.1").(*corev1.Event); got.Count != 2 {
+		t.Errorf("the update told the handler count %d, want 2", got.Count)
+	}
+	must(t, "delete", events.Delete(ctx, "p.1", metav1.DeleteOptions{}))
+	s.expect(t, "delete p.1")
 }
 
 // TestLabelSelectedInformer checks selector transitions through a
