@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/internal/changes"
 )
 
 // Config configures a Proxier.
@@ -69,7 +70,7 @@ type Proxier struct {
 	log     *slog.Logger
 	ipt     runner
 	layout  layout
-	tracker *changeTracker
+	tracker *changes.Tracker
 	nl      *netlink.Handle
 
 	// mu is held through a sync; it guards the fields below.
@@ -175,7 +176,7 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 			randomFully: true,
 			dropInvalid: true,
 		},
-		tracker:      newChangeTracker(),
+		tracker:      changes.NewTracker(),
 		needFullSync: true,
 		programmed:   map[string]struct{}{},
 		kick:         make(chan struct{}, 1),
@@ -334,12 +335,12 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 	start := time.Now()
 	snap := p.tracker.Snapshot()
 	full := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
-	comments := countEndpoints(snap.services) <= largeClusterEndpointsThreshold
+	comments := countEndpoints(snap.Services) <= largeClusterEndpointsThreshold
 	if comments != p.commented {
 		full = true // keep every chain in one style
 	}
-	if !full && len(snap.changes) == 0 {
-		p.publish(snap.gen, nil)
+	if !full && len(snap.Changes) == 0 {
+		p.publish(snap.Gen, nil)
 		return nil
 	}
 
@@ -355,7 +356,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		// can say what they hold afterwards.
 		p.needFullSync = true
 		err = fmt.Errorf("write rules: %w", err)
-		p.publish(snap.gen, err)
+		p.publish(snap.Gen, err)
 		return err
 	}
 
@@ -366,24 +367,26 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		p.lastFullSync = time.Now()
 	}
 	p.tracker.Applied(snap)
-	p.log.Info("synced iptables rules", "full", full, "services", len(snap.services),
-		"changed", len(snap.changes), "bytes", len(data), "elapsed", time.Since(start))
+	p.log.Info("synced iptables rules", "full", full, "services", len(snap.Services),
+		"changed", len(snap.Changes), "bytes", len(data), "elapsed", time.Since(start))
 
 	// After the rules, so that new flows can no longer pick the removed
 	// endpoints when their old entries go; before Sync returns, so that
 	// its caller sees the change whole.
-	if err := p.clearStaleConntrack(snap.changes); err != nil {
+	if n, err := changes.ClearStaleConntrack(p.nl, snap.Changes); err != nil {
 		p.log.Warn("clear stale UDP conntrack entries", "err", err)
+	} else if n > 0 {
+		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
 	}
-	p.publish(snap.gen, nil)
+	p.publish(snap.Gen, nil)
 	return nil
 }
 
 // buildPayload generates the payload of one sync and the per-service chains
 // it leaves. A full sync rewrites every service's chains and also deletes
 // per-service chains of our prefix that an earlier run left behind.
-func (p *Proxier) buildPayload(ctx context.Context, snap snapshot, full, comments bool) ([]byte, map[string]struct{}, error) {
-	req := request{services: snap.services, comments: comments}
+func (p *Proxier) buildPayload(ctx context.Context, snap changes.Snapshot, full, comments bool) ([]byte, map[string]struct{}, error) {
+	req := request{services: snap.Services, comments: comments}
 	existing := p.programmed
 	if full {
 		existing = make(map[string]struct{}, len(p.programmed))
@@ -400,8 +403,8 @@ func (p *Proxier) buildPayload(ctx context.Context, snap snapshot, full, comment
 			}
 		}
 	} else {
-		req.rewrite = make(map[dataplane.ServiceKey]bool, len(snap.changes))
-		for k := range snap.changes {
+		req.rewrite = make(map[dataplane.ServiceKey]bool, len(snap.Changes))
+		for k := range snap.Changes {
 			req.rewrite[k] = true
 		}
 	}

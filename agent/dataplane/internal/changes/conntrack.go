@@ -1,4 +1,4 @@
-package iptables
+package changes
 
 import (
 	"fmt"
@@ -44,7 +44,7 @@ func (f udpFlow) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	return true
 }
 
-// staleUDPFlows lists the conntrack entries a set of changes leaves stale.
+// StaleUDPFlows lists the conntrack entries a set of changes leaves stale.
 // UDP has no connection to end, so without this a client that keeps its
 // source port keeps being sent to a removed endpoint for as long as it
 // talks (kubernetes#19029). As kube-proxy:
@@ -52,19 +52,19 @@ func (f udpFlow) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 //     addresses or its node port go;
 //   - when a service gets its first endpoint, flows to its addresses that
 //     were never DNATed (sent while it had none) go.
-func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConntrackFilter {
+func StaleUDPFlows(changes map[dataplane.ServiceKey]Change) []netlink.CustomConntrackFilter {
 	var filters []netlink.CustomConntrackFilter
 	for k, c := range changes {
 		if k.Protocol != dataplane.UDP {
 			continue
 		}
 		now := map[netip.AddrPort]bool{}
-		if c.current != nil {
-			for _, b := range c.current.ServingBackends() {
+		if c.Current != nil {
+			for _, b := range c.Current.ServingBackends() {
 				now[netip.AddrPortFrom(b.Addr, b.Port)] = true
 			}
 		}
-		if prev := c.previous; prev != nil {
+		if prev := c.Previous; prev != nil {
 			vips := append([]netip.Addr{prev.ClusterIP}, prev.ExternalIPs...)
 			vips = append(vips, prev.LoadBalancerIPs...)
 			for _, b := range prev.ServingBackends() {
@@ -79,8 +79,8 @@ func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConn
 				}
 			}
 		}
-		hadNone := c.previous == nil || len(c.previous.ServingBackends()) == 0
-		if cur := c.current; cur != nil && hadNone && len(now) > 0 {
+		hadNone := c.Previous == nil || len(c.Previous.ServingBackends()) == 0
+		if cur := c.Current; cur != nil && hadNone && len(now) > 0 {
 			vips := append([]netip.Addr{cur.ClusterIP}, cur.ExternalIPs...)
 			vips = append(vips, cur.LoadBalancerIPs...)
 			for _, vip := range vips {
@@ -94,19 +94,17 @@ func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConn
 	return filters
 }
 
-// clearStaleConntrack deletes the conntrack entries the changes left stale,
-// in one pass over the table.
-func (p *Proxier) clearStaleConntrack(changes map[dataplane.ServiceKey]change) error {
-	filters := staleUDPFlows(changes)
-	if len(filters) == 0 || p.nl == nil {
-		return nil
+// ClearStaleConntrack deletes the conntrack entries the changes left
+// stale, in one pass over the table of nl's namespace, and returns how many
+// it deleted.
+func ClearStaleConntrack(nl *netlink.Handle, changes map[dataplane.ServiceKey]Change) (uint, error) {
+	filters := StaleUDPFlows(changes)
+	if len(filters) == 0 || nl == nil {
+		return 0, nil
 	}
-	n, err := p.nl.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(netlink.FAMILY_V4), filters...)
+	n, err := nl.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(netlink.FAMILY_V4), filters...)
 	if err != nil {
-		return fmt.Errorf("delete conntrack entries: %w", err)
+		return 0, fmt.Errorf("delete conntrack entries: %w", err)
 	}
-	if n > 0 {
-		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
-	}
-	return nil
+	return n, nil
 }
