@@ -150,7 +150,7 @@ func TestGoldenFullSyncRemovesLeftovers(t *testing.T) {
 			serviceChain(clusterChainPrefix, svc5.Key),
 		},
 		sets: map[string]time.Duration{
-			affinitySet(svc5.Key, ep):              time.Minute, // svc5's, with another timeout
+			affinitySet(svc5.Key, ep):             time.Minute, // svc5's, with another timeout
 			affinitySet(key("old", "gone"), gone): time.Hour,
 		},
 	}
