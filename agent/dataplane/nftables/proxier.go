@@ -455,6 +455,15 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	return p.nft.deleteTable(ctx, p.cfg.Table)
 }
 
+// TableExists reports whether the caller's network namespace has the table
+// a proxier makes; an empty name means DefaultTable.
+func TableExists(ctx context.Context, table string) (bool, error) {
+	if table == "" {
+		table = DefaultTable
+	}
+	return runner{}.tableExists(ctx, table)
+}
+
 // Cleanup deletes the table a proxier made in the caller's network
 // namespace, and everything in it. It needs no Proxier: `skep agent
 // --cleanup` and a switch to another dataplane call it. An empty table
