@@ -151,33 +151,25 @@ func (r runner) findLeftovers(ctx context.Context, table string) (leftovers, err
 	return found, nil
 }
 
-// tableExists reports whether our table is there; it is cheap (no rules
-// are listed), for the periodic check.
+// tableExists reports whether our table is there. It asks for the
+// service-ips map without its elements: nft 1.0's `list tables` reads the
+// whole ruleset first, a quarter of a second at 1,000 services, while
+// this costs milliseconds at any size. A table without that map is taken
+// for missing, which is right for its purpose: a full sync rewrites it.
 func (r runner) tableExists(ctx context.Context, table string) (bool, error) {
-	out, err := r.run(ctx, nil, "list", "tables", "ip")
-	if err != nil {
-		return false, err
+	_, err := r.run(ctx, nil, "-t", "list", "map", "ip", table, serviceIPsMap)
+	if errors.Is(err, errNotFound) {
+		return false, nil
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.TrimSpace(line) == "table ip "+table {
-			return true, nil
-		}
-	}
-	return false, nil
+	return err == nil, err
 }
 
 // deleteTable removes the table and everything in it; a missing table is
 // not an error, nor a missing nft (nothing can have made the table then).
 func (r runner) deleteTable(ctx context.Context, table string) error {
-	exists, err := r.tableExists(ctx, table)
-	if errors.Is(err, exec.ErrNotFound) {
+	_, err := r.run(ctx, nil, "delete", "table", "ip", table)
+	if errors.Is(err, errNotFound) || errors.Is(err, exec.ErrNotFound) {
 		return nil
 	}
-	if err != nil || !exists {
-		return err
-	}
-	if _, err := r.run(ctx, nil, "delete", "table", "ip", table); err != nil && !errors.Is(err, errNotFound) {
-		return err
-	}
-	return nil
+	return err
 }
