@@ -302,3 +302,46 @@ func TestRestartRemovesLeftovers(t *testing.T) {
 		t.Errorf("second Cleanup: %v", err)
 	}
 }
+
+// TestRecoversFromFailedWrite: a transaction that nft refuses (here
+// because someone else put an element in our map) changes nothing, Sync
+// says so, and the next sync rewrites the table whole, whatever the
+// desired state has become meanwhile: a chain the failed write meant to
+// make, and the next state no longer wants, is not looked for.
+func TestRecoversFromFailedWrite(t *testing.T) {
+	ns := netnstest.New(t, "skep-nft", "10.244.1.2", "10.244.1.3")
+	netnstest.ServeTCP(t, ns, "10.244.1.2:8080", "backend-a")
+	netnstest.ServeTCP(t, ns, "10.244.1.3:8080", "backend-b")
+	ctx := t.Context()
+	p, err := New(ctx, Config{MinSyncInterval: time.Millisecond, CheckInterval: time.Hour, NetNS: ns,
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix(netnstest.ServiceRange)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	web := &dataplane.Service{Key: dataplane.ServiceKey{Namespace: "default", Name: "web", Protocol: dataplane.TCP},
+		ClusterIP: addr("10.96.0.10"), Port: 80,
+		Backends: []dataplane.Backend{{Addr: addr("10.244.1.2"), Port: 8080, Ready: true, Local: true}}}
+	if err := p.Sync(ctx, services(web)); err != nil {
+		t.Fatal(err)
+	}
+
+	nftIn(t, ns, "add", "element", "ip", "kube-proxy", "service-nodeports", "{ tcp . 30099 : drop }")
+	toB := *web
+	toB.NodePort = 30099
+	toB.Backends = []dataplane.Backend{{Addr: addr("10.244.1.3"), Port: 8080, Ready: true, Local: true}}
+	if err := p.Sync(ctx, services(&toB)); err == nil {
+		t.Fatal("Sync with an element of ours taken by someone else succeeded; want nft's refusal")
+	}
+	wantAnswer(t, ns, "10.96.0.10:80", "backend-a") // the failed write changed nothing
+
+	if err := p.Sync(ctx, services(web)); err != nil {
+		t.Fatalf("the full sync after a failed write: %v", err)
+	}
+	wantAnswer(t, ns, "10.96.0.10:80", "backend-a")
+	if err := p.Sync(ctx, services(&toB)); err != nil {
+		t.Fatalf("the same change once the table is ours again: %v", err)
+	}
+	wantAnswer(t, ns, "10.96.0.10:80", "backend-b")
+	wantAnswer(t, ns, netnstest.NodeIP+":30099", "backend-b")
+}

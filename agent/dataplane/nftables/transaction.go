@@ -182,54 +182,40 @@ func (l *layout) writeHead(tx *transaction) {
 
 // fullSync writes the whole table: the fixed part, every service port's
 // chains and elements into emptied maps, in one transaction, so the table
-// changes at once. Per-service chains and affinity sets the services no
-// longer use (in st or found in the table) are flushed and deleted.
+// changes at once. Per-service chains and affinity sets found in the table
+// that the services no longer use are flushed (the chains deleted later)
+// and deleted. Only what was found is touched: after a failed write the
+// old state may name chains that never came to be.
 func (l *layout) fullSync(old *state, services map[dataplane.ServiceKey]*dataplane.Service, found leftovers, now time.Time) (*transaction, *state) {
 	tx := &transaction{table: l.table}
 	st := newState()
-	maps.Copy(st.staleChains, old.staleChains)
 	l.writeHead(tx)
 
-	keys := sortedKeys(services)
-	oldSets := maps.Clone(found.sets)
-	if oldSets == nil {
-		oldSets = map[string]time.Duration{}
-	}
-	oldChains := map[string]bool{}
-	for _, name := range found.chains {
-		oldChains[name] = true
-	}
-	for _, w := range old.services {
-		for _, name := range w.chains {
-			oldChains[name] = true
-		}
-		for name, timeout := range w.sets {
-			if _, ok := oldSets[name]; !ok {
-				oldSets[name] = timeout
-			}
-		}
-	}
 	active := map[string]bool{}
-	for _, k := range keys {
+	for _, k := range sortedKeys(services) {
 		r := l.serviceRules(services[k])
 		st.claim(tx, k, r, nil)
 		for _, c := range r.chains {
 			active[c.name] = true
 		}
 	}
-	for _, name := range sortedSet(oldChains) {
-		if !active[name] {
-			tx.line(&tx.chains, "flush chain ip", l.table, name)
-			st.staleChains[name] = now
-			tx.flushedStaleChains++
+	for _, name := range slices.Sorted(slices.Values(found.chains)) {
+		if active[name] {
+			continue
 		}
+		tx.line(&tx.chains, "flush chain ip", l.table, name)
+		st.staleChains[name] = now
+		if at, ok := old.staleChains[name]; ok {
+			st.staleChains[name] = at // flushed before: its second may be up
+		}
+		tx.flushedStaleChains++
 	}
 	wantSets := map[string]time.Duration{}
 	for _, w := range st.services {
 		maps.Copy(wantSets, w.sets)
 	}
-	for _, name := range slices.Sorted(maps.Keys(oldSets)) {
-		if want, ok := wantSets[name]; !ok || want != oldSets[name] {
+	for _, name := range slices.Sorted(maps.Keys(found.sets)) {
+		if want, ok := wantSets[name]; !ok || want != found.sets[name] {
 			tx.line(&tx.setDels, "delete set ip", l.table, name)
 		}
 	}
