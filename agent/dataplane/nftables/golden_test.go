@@ -254,3 +254,52 @@ func TestTableName(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialSyncClusterIPHandedOver: one Service goes and another comes
+// with its ClusterIP within one sync; the element is deleted and added
+// again with the new chain, in that order, and @cluster-ips is left alone.
+func TestPartialSyncClusterIPHandedOver(t *testing.T) {
+	l := goldenLayout()
+	a := &dataplane.Service{Key: key("ns", "a"), ClusterIP: addr("172.30.0.9"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.180.0.1", false)}}
+	b := &dataplane.Service{Key: key("ns", "b"), ClusterIP: addr("172.30.0.9"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.180.0.2", false)}}
+	_, st := l.fullSync(newState(), normalized(services(a)), leftovers{}, t0)
+	changed := normalized(services(b))
+	changed[a.Key] = nil
+	got := string(l.partialSync(st, changed, t0).bytes())
+	del := "delete element ip kube-proxy service-ips { 172.30.0.9 . tcp . 80 }\n"
+	add := "add element ip kube-proxy service-ips { 172.30.0.9 . tcp . 80 : goto " + serviceChain(clusterChainPrefix, b.Key) + " }\n"
+	if i, j := strings.Index(got, del), strings.Index(got, add); i < 0 || j < i || strings.Contains(got, "cluster-ips") {
+		t.Errorf("handing 172.30.0.9:80 from a to b: transaction\n%s\nwant %q, then %q, and nothing of @cluster-ips", got, del, add)
+	}
+	if owners := st.elements[elemID{clusterIPsSet, "172.30.0.9"}].owners; len(owners) != 1 {
+		t.Errorf("owners of 172.30.0.9 in @cluster-ips = %v, want b alone", owners)
+	}
+}
+
+// TestConflictingServicesFirstWins: two service ports claiming one
+// address and port (which the API server's allocator never hands out)
+// do not make the transaction fail; the first in name order has it.
+func TestConflictingServicesFirstWins(t *testing.T) {
+	a := &dataplane.Service{Key: key("ns", "a"), ClusterIP: addr("172.30.0.9"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.180.0.1", false)}}
+	b := &dataplane.Service{Key: key("ns", "b"), ClusterIP: addr("172.30.0.9"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.180.0.2", false)}}
+	tx, st := goldenLayout().fullSync(newState(), normalized(services(a, b)), leftovers{}, t0)
+	got := string(tx.bytes())
+	if !strings.Contains(got, "172.30.0.9 . tcp . 80 : goto "+serviceChain(clusterChainPrefix, a.Key)) ||
+		strings.Contains(got, "172.30.0.9 . tcp . 80 : goto "+serviceChain(clusterChainPrefix, b.Key)) {
+		t.Errorf("transaction\n%s\nwant 172.30.0.9:80 to lead to a's chain alone", got)
+	}
+	if len(tx.conflicts) != 1 {
+		t.Errorf("conflicts = %v, want the one of b", tx.conflicts)
+	}
+
+	// a goes: the element is deleted, and a full sync is asked for, which
+	// gives it to b.
+	ptx := goldenLayout().partialSync(st, map[dataplane.ServiceKey]*dataplane.Service{a.Key: nil}, t0)
+	if !ptx.wantFullSync {
+		t.Errorf("a, holding an element b wants, went; the partial sync asks for no full sync:\n%s", ptx.bytes())
+	}
+}

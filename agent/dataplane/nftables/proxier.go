@@ -368,7 +368,10 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		return err
 	}
 	p.state = next
-	p.needFullSync = false
+	p.needFullSync = tx.wantFullSync
+	if tx.wantFullSync {
+		p.poke()
+	}
 	if full {
 		p.lastFullSync = time.Now()
 	}

@@ -24,6 +24,10 @@ type state struct {
 	// referenced for a short while after the element goes, and deleting it
 	// in the same transaction fails (kube-proxy does the same).
 	staleChains map[string]time.Time
+	// contested are elements a service port wanted and did not get,
+	// because another had them with another verdict. When the holder
+	// lets go, a full sync hands them to the next in name order.
+	contested map[elemID]bool
 }
 
 // written is what one service port put in the table.
@@ -44,6 +48,7 @@ func newState() *state {
 		services:    map[dataplane.ServiceKey]*written{},
 		elements:    map[elemID]*elemState{},
 		staleChains: map[string]time.Time{},
+		contested:   map[elemID]bool{},
 	}
 }
 
@@ -65,6 +70,9 @@ type transaction struct {
 	elemDels, elemAdds              []element
 	conflicts                       []elemID // elements two service ports want with different verdicts
 	wroteChains, flushedStaleChains int
+	// wantFullSync: the transaction deletes a contested element, which
+	// only a full sync can give to the service port that waits for it.
+	wantFullSync bool
 }
 
 func (tx *transaction) line(b *strings.Builder, words ...string) {
@@ -250,6 +258,7 @@ func (l *layout) partialSync(st *state, changed map[dataplane.ServiceKey]*datapl
 		es := st.elements[id]
 		if forced || es == nil || len(es.owners) == 0 {
 			tx.elemDels = append(tx.elemDels, element{container: id.container, key: id.key})
+			tx.wantFullSync = tx.wantFullSync || st.contested[id]
 		}
 		if !forced && es != nil && len(es.owners) == 0 {
 			delete(st.elements, id)
@@ -335,6 +344,7 @@ func (st *state) claim(tx *transaction, k dataplane.ServiceKey, r serviceRules, 
 			released[id] = true
 		default:
 			tx.conflicts = append(tx.conflicts, id)
+			st.contested[id] = true
 			continue
 		}
 		st.elements[id] = &elemState{value: e.value, comment: e.comment, owners: map[dataplane.ServiceKey]struct{}{k: {}}}
