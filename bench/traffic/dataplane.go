@@ -223,6 +223,12 @@ func (cl *cluster) measure(ctx context.Context, rep *report.Report, bench, varia
 		rep.Add(report.Sample{Bench: bench, Variant: variant, N: n, Metric: rate, Unit: "1/s", Round: round, Value: res.Rate()})
 		add("p50_us", "µs", res.P50)
 		add("p99_us", "µs", res.P99)
+		if kind == LoadCRR {
+			// The first packet's latency: where kube-proxy's modes and
+			// eBPF differ most, and what the Kubernetes blog compares.
+			add("connect_p50_us", "µs", res.ConnectP50)
+			add("connect_p99_us", "µs", res.ConnectP99)
+		}
 		add("client_cpu_us", "µs/"+per, res.CPUPer("client"))
 		add("lab_cpu_us", "µs/"+per, res.CPUPer("lab"))
 		add("errors", "count", float64(res.Errors))
