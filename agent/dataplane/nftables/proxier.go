@@ -284,6 +284,9 @@ func (p *Proxier) loop(ctx context.Context) {
 		case <-housekeeping:
 			housekeeping = nil
 			p.deleteStaleChains(ctx)
+			if p.hasStaleChains() { // flushed by a later sync: not due yet
+				housekeeping = time.After(staleChainDelay)
+			}
 			continue
 		case <-check.C:
 			if !p.fullSyncDue(ctx) {
@@ -381,7 +384,8 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 			"map", id.container, "key", id.key)
 	}
 	p.log.Info("synced nftables rules", "full", full, "services", len(snap.Services),
-		"changed", len(snap.Changes), "chains", tx.wroteChains, "bytes", len(data), "elapsed", time.Since(start))
+		"changed", len(snap.Changes), "chains", tx.wroteChains, "stale", tx.flushedStaleChains,
+		"bytes", len(data), "elapsed", time.Since(start))
 
 	// After the rules, so that new flows can no longer pick the removed
 	// endpoints when their old entries go; before Sync returns, so that
