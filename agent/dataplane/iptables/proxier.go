@@ -84,11 +84,7 @@ type Proxier struct {
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop has returned
 
-	// Sync waits for the sync that carries its generation.
-	resMu   sync.Mutex
-	doneGen uint64
-	lastErr error
-	resCh   chan struct{} // closed and replaced after each sync
+	waiters *changes.Waiters // Sync waits for the sync that carries its generation
 
 	initOnce sync.Once
 	inited   chan struct{} // closed by the first Sync: nothing is written before a full list
@@ -181,7 +177,7 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		programmed:   map[string]struct{}{},
 		kick:         make(chan struct{}, 1),
 		stopped:      make(chan struct{}),
-		resCh:        make(chan struct{}),
+		waiters:      changes.NewWaiters(),
 		inited:       make(chan struct{}),
 	}
 }
@@ -232,35 +228,7 @@ func (p *Proxier) Sync(ctx context.Context, services map[dataplane.ServiceKey]*d
 	case p.kick <- struct{}{}:
 	default: // a sync is already asked for; it will take this state
 	}
-	for {
-		p.resMu.Lock()
-		if p.doneGen >= gen {
-			err := p.lastErr
-			p.resMu.Unlock()
-			return err
-		}
-		ch := p.resCh
-		p.resMu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.stopped:
-			return ErrClosed
-		}
-	}
-}
-
-// publish tells waiting Syncs that generations up to gen are done.
-func (p *Proxier) publish(gen uint64, err error) {
-	p.resMu.Lock()
-	defer p.resMu.Unlock()
-	if gen > p.doneGen {
-		p.doneGen = gen
-	}
-	p.lastErr = err
-	close(p.resCh)
-	p.resCh = make(chan struct{})
+	return p.waiters.Wait(ctx, gen, p.stopped, ErrClosed)
 }
 
 // loop runs syncs when asked, no closer together than MinSyncInterval, a
@@ -340,7 +308,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		full = true // keep every chain in one style
 	}
 	if !full && len(snap.Changes) == 0 {
-		p.publish(snap.Gen, nil)
+		p.waiters.Publish(snap.Gen, nil)
 		return nil
 	}
 
@@ -356,7 +324,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		// can say what they hold afterwards.
 		p.needFullSync = true
 		err = fmt.Errorf("write rules: %w", err)
-		p.publish(snap.Gen, err)
+		p.waiters.Publish(snap.Gen, err)
 		return err
 	}
 
@@ -378,7 +346,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 	} else if n > 0 {
 		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
 	}
-	p.publish(snap.Gen, nil)
+	p.waiters.Publish(snap.Gen, nil)
 	return nil
 }
 

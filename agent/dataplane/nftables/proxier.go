@@ -93,11 +93,7 @@ type Proxier struct {
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop has returned
 
-	// Sync waits for the sync that carries its generation.
-	resMu   sync.Mutex
-	doneGen uint64
-	lastErr error
-	resCh   chan struct{} // closed and replaced after each sync
+	waiters *changes.Waiters // Sync waits for the sync that carries its generation
 
 	initOnce sync.Once
 	inited   chan struct{} // closed by the first Sync: nothing is written before a full list
@@ -189,7 +185,7 @@ func newProxier(cfg Config, nft runner) *Proxier {
 		needFullSync: true,
 		kick:         make(chan struct{}, 1),
 		stopped:      make(chan struct{}),
-		resCh:        make(chan struct{}),
+		waiters:      changes.NewWaiters(),
 		inited:       make(chan struct{}),
 	}
 }
@@ -223,23 +219,7 @@ func (p *Proxier) Sync(ctx context.Context, services map[dataplane.ServiceKey]*d
 	gen := p.tracker.Update(services)
 	p.initOnce.Do(func() { close(p.inited) })
 	p.poke()
-	for {
-		p.resMu.Lock()
-		if p.doneGen >= gen {
-			err := p.lastErr
-			p.resMu.Unlock()
-			return err
-		}
-		ch := p.resCh
-		p.resMu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.stopped:
-			return ErrClosed
-		}
-	}
+	return p.waiters.Wait(ctx, gen, p.stopped, ErrClosed)
 }
 
 func (p *Proxier) poke() {
@@ -247,18 +227,6 @@ func (p *Proxier) poke() {
 	case p.kick <- struct{}{}:
 	default: // a sync is already asked for; it will take this state
 	}
-}
-
-// publish tells waiting Syncs that generations up to gen are done.
-func (p *Proxier) publish(gen uint64, err error) {
-	p.resMu.Lock()
-	defer p.resMu.Unlock()
-	if gen > p.doneGen {
-		p.doneGen = gen
-	}
-	p.lastErr = err
-	close(p.resCh)
-	p.resCh = make(chan struct{})
 }
 
 // loop runs syncs when asked, no closer together than MinSyncInterval, a
@@ -352,7 +320,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 	snap := p.tracker.Snapshot()
 	full := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
 	if !full && len(snap.Changes) == 0 {
-		p.publish(snap.Gen, nil)
+		p.waiters.Publish(snap.Gen, nil)
 		return nil
 	}
 
@@ -367,7 +335,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		// what was planned; only a full sync can say what it holds.
 		p.needFullSync = true
 		err = fmt.Errorf("write rules: %w", err)
-		p.publish(snap.Gen, err)
+		p.waiters.Publish(snap.Gen, err)
 		return err
 	}
 	p.state = next
@@ -395,7 +363,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 	} else if n > 0 {
 		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
 	}
-	p.publish(snap.Gen, nil)
+	p.waiters.Publish(snap.Gen, nil)
 	return nil
 }
 
