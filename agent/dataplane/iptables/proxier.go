@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/internal/changes"
@@ -134,7 +133,7 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	if _, err := ipt.run(ctx, nil, "iptables-restore", "--version"); err != nil {
 		return nil, fmt.Errorf("find iptables-restore: %w", err)
 	}
-	nl, err := netlinkHandle(cfg.NetNS)
+	nl, err := changes.NetlinkHandle(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -180,27 +179,6 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		waiters:      changes.NewWaiters(),
 		inited:       make(chan struct{}),
 	}
-}
-
-// netlinkHandle opens netlink in the namespace at path, or in our own.
-func netlinkHandle(path string) (*netlink.Handle, error) {
-	if path == "" {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
-		}
-		return h, nil
-	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink in %s: %w", path, err)
-	}
-	return h, nil
 }
 
 // conntrackLiberal reads nf_conntrack_tcp_be_liberal in the target

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/internal/changes"
@@ -116,7 +115,7 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	if _, err := nft.run(ctx, nil, "--version"); err != nil {
 		return nil, fmt.Errorf("find nft (Debian package nftables): %w", err)
 	}
-	nl, err := netlinkHandle(cfg.NetNS)
+	nl, err := changes.NetlinkHandle(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -188,28 +187,6 @@ func newProxier(cfg Config, nft runner) *Proxier {
 		waiters:      changes.NewWaiters(),
 		inited:       make(chan struct{}),
 	}
-}
-
-// netlinkHandle opens netlink in the namespace at path, or in our own, for
-// the conntrack cleanup.
-func netlinkHandle(path string) (*netlink.Handle, error) {
-	if path == "" {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
-		}
-		return h, nil
-	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink in %s: %w", path, err)
-	}
-	return h, nil
 }
 
 // Sync records the desired state and returns once a write carrying it has

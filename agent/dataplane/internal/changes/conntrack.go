@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/skep-io/skep/agent/dataplane"
 )
@@ -92,6 +93,28 @@ func StaleUDPFlows(changes map[dataplane.ServiceKey]Change) []netlink.CustomConn
 		}
 	}
 	return filters
+}
+
+// NetlinkHandle opens netlink in the network namespace at path, or in the
+// caller's own when path is "", for ClearStaleConntrack.
+func NetlinkHandle(path string) (*netlink.Handle, error) {
+	if path == "" {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
+		return h, nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", path, err)
+	}
+	return h, nil
 }
 
 // ClearStaleConntrack deletes the conntrack entries the changes left
