@@ -40,7 +40,10 @@ type written struct {
 // elemState is one element in the table and the service ports that want it.
 type elemState struct {
 	value, comment string
-	owners         map[dataplane.ServiceKey]struct{}
+	// owners is a slice, not a set: nearly every element has one owner (a
+	// ClusterIP one per port of its Service), and at 30,000 services a map
+	// per element would be most of the proxier's heap.
+	owners []dataplane.ServiceKey
 }
 
 func newState() *state {
@@ -306,7 +309,7 @@ func (st *state) release(k dataplane.ServiceKey, released map[elemID]bool) *writ
 		if es == nil {
 			continue
 		}
-		delete(es.owners, k)
+		es.owners = slices.DeleteFunc(es.owners, func(o dataplane.ServiceKey) bool { return o == k })
 		if len(es.owners) == 0 {
 			released[id] = false
 		}
@@ -335,7 +338,9 @@ func (st *state) claim(tx *transaction, k dataplane.ServiceKey, r serviceRules, 
 		switch {
 		case es == nil:
 		case es.value == e.value && es.comment == e.comment:
-			es.owners[k] = struct{}{}
+			if !slices.Contains(es.owners, k) {
+				es.owners = append(es.owners, k)
+			}
 			w.elems = append(w.elems, id)
 			continue
 		case len(es.owners) == 0 && released != nil:
@@ -347,7 +352,7 @@ func (st *state) claim(tx *transaction, k dataplane.ServiceKey, r serviceRules, 
 			st.contested[id] = true
 			continue
 		}
-		st.elements[id] = &elemState{value: e.value, comment: e.comment, owners: map[dataplane.ServiceKey]struct{}{k: {}}}
+		st.elements[id] = &elemState{value: e.value, comment: e.comment, owners: []dataplane.ServiceKey{k}}
 		tx.elemAdds = append(tx.elemAdds, e)
 		w.elems = append(w.elems, id)
 	}
