@@ -15,8 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -140,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 
 	p := newProxier(cfg, ipt)
 	p.nl = nl
-	p.layout.dropInvalid = !conntrackLiberal(ctx, ipt)
+	p.layout.dropInvalid = !changes.ConntrackLiberal(ctx, cfg.NetNS)
 
 	loopCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
@@ -179,21 +177,6 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 		waiters:      changes.NewWaiters(),
 		inited:       make(chan struct{}),
 	}
-}
-
-// conntrackLiberal reads nf_conntrack_tcp_be_liberal in the target
-// namespace: when set, out-of-window packets are not INVALID and kube-proxy
-// installs no DROP for them.
-func conntrackLiberal(ctx context.Context, ipt runner) bool {
-	const path = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
-	var out []byte
-	var err error
-	if ipt.netns == "" {
-		out, err = os.ReadFile(path)
-	} else {
-		out, err = ipt.run(ctx, nil, "cat", path)
-	}
-	return err == nil && strings.TrimSpace(string(out)) != "0"
 }
 
 // Sync records the desired state and returns once a write carrying it has

@@ -83,7 +83,7 @@ func overallServices() map[dataplane.ServiceKey]*dataplane.Service {
 
 func goldenLayout() *layout {
 	return &layout{table: DefaultTable, clusterCIDR: netip.MustParsePrefix("10.0.0.0/8"),
-		serviceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}
+		serviceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}, dropInvalid: true}
 }
 
 // normalized passes services through the tracker, as a sync does: sorted

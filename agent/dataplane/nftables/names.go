@@ -34,6 +34,8 @@ const (
 	rejectChain                 = "reject-chain"             // a verdict map cannot say reject: it goes here
 	clusterIPsCheckChain        = "cluster-ips-check"        // filter: what nat left addressed to the service range
 
+	forwardChain = "forward" // filter: drops what conntrack finds invalid
+
 	markMasqChain     = "mark-for-masquerade"
 	masqueradingChain = "masquerading"
 )

@@ -121,6 +121,7 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	}
 	p := newProxier(cfg, nft)
 	p.nl = nl
+	p.layout.dropInvalid = !changes.ConntrackLiberal(ctx, cfg.NetNS)
 	loopCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	go p.loop(loopCtx)
@@ -178,6 +179,7 @@ func newProxier(cfg Config, nft runner) *Proxier {
 			clusterCIDR:  cfg.ClusterCIDR.Masked(),
 			serviceCIDRs: cfg.ServiceCIDRs,
 			nodeIPs:      cfg.NodeIPs,
+			dropInvalid:  true,
 		},
 		tracker:      changes.NewTracker(),
 		state:        newState(),

@@ -22,6 +22,11 @@ type layout struct {
 	// refused. kube-proxy drops it; skep refuses it, as its other modes do,
 	// so that a connection to an unknown cluster IP fails at once.
 	serviceCIDRs []netip.Prefix
+	// dropInvalid drops forwarded packets conntrack finds INVALID, unless
+	// nf_conntrack_tcp_be_liberal is set: an out-of-window packet would
+	// skip the reverse NAT and reach the client with the endpoint's
+	// address, which answers with a reset (kubernetes#74839).
+	dropInvalid bool
 }
 
 // element is one element of a map or set.
@@ -277,6 +282,7 @@ var baseChains = []baseChain{
 var jumps = []struct{ from, match, to string }{
 	{"filter-input", "ct state new", nodePortEndpointsCheckChain},
 	{"filter-input", "ct state new", serviceEndpointsCheckChain},
+	{"filter-forward", "", forwardChain},
 	{"filter-forward", "ct state new", serviceEndpointsCheckChain},
 	{"filter-forward", "ct state new", clusterIPsCheckChain},
 	{"filter-output", "ct state new", serviceEndpointsCheckChain},
@@ -298,7 +304,7 @@ var containers = []struct{ kind, name, spec string }{
 
 // fixedChains are the regular chains that belong to no service.
 var fixedChains = []string{
-	servicesChain, serviceEndpointsCheckChain, nodePortEndpointsCheckChain, clusterIPsCheckChain,
+	forwardChain, servicesChain, serviceEndpointsCheckChain, nodePortEndpointsCheckChain, clusterIPsCheckChain,
 	rejectChain, markMasqChain, masqueradingChain,
 }
 
@@ -319,7 +325,12 @@ func (l *layout) fixedRules() []chainRules {
 		clusterIPsCheck = append(clusterIPsCheck,
 			join("ip daddr {", strings.Join(cidrs, ", "), `} reject comment "Reject traffic to unallocated ClusterIPs"`))
 	}
+	var forward []string
+	if l.dropInvalid {
+		forward = append(forward, "ct state invalid drop")
+	}
 	return []chainRules{
+		{forwardChain, forward},
 		{servicesChain, []string{
 			"ip daddr . meta l4proto . th dport vmap @" + serviceIPsMap,
 			nodePortMatch + " meta l4proto . th dport vmap @" + serviceNodePortsMap,

@@ -1,9 +1,13 @@
 package changes
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -93,6 +97,21 @@ func StaleUDPFlows(changes map[dataplane.ServiceKey]Change) []netlink.CustomConn
 		}
 	}
 	return filters
+}
+
+// ConntrackLiberal reads nf_conntrack_tcp_be_liberal in the network
+// namespace at netnsPath ("": the caller's): when set, out-of-window
+// packets are not INVALID and kube-proxy installs no drop for them.
+func ConntrackLiberal(ctx context.Context, netnsPath string) bool {
+	const path = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
+	var out []byte
+	var err error
+	if netnsPath == "" {
+		out, err = os.ReadFile(path)
+	} else {
+		out, err = exec.CommandContext(ctx, "nsenter", "--net="+netnsPath, "--", "cat", path).Output()
+	}
+	return err == nil && strings.TrimSpace(string(out)) != "0"
 }
 
 // NetlinkHandle opens netlink in the network namespace at path, or in the
