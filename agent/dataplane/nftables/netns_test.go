@@ -61,8 +61,12 @@ func TestRealNftables(t *testing.T) {
 
 	ctx := t.Context()
 	p, err := New(ctx, Config{
-		NodeName:        "node-1",
-		ClusterCIDR:     netip.MustParsePrefix("10.244.0.0/16"),
+		NodeName:    "node-1",
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+		// As the agent: node ports on the node's address alone
+		// (@nodeport-ips); TestRestartRemovesLeftovers has them on every
+		// local address (fib daddr type local).
+		NodeIPs:         []netip.Addr{addr(netnstest.NodeIP)},
 		ServiceCIDRs:    []netip.Prefix{netip.MustParsePrefix(netnstest.ServiceRange)},
 		MinSyncInterval: 10 * time.Millisecond,
 		CheckInterval:   100 * time.Millisecond,
@@ -102,6 +106,8 @@ func TestRealNftables(t *testing.T) {
 		"numgen random mod 2 vmap",
 		"flags dynamic,timeout",
 		"dnat to 10.244.1.2:8080",
+		"ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+		"ct state invalid drop",
 	} {
 		if !strings.Contains(listing, want) {
 			t.Errorf("nft list table lacks %q:\n%s", want, listing)
@@ -109,7 +115,13 @@ func TestRealNftables(t *testing.T) {
 	}
 
 	t.Run("ClusterIP", func(t *testing.T) { wantAnswer(t, ns, "10.96.0.10:80", "backend-a") })
-	t.Run("NodePort", func(t *testing.T) { wantAnswer(t, ns, netnstest.NodeIP+":30080", "backend-a") })
+	t.Run("NodePort", func(t *testing.T) {
+		wantAnswer(t, ns, netnstest.NodeIP+":30080", "backend-a")
+		// Not on loopback, which is not a node IP.
+		if got, err := netnstest.Fetch(ns, "127.0.0.1:30080"); err == nil {
+			t.Errorf("node port 30080 answered on 127.0.0.1 (%q); want it on the node IP alone", got)
+		}
+	})
 	t.Run("ExternalIP", func(t *testing.T) { wantAnswer(t, ns, "203.0.113.10:80", "backend-a") })
 	t.Run("NoEndpointsRejects", func(t *testing.T) {
 		wantRefused(t, ns, "10.96.0.11:80")
@@ -280,6 +292,7 @@ func TestRestartRemovesLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAnswer(t, ns, "10.96.0.10:80", "backend-a")
+	wantAnswer(t, ns, netnstest.NodeIP+":30080", "backend-a") // any local address: fib daddr type local
 	wantRefused(t, ns, "10.96.0.20:80")
 	goneChain := serviceChain(clusterChainPrefix, gone.Key)
 	netnstest.Eventually(t, "the gone service's chains and set are deleted", func() error {
