@@ -358,3 +358,30 @@ func TestRecoversFromFailedWrite(t *testing.T) {
 	wantAnswer(t, ns, "10.96.0.10:80", "backend-b")
 	wantAnswer(t, ns, netnstest.NodeIP+":30099", "backend-b")
 }
+
+// TestRemakesBaseChains: a table whose base chains an earlier version made
+// with another priority (which nft cannot change in place) is taken over
+// by a new proxier's first sync.
+func TestRemakesBaseChains(t *testing.T) {
+	ns := netnstest.New(t, "skep-nft", "10.244.1.2")
+	netnstest.ServeTCP(t, ns, "10.244.1.2:8080", "backend-a")
+	nftIn(t, ns, "add", "table", "ip", "kube-proxy")
+	nftIn(t, ns, "add", "chain", "ip", "kube-proxy", "nat-output", "{ type nat hook output priority 0 ; }")
+	nftIn(t, ns, "add", "rule", "ip", "kube-proxy", "nat-output", "counter")
+	ctx := t.Context()
+	p, err := New(ctx, Config{MinSyncInterval: time.Millisecond, NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	web := &dataplane.Service{Key: dataplane.ServiceKey{Namespace: "default", Name: "web", Protocol: dataplane.TCP},
+		ClusterIP: addr("10.96.0.10"), Port: 80,
+		Backends: []dataplane.Backend{{Addr: addr("10.244.1.2"), Port: 8080, Ready: true, Local: true}}}
+	if err := p.Sync(ctx, services(web)); err != nil {
+		t.Fatal(err)
+	}
+	wantAnswer(t, ns, "10.96.0.10:80", "backend-a")
+	if chain := nftIn(t, ns, "list", "chain", "ip", "kube-proxy", "nat-output"); !strings.Contains(chain, "priority dstnat") && !strings.Contains(chain, "priority -100") {
+		t.Errorf("nat-output after the first sync:\n%s\nwant priority dstnat (-100)", chain)
+	}
+}

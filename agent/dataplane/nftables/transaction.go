@@ -28,6 +28,11 @@ type state struct {
 	// because another had them with another verdict. When the holder
 	// lets go, a full sync hands them to the next in name order.
 	contested map[elemID]bool
+	// baseChainsMade: this proxier has written the base chains once.
+	// Before that, a full sync deletes and makes them again, in case an
+	// earlier version of skep made them with other hooks or priorities,
+	// which nft cannot change in place (kube-proxy does the same).
+	baseChainsMade bool
 }
 
 // written is what one service port put in the table.
@@ -149,8 +154,9 @@ func (tx *transaction) writeElements(b *strings.Builder, verb string, elems []el
 }
 
 // writeHead creates the table and its fixed chains, maps and sets, and
-// empties them (affinity sets are not among them: they keep their clients).
-func (l *layout) writeHead(tx *transaction) {
+// empties them (affinity sets are not among them: they keep their
+// clients). remakeBase deletes the base chains before making them.
+func (l *layout) writeHead(tx *transaction, remakeBase bool) {
 	h := &tx.head
 	tx.line(h, "add table ip", l.table, `{ comment "rules for kube-proxy" ; }`)
 	for _, c := range containers {
@@ -163,6 +169,11 @@ func (l *layout) writeHead(tx *transaction) {
 		tx.line(h, "flush", c.kind, "ip", l.table, c.name)
 	}
 	for _, c := range baseChains {
+		if remakeBase {
+			tx.line(h, "add chain ip", l.table, c.name)
+			tx.line(h, "flush chain ip", l.table, c.name)
+			tx.line(h, "delete chain ip", l.table, c.name)
+		}
 		tx.line(h, "add chain ip", l.table, c.name, "{ type", c.kind, "hook", c.hook, "priority", strconv.Itoa(c.priority), "; }")
 		tx.line(h, "flush chain ip", l.table, c.name)
 	}
@@ -200,7 +211,8 @@ func (l *layout) writeHead(tx *transaction) {
 func (l *layout) fullSync(old *state, services map[dataplane.ServiceKey]*dataplane.Service, found leftovers, now time.Time) (*transaction, *state) {
 	tx := &transaction{table: l.table}
 	st := newState()
-	l.writeHead(tx)
+	l.writeHead(tx, !old.baseChainsMade)
+	st.baseChainsMade = true
 
 	active := map[string]bool{}
 	for _, k := range sortedKeys(services) {
