@@ -385,3 +385,57 @@ func TestRemakesBaseChains(t *testing.T) {
 		t.Errorf("nat-output after the first sync:\n%s\nwant priority dstnat (-100)", chain)
 	}
 }
+
+// TestReadBackOverall writes the golden full transaction with the real nft
+// and reads every service port back from the kernel's listing: addresses,
+// node port, policy, affinity, serving endpoints and, under Local policy,
+// which are local. (External and load balancer addresses come back as
+// one list: the maps do not tell them apart.)
+func TestReadBackOverall(t *testing.T) {
+	ns := netnstest.New(t, "skep-nft")
+	want := normalized(overallServices())
+	tx, _ := goldenLayout().fullSync(newState(), want, leftovers{}, t0)
+	if err := (runner{netns: ns}).apply(t.Context(), tx.bytes()); err != nil {
+		t.Fatal(err)
+	}
+	p := newProxier(Config{NodeName: "node-1"}, runner{netns: ns})
+	got, err := p.Services(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("read back %d service ports, want %d: %+v", len(got), len(want), got)
+	}
+	for _, g := range got {
+		w := want[g.Key]
+		if w == nil {
+			t.Errorf("read back %s, which was not written", g.Key)
+			continue
+		}
+		external := slices.Concat(w.ExternalIPs, w.LoadBalancerIPs)
+		slices.SortFunc(external, netip.Addr.Compare)
+		gotExternal := slices.Clone(g.ExternalIPs)
+		slices.SortFunc(gotExternal, netip.Addr.Compare)
+		if g.ClusterIP != w.ClusterIP || g.Port != w.Port || g.NodePort != w.NodePort || !slices.Equal(gotExternal, external) ||
+			g.AffinityTimeout != w.AffinityTimeout {
+			t.Errorf("%s read back as %s:%d node port %d external %v affinity %v; want %s:%d node port %d external %v affinity %v",
+				g.Key, g.ClusterIP, g.Port, g.NodePort, gotExternal, g.AffinityTimeout, w.ClusterIP, w.Port, w.NodePort, external, w.AffinityTimeout)
+		}
+		// Local policy shows only where there is a local endpoint to
+		// lead to, or the short cuts of an external chain.
+		if w.ExternalPolicyLocal != g.ExternalPolicyLocal && len(w.ServingBackends()) > 0 {
+			t.Errorf("%s read back with Local policy %v, want %v", g.Key, g.ExternalPolicyLocal, w.ExternalPolicyLocal)
+		}
+		var gotEps, wantEps []string
+		for _, b := range g.Backends {
+			gotEps = append(gotEps, fmt.Sprintf("%s local=%v", netip.AddrPortFrom(b.Addr, b.Port), b.Local))
+		}
+		for _, b := range w.ServingBackends() {
+			gotLocal := b.Local && w.ExternalPolicyLocal // only a local chain tells
+			wantEps = append(wantEps, fmt.Sprintf("%s local=%v", netip.AddrPortFrom(b.Addr, b.Port), gotLocal))
+		}
+		if !slices.Equal(gotEps, wantEps) {
+			t.Errorf("%s endpoints read back as %v, want %v", g.Key, gotEps, wantEps)
+		}
+	}
+}
