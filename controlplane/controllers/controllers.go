@@ -28,7 +28,7 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
 	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
 	"github.com/skep-io/skep/controlplane/controllers/replicaset"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/scheduler"
 )
