@@ -35,7 +35,7 @@ func tablePods() []api.Object {
 
 // fields is every line of out split into its cells (kubectl pads with
 // spaces, and no cell here holds one).
-func fields(out string) []string {
+func lineFields(out string) []string {
 	var lines []string
 	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 		lines = append(lines, strings.Join(strings.Fields(l), " "))
@@ -101,7 +101,7 @@ func TestGetTable(t *testing.T) {
 			"deployment.apps/web 1/2 2 1 3h web nginx:1.27 app=web",
 		}},
 	} {
-		if got := fields(printed(tc.r, tc.objs, tc.out, tc.withNS, tc.ofKind)); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+		if got := lineFields(printed(tc.r, tc.objs, tc.out, tc.withNS, tc.ofKind)); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 			t.Errorf("skep %s printed\n%s\nwant\n%s", tc.what, strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 		}
 	}

@@ -142,7 +142,8 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		}
 	}
 	for group, storage := range map[string]map[string]rest.Storage{
-		authorizationv1.GroupName:  {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()}},
+		authorizationv1.GroupName: {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()},
+			"selfsubjectrulesreviews": &selfSubjectRulesReviews{}},
 		authenticationv1.GroupName: {"selfsubjectreviews": &selfSubjectReviews{}},
 	} {
 		i := genericapiserver.NewDefaultAPIGroupInfo(group, scheme, runtime.NewParameterCodec(scheme), codecs)

@@ -96,13 +96,14 @@ func requestAuthorizer() authorizer.Authorizer {
 		}
 		if !a.IsResourceRequest() {
 			// Discovery, OpenAPI and /version describe the API to any
-			// credential that may use it; the join token may not.
-			if id.Node != "" && a.GetVerb() == "get" {
+			// authenticated user, as Kubernetes' system:discovery role
+			// does; the join token, which may only join, excepted.
+			if !id.Joining && a.GetVerb() == "get" && isAuthenticated(a.GetUser()) && discoveryPath(a.GetPath()) {
 				return authorizer.DecisionAllow, "", nil
 			}
 			return authorizer.DecisionDeny, fmt.Sprintf("%s may not %s %s", id, a.GetVerb(), a.GetPath()), nil
 		}
-		if id.Node != "" && a.GetVerb() == "create" && selfReview(a) {
+		if !id.Joining && a.GetVerb() == "create" && selfReview(a) && isAuthenticated(a.GetUser()) {
 			return authorizer.DecisionAllow, "", nil // any user may ask what it may do
 		}
 		req, ok := requestOf(a)
@@ -116,11 +117,37 @@ func requestAuthorizer() authorizer.Authorizer {
 	})
 }
 
+// discoveryPath says whether a path only describes the API.
+func discoveryPath(p string) bool {
+	switch {
+	case p == "/api", p == "/apis", p == "/version", p == "/openapi/v2":
+		return true
+	}
+	for _, prefix := range []string{"/api/", "/apis/", "/openapi/"} {
+		if strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func isAuthenticated(u user.Info) bool {
+	if u == nil {
+		return false
+	}
+	for _, g := range u.GetGroups() {
+		if g == user.AllAuthenticated {
+			return true
+		}
+	}
+	return false
+}
+
 // selfReview says whether a request asks about the caller itself
 // (kubectl auth can-i, auth whoami).
 func selfReview(a authorizer.Attributes) bool {
 	switch a.GetAPIGroup() + "/" + a.GetResource() {
-	case "authorization.k8s.io/selfsubjectaccessreviews", "authentication.k8s.io/selfsubjectreviews":
+	case "authorization.k8s.io/selfsubjectaccessreviews", "authorization.k8s.io/selfsubjectrulesreviews", "authentication.k8s.io/selfsubjectreviews":
 		return true
 	}
 	return false

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/controllers/gc"
 )
 
 // resourceREST serves one resource to the generic API server's handlers.
@@ -127,6 +129,12 @@ func (rr *resourceREST) update(ctx context.Context, name string, objInfo rest.Up
 				return nil, false, err
 			}
 		}
+		if apiequality.Semantic.DeepEqual(obj, old) {
+			// Nothing changes (a patch already applied, an apply of
+			// the same fields): no write, no new resourceVersion, and
+			// kubectl says "(no change)", as with Kubernetes.
+			return old, false, nil
+		}
 		out, err := rr.s.reg.update(ctx, rr.r, obj, status, dryRun)
 		if apierrors.IsConflict(err) && rr.changedSince(ctx, old) {
 			// Lost a race between the read above and the write: read
@@ -206,6 +214,18 @@ func (rr *resourceREST) Delete(ctx context.Context, name string, deleteValidatio
 			return nil, false, err
 		}
 	}
+	if orphans(opts) && hasDependents(rr.r) {
+		// kubectl delete --cascade=orphan: the dependents lose their
+		// owner reference and stay, then the owner goes.
+		if opts.DryRun {
+			return old, true, nil
+		}
+		if err := gc.DeleteOrphaning(ctx, rr.s.Client(), rr.r, ns, name); err != nil {
+			return nil, false, err
+		}
+		rr.s.log.Info("deleted, keeping its dependents", "resource", rr.r.Name, "object", strings.TrimPrefix(ns+"/"+name, "/"), "by", id.String())
+		return old, true, nil
+	}
 	out, err := rr.s.reg.delete(ctx, rr.r, ns, name, opts)
 	if err != nil {
 		return nil, false, err
@@ -215,6 +235,20 @@ func (rr *resourceREST) Delete(ctx context.Context, name string, deleteValidatio
 	}
 	// A pod or namespace marked terminating is still there.
 	return out, out.GetDeletionTimestamp() == nil, nil
+}
+
+func orphans(opts client.DeleteOptions) bool {
+	return opts.PropagationPolicy != nil && *opts.PropagationPolicy == metav1.DeletePropagationOrphan
+}
+
+// hasDependents lists the kinds that own other objects (Deployments own
+// ReplicaSets, which own pods), which orphaning concerns.
+func hasDependents(r *api.Resource) bool {
+	switch r.Kind {
+	case "Deployment", "ReplicaSet", "ReplicationController":
+		return true
+	}
+	return false
 }
 
 func deleteOptionsOf(o *metav1.DeleteOptions) client.DeleteOptions {

@@ -96,3 +96,45 @@ func (*selfSubjectReviews) Create(ctx context.Context, obj runtime.Object, _ res
 	review.Status.UserInfo = authenticationv1.UserInfo{Username: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups()}
 	return review, nil
 }
+
+// selfSubjectRulesReviews answers `kubectl auth can-i --list`: what the
+// caller may do in a namespace. The admin may do everything; an agent
+// gets the rules of the node authorizer, marked incomplete because that
+// authorizer also looks at the objects (a node writes only its own Node
+// and the status of pods bound to it).
+type selfSubjectRulesReviews struct{}
+
+func (*selfSubjectRulesReviews) New() runtime.Object {
+	return &authorizationv1.SelfSubjectRulesReview{}
+}
+func (*selfSubjectRulesReviews) Destroy()                {}
+func (*selfSubjectRulesReviews) NamespaceScoped() bool   { return false }
+func (*selfSubjectRulesReviews) GetSingularName() string { return "selfsubjectrulesreview" }
+
+func (*selfSubjectRulesReviews) Create(ctx context.Context, obj runtime.Object, _ rest.ValidateObjectFunc, _ *metav1.CreateOptions) (runtime.Object, error) {
+	review, ok := obj.(*authorizationv1.SelfSubjectRulesReview)
+	if !ok {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a SelfSubjectRulesReview: %T", obj))
+	}
+	id := identityFrom(ctx)
+	all := []string{"*"}
+	switch {
+	case id.Admin:
+		review.Status.ResourceRules = []authorizationv1.ResourceRule{{Verbs: all, APIGroups: all, Resources: all}}
+		review.Status.NonResourceRules = []authorizationv1.NonResourceRule{{Verbs: all, NonResourceURLs: all}}
+	case id.Node != "":
+		review.Status.ResourceRules = []authorizationv1.ResourceRule{
+			{Verbs: []string{"get", "list", "watch"}, APIGroups: []string{"", "discovery.k8s.io", "coordination.k8s.io"},
+				Resources: []string{"pods", "services", "endpoints", "endpointslices", "nodes", "namespaces", "leases"}},
+			{Verbs: []string{"create", "update", "patch"}, APIGroups: []string{""}, Resources: []string{"nodes", "nodes/status", "events"}},
+			{Verbs: []string{"update", "patch"}, APIGroups: []string{""}, Resources: []string{"pods/status"}},
+			{Verbs: []string{"delete"}, APIGroups: []string{""}, Resources: []string{"pods"}},
+			{Verbs: []string{"create", "update", "patch"}, APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}},
+		}
+		review.Status.Incomplete = true
+		review.Status.EvaluationError = "the node authorizer also checks each object: a node writes only its own Node and Lease, and the status of pods bound to it"
+	}
+	review.Status.NonResourceRules = append(review.Status.NonResourceRules,
+		authorizationv1.NonResourceRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*", "/version", "/openapi/*"}})
+	return review, nil
+}
