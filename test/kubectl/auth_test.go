@@ -6,6 +6,7 @@ import (
 
 // TestAuth: kubectl auth asks the server who it is and what it may do.
 func TestAuth(t *testing.T) {
+	t.Parallel()
 	t.Run("can-i", func(t *testing.T) {
 		wantOutput(t, "yes\n", "auth", "can-i", "create", "deployments")
 		wantOutput(t, "yes\n", "auth", "can-i", "delete", "nodes")
@@ -15,6 +16,21 @@ func TestAuth(t *testing.T) {
 		if l := tableLines(out); l[0] != "Resources Non-Resource URLs Resource Names Verbs" {
 			t.Errorf("kubectl auth can-i --list header: %q\n%s", l[0], out)
 		}
+	})
+	// Impersonated (the admin may), another user meets skep's authorizer.
+	// (kubectl takes discovery from the cache TestMain filled as admin.)
+	t.Run("forbidden", func(t *testing.T) {
+		wantFails(t, []string{`Error from server (Forbidden): pods is forbidden: User "someone" cannot list resource "pods" in API group "" in the namespace "default"`},
+			"get", "pods", "-n", "default", "--as=someone")
+		wantFails(t, []string{`error: failed to create deployment: deployments.apps is forbidden: User "system:node:node-1" cannot create resource "deployments" in API group "apps" in the namespace "default"`},
+			"create", "deployment", "x", "-n", "default", "--image=x", "--as=system:node:node-1", "--as-group=system:nodes")
+	})
+	t.Run("can-i as another", func(t *testing.T) {
+		r := kubectl(t, "auth", "can-i", "create", "deployments", "--as=system:node:node-1", "--as-group=system:nodes")
+		if r.exitCode() != 1 || r.stdout != "no\n" {
+			t.Errorf("kubectl auth can-i for a node: want \"no\" and exit 1\n%s", r)
+		}
+		wantOutput(t, "yes\n", "auth", "can-i", "get", "nodes/node-1", "--as=system:node:node-1", "--as-group=system:nodes")
 	})
 	t.Run("whoami", func(t *testing.T) {
 		out := mustKubectl(t, "auth", "whoami")

@@ -9,6 +9,7 @@ import (
 // TestVersion: kubectl reads the server's version (and parses it: a
 // version it cannot parse makes kubectl fail).
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	out := mustKubectl(t, "version")
 	wantContains(t, "kubectl version", out, "Client Version: v1.32")
 	if !regexp.MustCompile(`(?m)^Server Version: v1\.\d+\.\d+\+skep$`).MatchString(out) {
@@ -18,6 +19,7 @@ func TestVersion(t *testing.T) {
 
 // TestAPIResources: discovery lists each resource with kubectl's columns.
 func TestAPIResources(t *testing.T) {
+	t.Parallel()
 	out := mustKubectl(t, "api-resources")
 	lines := tableLines(out)
 	if lines[0] != "NAME SHORTNAMES APIVERSION NAMESPACED KIND" {
@@ -45,6 +47,7 @@ func TestAPIResources(t *testing.T) {
 // (Helm's Secrets, charts' ServiceAccounts, Events for describe, the
 // access reviews of kubectl auth) are discovered.
 func TestEcosystemResources(t *testing.T) {
+	t.Parallel()
 	out := mustKubectl(t, "api-resources")
 	for _, row := range []string{
 		"secrets v1 true Secret",
@@ -60,6 +63,7 @@ func TestEcosystemResources(t *testing.T) {
 
 // TestExplain: kubectl explains fields from the server's OpenAPI schemas.
 func TestExplain(t *testing.T) {
+	t.Parallel()
 	out := mustKubectl(t, "explain", "deployment.spec.replicas")
 	wantContains(t, "kubectl explain deployment.spec.replicas", out,
 		"GROUP:      apps", "KIND:       Deployment", "VERSION:    v1", "FIELD: replicas <integer>", "Number of desired pods.")
@@ -72,6 +76,7 @@ func TestExplain(t *testing.T) {
 
 // TestClusterInfo: kubectl names the control plane at the server's address.
 func TestClusterInfo(t *testing.T) {
+	t.Parallel()
 	out := mustKubectl(t, "cluster-info")
 	// kubectl colours the names when printing to a terminal only.
 	if !strings.Contains(out, "Kubernetes control plane is running at "+apiURL+"\n") {

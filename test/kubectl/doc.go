@@ -11,7 +11,8 @@
 // One server serves the whole package (TestMain builds cmd/skep and runs
 // it); simulated nodes from controlplane/nodetest stand in for agents, so
 // pods run and become ready, and Deployments Available, without
-// containerd. Each test works in its own namespace.
+// containerd. Each test works in its own namespace, and all but the
+// drain test run in parallel.
 //
 // The package has only tests.
 package kubectl

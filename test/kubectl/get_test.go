@@ -18,6 +18,7 @@ import (
 // TestGet: kubectl get prints the server's tables (kubectl's columns) and
 // every output format, filtered by labels, fields and namespaces.
 func TestGet(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "get")
 	applyAvailable(t, ns, "web", 2, "")
 	wantOutput(t, "service/web created\n", "create", "service", "clusterip", "web", "-n", ns, "--tcp=80:8080")
@@ -168,6 +169,23 @@ func TestGet(t *testing.T) {
 		})
 	})
 
+	// kubectl lists in pages (limit and continue) of --chunk-size.
+	t.Run("chunks", func(t *testing.T) {
+		for _, n := range []string{"c1", "c2", "c3"} {
+			wantOutput(t, "configmap/"+n+" created\n", "create", "configmap", n, "-n", ns, "--from-literal=a=1")
+		}
+		r := kubectl(t, "get", "configmaps", "-n", ns, "-l", "!watched", "--chunk-size=1", "-o", "name", "-v=6")
+		if r.err != nil {
+			t.Fatalf("%s", r)
+		}
+		if r.stdout != "configmap/c1\nconfigmap/c2\nconfigmap/c3\n" {
+			t.Errorf("kubectl get configmaps --chunk-size=1 printed:\n%s", r.stdout)
+		}
+		if !strings.Contains(r.stderr, "continue=") {
+			t.Errorf("kubectl get --chunk-size=1 did not page (no continue token in its requests):\n%s", r.stderr)
+		}
+	})
+
 	t.Run("all-namespaces", func(t *testing.T) {
 		out := mustKubectl(t, "get", "deployments", "-A")
 		if l := tableLines(out); l[0] != "NAMESPACE NAME READY UP-TO-DATE AVAILABLE AGE" {
@@ -197,6 +215,15 @@ func TestGet(t *testing.T) {
 		if l := tableLines(out); l[0] != "EVENT NAME DATA AGE" {
 			t.Errorf("kubectl get configmaps -w --output-watch-events printed:\n%s", out)
 		}
+
+		// A label-selected watch: an object whose labels leave the
+		// selection is DELETED from it, one entering it ADDED.
+		w = startWatch(t, "get", "configmaps", "-n", ns, "-l", "watched=yes", "-w", "--output-watch-events")
+		time.Sleep(time.Second) // kubectl has listed and started watching
+		wantOutput(t, "configmap/w1 labeled\n", "label", "configmap", "w1", "-n", ns, "watched=yes")
+		w.waitFor(t, "ADDED w1 1 ")
+		wantOutput(t, "configmap/w1 labeled\n", "label", "configmap", "w1", "-n", ns, "watched=no", "--overwrite")
+		w.waitFor(t, "DELETED w1 1 ")
 	})
 }
 
@@ -213,7 +240,7 @@ func startWatch(t *testing.T, args ...string) *watch {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	w := &watch{cancel: cancel, out: &labtest.SyncBuffer{}}
 	w.cmd = exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
-	w.cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "KUBECONFIG=")
+	w.cmd.Env = append(os.Environ(), "HOME="+kubectlHome, "KUBECONFIG=")
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -26,10 +26,14 @@ const drainNode = "node-3"
 
 var nodes = []string{"node-1", "node-2", drainNode}
 
-// kubeconfig is the admin.conf of the package's server; apiURL its address.
+// kubeconfig is the admin.conf of the package's server; apiURL its
+// address. kubectlHome is kubectl's $HOME: its discovery cache, shared by
+// all the package's runs (the server's resources do not change during
+// them), so that each run does not fetch discovery and schemas again.
 var (
-	kubeconfig string
-	apiURL     string
+	kubeconfig  string
+	apiURL      string
+	kubectlHome string
 )
 
 // commandTimeout bounds every kubectl run: a verb that hangs fails its
@@ -53,6 +57,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	kubectlHome = filepath.Join(dir, "kubectl-home")
 	srv, err := startServer(dir)
 	if srv != nil {
 		defer srv.stop()
@@ -91,7 +96,8 @@ type server struct {
 // directory there, and waits until kubectl reaches it.
 func startServer(dir string) (*server, error) {
 	bin := filepath.Join(dir, "skep")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/skep-io/skep/cmd/skep").CombinedOutput(); err != nil {
+	// Without symbols: the link is faster, and no test debugs the binary.
+	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "github.com/skep-io/skep/cmd/skep").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build skep: %v\n%s", err, out)
 	}
 	port, err := freePort()
@@ -117,14 +123,25 @@ func startServer(dir string) (*server, error) {
 		if _, err := os.Stat(kubeconfig); err != nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "get", "--raw", "/readyz").Output()
-		cancel()
-		if err == nil && strings.TrimSpace(string(out)) == "ok" {
+		if out, err := kubectlOnce("get", "--raw", "/readyz"); err == nil && strings.TrimSpace(out) == "ok" {
+			// Fill kubectl's discovery cache once for all the runs.
+			if _, err := kubectlOnce("api-resources"); err != nil {
+				return s, fmt.Errorf("kubectl api-resources: %v", err)
+			}
 			return s, nil
 		}
 	}
 	return s, fmt.Errorf("skep server did not become ready within 60s:\n%s", s.log)
+}
+
+// kubectlOnce runs kubectl outside a test (in TestMain).
+func kubectlOnce(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+kubectlHome, "KUBECONFIG=")
+	out, err := cmd.Output()
+	return string(out), err
 }
 
 func (s *server) stop() {
@@ -225,8 +242,8 @@ func (o run) kubectl(t *testing.T, args ...string) result {
 	defer cancel()
 	full := append([]string{"--kubeconfig", kubeconfig}, args...)
 	cmd := exec.CommandContext(ctx, "kubectl", full...)
-	// No user's config or cache: discovery is fetched from the server.
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "KUBECONFIG=")
+	// No user's config or cache: discovery comes from the server.
+	cmd.Env = append(os.Environ(), "HOME="+kubectlHome, "KUBECONFIG=")
 	cmd.Env = append(cmd.Env, o.env...)
 	cmd.Stdin = strings.NewReader(o.stdin)
 	var out, errb bytes.Buffer

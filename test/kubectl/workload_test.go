@@ -8,6 +8,7 @@ import (
 
 // TestScale: kubectl scale (the scale subresource) and the pods follow.
 func TestScale(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "scale")
 	applyAvailable(t, ns, "sc", 1, "")
 	wantOutput(t, "deployment.apps/sc scaled\n", "scale", "deployment/sc", "-n", ns, "--replicas=3")
@@ -31,6 +32,7 @@ func TestScale(t *testing.T) {
 
 // TestRollout: rollout status, history, undo and restart, and set image.
 func TestRollout(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "rollout")
 	applyAvailable(t, ns, "ro", 2, "")
 	wantOutput(t, `deployment "ro" successfully rolled out`+"\n", "rollout", "status", "deployment/ro", "-n", ns, "--timeout=40s")
@@ -70,6 +72,7 @@ func TestRollout(t *testing.T) {
 
 // TestWait: kubectl wait on a Deployment's condition and a pod's.
 func TestWait(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "wait")
 	wantOutput(t, "deployment.apps/wa created\n", "apply", "-f", writeFile(t, "wa.yaml", deployment(ns, "wa", "skep/echo:v1", 2, "")))
 	wantOutput(t, "deployment.apps/wa condition met\n", "wait", "-n", ns, "--for=condition=Available", "deployment/wa", "--timeout=40s")
@@ -87,6 +90,7 @@ func TestWait(t *testing.T) {
 // TestDescribe: describe of a pod, a deployment, a service and a node,
 // with their events once the server records Events.
 func TestDescribe(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "describe")
 	applyAvailable(t, ns, "de", 1, "")
 	wantOutput(t, "service/de exposed\n", "expose", "deployment", "de", "-n", ns, "--port=80", "--target-port=8080")
@@ -133,6 +137,7 @@ func TestDescribe(t *testing.T) {
 // TestDeleteCascade: deleting a Deployment orphans its ReplicaSet with
 // --cascade=orphan, and takes it and its pods with background cascade.
 func TestDeleteCascade(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "cascade")
 	applyAvailable(t, ns, "orph", 1, "")
 	applyAvailable(t, ns, "bg", 1, "")

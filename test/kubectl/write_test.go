@@ -16,6 +16,7 @@ func configMap(ns, name, data string) string {
 // an unknown field is refused and named, and apply of a changed manifest
 // updates the object.
 func TestCreateApply(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "create-apply")
 
 	t.Run("create", func(t *testing.T) {
@@ -80,6 +81,7 @@ func TestCreateApply(t *testing.T) {
 // second manager setting the same field is refused naming the conflict,
 // and --force-conflicts takes the field over.
 func TestServerSideApply(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "ssa")
 	f := writeFile(t, "ssa.yaml", configMap(ns, "ssa", "a: '1'"))
 	wantOutput(t, "configmap/ssa serverside-applied\n", "apply", "--server-side", "-f", f)
@@ -104,6 +106,7 @@ func TestServerSideApply(t *testing.T) {
 // TestDiff: kubectl diff shows what apply would change (by a server dry
 // run) and exits 1, or nothing and 0.
 func TestDiff(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "diff")
 	f := writeFile(t, "d.yaml", configMap(ns, "d", "a: '1'"))
 	wantOutput(t, "configmap/d created\n", "apply", "-f", f)
@@ -127,6 +130,7 @@ func TestDiff(t *testing.T) {
 // TestEdit: kubectl edit with an EDITOR script writes the change; an
 // unchanged edit is cancelled.
 func TestEdit(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "edit")
 	wantOutput(t, "configmap/ed created\n", "create", "configmap", "ed", "-n", ns, "--from-literal=a=before")
 	editor := writeFile(t, "editor.sh", "#!/bin/sh\nsed -i 's/a: before/a: after/' \"$1\"\n")
@@ -158,6 +162,7 @@ func TestEdit(t *testing.T) {
 
 // TestPatch: each patch type kubectl sends.
 func TestPatch(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "patch")
 	wantOutput(t, "configmap/p created\n", "create", "configmap", "p", "-n", ns, "--from-literal=a=1")
 
@@ -186,6 +191,7 @@ func TestPatch(t *testing.T) {
 
 // TestLabelAnnotate: kubectl label and annotate, with their overwrite rule.
 func TestLabelAnnotate(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "label")
 	wantOutput(t, "configmap/l created\n", "create", "configmap", "l", "-n", ns, "--from-literal=a=1")
 	wantOutput(t, "configmap/m created\n", "create", "configmap", "m", "-n", ns, "--from-literal=a=1")
@@ -209,6 +215,7 @@ func TestLabelAnnotate(t *testing.T) {
 // TestGenerators: kubectl create's generators build the objects
 // client-side and send them (as protobuf for some).
 func TestGenerators(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "generators")
 	wantOutput(t, "configmap/g created\n", "create", "configmap", "g", "-n", ns, "--from-literal=a=1", "--from-literal=b=2")
 	wantOutput(t, `{"a":"1","b":"2"}`, "get", "configmap", "g", "-n", ns, "-o", "jsonpath={.data}")
@@ -231,6 +238,7 @@ func TestGenerators(t *testing.T) {
 
 // TestSecret: kubectl create secret (Helm keeps its releases in Secrets).
 func TestSecret(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "secrets")
 	wantOutput(t, "secret/s created\n", "create", "secret", "generic", "s", "-n", ns, "--from-literal=password=hunter2")
 	wantOutput(t, "aHVudGVyMg==", "get", "secret", "s", "-n", ns, "-o", "jsonpath={.data.password}")
@@ -250,6 +258,7 @@ func TestSecret(t *testing.T) {
 // TestDeleteDryRun: delete --dry-run=server says what it would delete and
 // the object survives.
 func TestDeleteDryRun(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t, "delete-dry-run")
 	wantOutput(t, "configmap/x created\n", "create", "configmap", "x", "-n", ns, "--from-literal=a=1")
 	wantOutput(t, `configmap "x" deleted (server dry run)`+"\n", "delete", "configmap", "x", "-n", ns, "--dry-run=server")
