@@ -23,6 +23,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 // Config is what `skep agent` runs with.
@@ -88,6 +89,9 @@ type Agent struct {
 	creds          *credentials
 	cred           client.Credential
 	credentialLost chan struct{}
+	// events records what happens to the node's pods, as the kubelet
+	// does; nil (before Run) records nothing.
+	events *events.Recorder
 }
 
 // New joins the cluster (or reuses the credential of an earlier join).

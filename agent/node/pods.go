@@ -22,6 +22,7 @@ import (
 	"github.com/skep-io/skep/agent/runtime"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 // cgroupParent is the cgroup path of the node's pods: below the cgroup
@@ -70,7 +71,7 @@ func (a *Agent) startPodHost(ctx context.Context, podCIDR netip.Prefix) (*podHos
 	dnsAddr := podCIDR.Addr().Next() // the bridge: every pod of the node reaches it
 	rt, err := runtime.New(ctx, runtime.Config{
 		NodeName: a.cfg.Name, DataDir: filepath.Join(a.cfg.DataDir, "runtime"), ContainerdAddress: a.cfg.ContainerdAddress,
-		CgroupParent: cgroupParent(a.cfg.CgroupRoot), Network: nw, Logger: a.log,
+		CgroupParent: cgroupParent(a.cfg.CgroupRoot), Network: nw, Logger: a.log, Events: a.events,
 		ResolvConf: func(pod *corev1.Pod) []byte {
 			return dns.ResolvConf(dnsAddr.String(), pod.Namespace, dns.DefaultDomain)
 		},
@@ -296,6 +297,7 @@ func (s *podSyncer) terminate(ctx context.Context, pod *corev1.Pod) {
 		case <-time.After(min(drainDelay, time.Until(deadline))):
 		}
 	}
+	s.a.recordKilling(pod)
 	if err := s.host.rt.KillPod(ctx, pod.UID, max(time.Until(deadline), 0)); err != nil {
 		log.Warn("stop pod", "err", err)
 		s.enqueue(client.KeyOf(pod)) // try again
@@ -308,6 +310,19 @@ func (s *podSyncer) terminate(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	log.Info("pod stopped and removed")
+}
+
+// recordKilling records, as the kubelet does when a pod is deleted,
+// "Stopping container X" for each of its containers that runs.
+func (a *Agent) recordKilling(pod *corev1.Pod) {
+	for _, st := range pod.Status.ContainerStatuses {
+		if st.State.Running == nil {
+			continue
+		}
+		ref := events.Ref(pod)
+		ref.FieldPath = "spec.containers{" + st.Name + "}"
+		a.events.Record(ref, corev1.EventTypeNormal, "Killing", "Stopping container "+st.Name)
+	}
 }
 
 // servedBy reports whether an EndpointSlice still lists ip as ready (an

@@ -22,6 +22,7 @@ import (
 	"github.com/skep-io/skep/agent/dataplane/iptables"
 
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 // Run runs the agent until ctx ends. The dataplane's programs and rules,
@@ -63,6 +64,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, inf := range []*client.Informer{svcs, slices, nodes, pods} {
 		run(func() { inf.Run(ctx) })
 	}
+	// The agent reports on its pods as a kubelet: component "kubelet",
+	// host the node, through its own credential (which may write Events).
+	broadcaster := events.NewBroadcaster(a.c, events.Options{Logger: a.log})
+	a.events = broadcaster.Recorder(corev1.EventSource{Component: "kubelet", Host: a.cfg.Name})
+	run(func() { broadcaster.Run(ctx) })
 	ep := &endpoint{node: a.cfg.Name, pods: pods, log: a.log}
 	run(func() { a.serveEndpoint(ctx, ln, tlsCfg, ep) })
 	run(func() { a.syncServices(ctx, dp, svcs, slices) })

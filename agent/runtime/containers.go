@@ -190,7 +190,7 @@ func (r *Runtime) ensureSandbox(ctx context.Context, pw *podWorker, now time.Tim
 func (r *Runtime) createSandbox(ctx context.Context, pw *podWorker) (err error) {
 	pod := pw.pod
 	sb := &pw.sandbox
-	img, err := r.ensureImage(ctx, r.cfg.PauseImage, corev1.PullIfNotPresent)
+	img, _, err := r.ensureImage(ctx, r.cfg.PauseImage, corev1.PullIfNotPresent)
 	if err != nil {
 		return fmt.Errorf("pause image: %w", err)
 	}
@@ -366,15 +366,23 @@ func (r *Runtime) finishContainer(ctx context.Context, pw *podWorker, c *contain
 func (r *Runtime) startContainer(ctx context.Context, pw *podWorker, c *containerState, spec *corev1.Container) {
 	now := time.Now()
 	log := r.podLog(pw.pod).With("container", spec.Name)
-	img, err := r.ensureImage(ctx, spec.Image, spec.ImagePullPolicy)
+	img, pulled, err := r.ensureImage(ctx, spec.Image, spec.ImagePullPolicy)
 	if err != nil {
 		c.waitReason, c.waitMessage = reasonErrImagePull, err.Error()
 		if errors.Is(err, errImageNeverPull) {
 			c.waitReason = reasonErrImageNeverPull
+			r.event(pw.pod, c, corev1.EventTypeWarning, reasonErrImageNeverPull, "Container image %q is not present with pull policy of Never", spec.Image)
+		} else {
+			r.event(pw.pod, c, corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", spec.Image, err)
 		}
 		c.schedulePullRetry(now)
 		log.Warn("image", "err", err)
 		return
+	}
+	if pulled > 0 {
+		r.event(pw.pod, c, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", spec.Image, pulled.Round(time.Millisecond))
+	} else {
+		r.event(pw.pod, c, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", spec.Image)
 	}
 	c.pullBackoff = 0
 	c.image, c.imageID = img.Name(), img.Target().Digest.String()
@@ -427,9 +435,11 @@ func (r *Runtime) startContainer(ctx context.Context, pw *podWorker, c *containe
 	)
 	if err != nil {
 		r.failStart(c, reasonCreateContainerError, err, now)
+		r.event(pw.pod, c, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		log.Warn("create container", "err", err)
 		return
 	}
+	r.event(pw.pod, c, corev1.EventTypeNormal, "Created", "Created container: %s", spec.Name)
 	r.trackContainer(pw.uid, id)
 	c.id = id
 	task, err := ctr.NewTask(ctx, cio.LogFile(r.logPath(pw.uid, c.name, c.attempt)))
@@ -445,9 +455,11 @@ func (r *Runtime) startContainer(ctx context.Context, pw *podWorker, c *containe
 		r.untrackContainer(id)
 		c.id = ""
 		r.failStart(c, reasonRunContainerError, err, now)
+		r.event(pw.pod, c, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		log.Warn("start container", "err", err)
 		return
 	}
+	r.event(pw.pod, c, corev1.EventTypeNormal, "Started", "Started container %s", spec.Name)
 	c.task, c.pid, c.running = task, task.Pid(), true
 	c.waitReason, c.waitMessage = "", ""
 	log.Info("container started", "id", id, "restarts", c.attempt)

@@ -149,6 +149,7 @@ type testEnv struct {
 	cgroupParent string
 	network      *testNetwork
 	log          *slog.Logger
+	events       EventRecorder // nil: none
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -192,6 +193,7 @@ func (env *testEnv) start() (*Runtime, func()) {
 		CgroupParent: env.cgroupParent,
 		Network:      env.network,
 		Logger:       env.log,
+		Events:       env.events,
 		ResolvConf: func(pod *corev1.Pod) []byte {
 			return []byte("nameserver 10.96.0.10\nsearch " + pod.Namespace + ".svc.cluster.local svc.cluster.local cluster.local\n")
 		},

@@ -74,37 +74,39 @@ func normalizeImage(ref string) (string, error) {
 	return named.String(), nil
 }
 
-// ensureImage returns the image a container runs, pulling it when missing.
+// ensureImage returns the image a container runs, pulling it when missing,
+// and how long the pull took (0: the image was present).
 //
 // An image already present is used whatever imagePullPolicy says: skep
 // nodes often have no registry to ask (images are imported), so Always is
 // honoured only as "pull if missing" there; Never fails on a missing image.
-func (r *Runtime) ensureImage(ctx context.Context, ref string, policy corev1.PullPolicy) (containerd.Image, error) {
+func (r *Runtime) ensureImage(ctx context.Context, ref string, policy corev1.PullPolicy) (containerd.Image, time.Duration, error) {
 	name, err := normalizeImage(ref)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	img, err := r.client.GetImage(ctx, name)
 	if err == nil {
 		if unpacked, err := img.IsUnpacked(ctx, snapshotter); err == nil && !unpacked {
 			if err := img.Unpack(ctx, snapshotter); err != nil {
-				return nil, fmt.Errorf("unpack image %s: %w", name, err)
+				return nil, 0, fmt.Errorf("unpack image %s: %w", name, err)
 			}
 		}
-		return img, nil
+		return img, 0, nil
 	}
 	if !errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("look up image %s: %w", name, err)
+		return nil, 0, fmt.Errorf("look up image %s: %w", name, err)
 	}
 	if policy == corev1.PullNever {
-		return nil, fmt.Errorf("%s: %w", name, errImageNeverPull)
+		return nil, 0, fmt.Errorf("%s: %w", name, errImageNeverPull)
 	}
 	pullCtx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
 	r.log.Info("pulling image", "image", name)
+	start := time.Now()
 	img, err = r.client.Pull(pullCtx, name, containerd.WithPullUnpack, containerd.WithPullSnapshotter(snapshotter))
 	if err != nil {
-		return nil, fmt.Errorf("pull image %s: %w", name, err)
+		return nil, 0, fmt.Errorf("pull image %s: %w", name, err)
 	}
-	return img, nil
+	return img, max(time.Since(start), time.Nanosecond), nil
 }

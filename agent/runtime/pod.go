@@ -345,6 +345,7 @@ func (r *Runtime) reconcile(ctx context.Context, pw *podWorker) time.Duration {
 		}
 		if c.nextStart.After(now) {
 			c.waitReason = c.backoffReason
+			r.backOffEvent(pw.pod, c, cs.Image)
 			due(c.nextStart)
 			return next
 		}
@@ -364,6 +365,7 @@ func (r *Runtime) reconcile(ctx context.Context, pw *podWorker) time.Duration {
 		}
 		if c.nextStart.After(now) {
 			c.waitReason = c.backoffReason
+			r.backOffEvent(pw.pod, c, cs.Image)
 			due(c.nextStart)
 			continue
 		}
@@ -381,6 +383,17 @@ func (r *Runtime) reconcile(ctx context.Context, pw *podWorker) time.Duration {
 		}
 	}
 	return next
+}
+
+// backOffEvent records that c waits in back-off, as the kubelet records
+// it on every sync in back-off (the recorder counts the repeats).
+func (r *Runtime) backOffEvent(pod *corev1.Pod, c *containerState, image string) {
+	switch c.backoffReason {
+	case reasonCrashLoopBackOff:
+		r.event(pod, c, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", c.name, pod.Name, pod.Namespace, pod.UID)
+	case reasonImagePullBackOff:
+		r.event(pod, c, corev1.EventTypeWarning, "BackOff", "Back-off pulling image %q", image)
+	}
 }
 
 // willRestart says whether a container that exited with exitCode runs

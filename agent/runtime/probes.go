@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,8 @@ type probeTarget struct {
 	netnsPath   string
 	podIP       string
 	ports       []corev1.ContainerPort
+	// unhealthy records a failed probe as an Unhealthy event.
+	unhealthy func(probe string, err error)
 }
 
 // startProbes starts the goroutine running c's startup, liveness and
@@ -44,6 +47,10 @@ func (r *Runtime) startProbes(ctx context.Context, pw *podWorker, c *containerSt
 		podIP:       pw.sandbox.ip.String(),
 		ports:       spec.Ports,
 	}
+	pod := pw.pod // the probes report on the pod as it was when the attempt started
+	target.unhealthy = func(probe string, err error) {
+		r.event(pod, c, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %v", probe, err)
+	}
 	if !pw.sandbox.ip.IsValid() {
 		target.podIP = "127.0.0.1"
 	}
@@ -55,7 +62,7 @@ func (r *Runtime) startProbes(ctx context.Context, pw *podWorker, c *containerSt
 	go func() {
 		defer r.wg.Done()
 		if startup != nil {
-			if !r.probeUntil(ctx, startup, target, true) {
+			if !r.probeUntil(ctx, "Startup", startup, target, true) {
 				if ctx.Err() == nil {
 					r.killForProbe(ctx, pw, target.containerID, "startup probe failed", probeGrace(startup, grace))
 				}
@@ -76,7 +83,7 @@ func (r *Runtime) startProbes(ctx context.Context, pw *podWorker, c *containerSt
 		}
 		if liveness != nil {
 			// Liveness starts after the startup probe passed.
-			if !r.probeUntil(ctx, liveness, target, false) && ctx.Err() == nil {
+			if !r.probeUntil(ctx, "Liveness", liveness, target, false) && ctx.Err() == nil {
 				r.killForProbe(ctx, pw, target.containerID, "liveness probe failed", probeGrace(liveness, grace))
 			}
 		}
@@ -130,7 +137,7 @@ func timing(p *corev1.Probe) probeTiming {
 // true once it succeeded; otherwise (liveness) it keeps probing while it
 // passes. Either returns false after failureThreshold failures in a row,
 // and false when ctx ends.
-func (r *Runtime) probeUntil(ctx context.Context, p *corev1.Probe, target probeTarget, untilSuccess bool) bool {
+func (r *Runtime) probeUntil(ctx context.Context, kind string, p *corev1.Probe, target probeTarget, untilSuccess bool) bool {
 	t := timing(p)
 	if !sleepCtx(ctx, t.initialDelay) {
 		return false
@@ -149,6 +156,7 @@ func (r *Runtime) probeUntil(ctx context.Context, p *corev1.Probe, target probeT
 		} else {
 			failures++
 			r.log.Debug("probe failed", "container", target.containerID, "failures", failures, "err", err)
+			target.unhealthy(kind, err)
 			if failures >= t.failure {
 				return false
 			}
@@ -175,6 +183,7 @@ func (r *Runtime) runReadiness(ctx context.Context, pw *podWorker, p *corev1.Pro
 			successes, failures = successes+1, 0
 		} else {
 			successes, failures = 0, failures+1
+			target.unhealthy("Readiness", err)
 		}
 		switch {
 		case successes >= t.success:
@@ -230,6 +239,7 @@ func (r *Runtime) killForProbe(ctx context.Context, pw *podWorker, containerID, 
 	target.probeFailed = why
 	task := target.task
 	log := r.podLog(pw.pod).With("container", target.name, "id", containerID)
+	r.event(pw.pod, target, corev1.EventTypeNormal, "Killing", "Container %s failed %s, will be restarted", target.name, strings.TrimSuffix(why, " failed"))
 	pw.mu.Unlock()
 
 	log.Info("killing container", "why", why)

@@ -71,6 +71,8 @@ type Config struct {
 	// ResolvConf returns a pod's /etc/resolv.conf; nil, or a nil result,
 	// means a copy of the host's.
 	ResolvConf func(pod *corev1.Pod) []byte
+	// Events records the pods' events (nil: none).
+	Events EventRecorder
 }
 
 // Defaults.

@@ -1,19 +1,25 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/client"
 )
 
 func describeCommand() *cli.Command {
@@ -44,7 +50,14 @@ func describeCommand() *cli.Command {
 					eps = e.(*corev1.Endpoints)
 				}
 			}
-			return describe(c.App.Writer, r, obj, eps)
+			evs, err := eventsAbout(c.Context, cl, r, obj)
+			if err != nil {
+				return fmt.Errorf("%s", message(err))
+			}
+			if err := describe(c.App.Writer, r, obj, eps); err != nil {
+				return err
+			}
+			return describeEvents(c.App.Writer, evs, time.Now())
 		},
 	}
 }
@@ -110,6 +123,76 @@ func describe(w io.Writer, r *api.Resource, obj api.Object, eps *corev1.Endpoint
 	}
 	_, err = w.Write(data)
 	return err
+}
+
+// eventsAbout finds the Events about obj as kubectl describe does: by
+// the involved object's kind, namespace, name and uid, in the object's
+// namespace (everywhere for a cluster-scoped one: its events are in
+// default), oldest first.
+func eventsAbout(ctx context.Context, cl client.Interface, r *api.Resource, obj api.Object) ([]*corev1.Event, error) {
+	sel := fields.Set{
+		"involvedObject.kind":      r.Kind,
+		"involvedObject.namespace": obj.GetNamespace(),
+		"involvedObject.name":      obj.GetName(),
+	}
+	if obj.GetUID() != "" {
+		sel["involvedObject.uid"] = string(obj.GetUID())
+	}
+	objs, _, err := cl.List(ctx, api.MustLookup("events"), obj.GetNamespace(), client.ListOptions{FieldSelector: sel.AsSelector().String()})
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]*corev1.Event, 0, len(objs))
+	for _, o := range objs {
+		evs = append(evs, o.(*corev1.Event))
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return lastSeen(evs[i]).Before(lastSeen(evs[j])) })
+	return evs, nil
+}
+
+// lastSeen is when an event last happened: lastTimestamp, or eventTime
+// for a new-style event.
+func lastSeen(e *corev1.Event) time.Time {
+	if !e.LastTimestamp.IsZero() {
+		return e.LastTimestamp.Time
+	}
+	if !e.EventTime.IsZero() {
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+// firstSeen is when an event first happened.
+func firstSeen(e *corev1.Event) time.Time {
+	if !e.FirstTimestamp.IsZero() {
+		return e.FirstTimestamp.Time
+	}
+	return lastSeen(e)
+}
+
+// describeEvents prints the Events section of kubectl describe: Type,
+// Reason, Age ("3m (x5 over 10m)" for a repeated event), From, Message.
+func describeEvents(w io.Writer, evs []*corev1.Event, now time.Time) error {
+	if len(evs) == 0 {
+		_, err := fmt.Fprintln(w, "Events:  <none>")
+		return err
+	}
+	fmt.Fprintln(w, "Events:")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  Type\tReason\tAge\tFrom\tMessage")
+	fmt.Fprintln(tw, "  ----\t------\t----\t----\t-------")
+	for _, e := range evs {
+		age := duration.HumanDuration(now.Sub(firstSeen(e)))
+		if e.Count > 1 {
+			age = fmt.Sprintf("%s (x%d over %s)", duration.HumanDuration(now.Sub(lastSeen(e))), e.Count, age)
+		}
+		from := e.Source.Component
+		if from == "" {
+			from = e.ReportingController
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.Type, e.Reason, age, from, strings.TrimSpace(e.Message))
+	}
+	return tw.Flush()
 }
 
 // fieldAny is the value of the field called name in obj (a pointer to a

@@ -28,6 +28,8 @@ func Default(obj Object) {
 		}
 	case *corev1.Service:
 		defaultService(o)
+	case *corev1.Secret:
+		defaultSecret(o)
 	case *discoveryv1.EndpointSlice:
 		defaultEndpointSlice(o)
 	case *corev1.Namespace:
@@ -223,6 +225,26 @@ func defaultService(s *corev1.Service) {
 			s.Spec.IPFamilyPolicy = ptr(corev1.IPFamilyPolicySingleStack)
 		}
 	}
+}
+
+// defaultSecret gives a Secret without a type the Opaque type, and merges
+// stringData into data (stringData winning), as Kubernetes does on every
+// write: stringData is write-only and never stored or shown.
+func defaultSecret(s *corev1.Secret) {
+	if s.Type == "" {
+		s.Type = corev1.SecretTypeOpaque
+	}
+	if len(s.StringData) == 0 {
+		s.StringData = nil
+		return
+	}
+	if s.Data == nil {
+		s.Data = make(map[string][]byte, len(s.StringData))
+	}
+	for k, v := range s.StringData {
+		s.Data[k] = []byte(v)
+	}
+	s.StringData = nil
 }
 
 func ptr[T any](v T) *T { return &v }

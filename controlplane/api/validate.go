@@ -48,9 +48,13 @@ func Validate(r *Resource, obj Object) field.ErrorList {
 		errs = append(errs, validateQuota(o)...)
 	case *corev1.ConfigMap:
 		errs = append(errs, validateConfigMap(o)...)
+	case *corev1.Secret:
+		errs = append(errs, validateSecret(o)...)
+	case *corev1.Event:
+		errs = append(errs, validateEvent(o)...)
 	case *corev1.Node:
 		errs = append(errs, validateNodeSpec(&o.Spec)...)
-	case *coordinationv1.Lease, *corev1.Namespace:
+	case *coordinationv1.Lease, *corev1.Namespace, *corev1.ServiceAccount:
 	}
 	return errs
 }
@@ -97,6 +101,8 @@ func ValidateUpdate(r *Resource, obj, old Object) field.ErrorList {
 		if o.Spec.ClusterIP != prev.Spec.ClusterIP && prev.Spec.ClusterIP != "" && o.Spec.Type != corev1.ServiceTypeExternalName && prev.Spec.Type != corev1.ServiceTypeExternalName {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "clusterIP"), o.Spec.ClusterIP, "field is immutable"))
 		}
+	case *corev1.Secret:
+		errs = append(errs, validateSecretUpdate(o, old.(*corev1.Secret))...)
 	case *discoveryv1.EndpointSlice:
 		errs = append(errs, apivalidation.ValidateImmutableField(o.AddressType, old.(*discoveryv1.EndpointSlice).AddressType, field.NewPath("addressType"))...)
 	case *appsv1.Deployment:

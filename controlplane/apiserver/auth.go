@@ -117,7 +117,7 @@ type request struct {
 // authorize says whether id may do req, as Kubernetes' Node authorizer
 // and NodeRestriction admission do for kubelets: an agent reads what it
 // needs to run pods and program services, and writes only its own Node,
-// its Lease, and the status of pods bound to it.
+// its Lease, the status of pods bound to it, and Events.
 func authorize(id Identity, req request) error {
 	if id.Admin {
 		return nil
@@ -162,6 +162,14 @@ func authorize(id Identity, req request) error {
 			return forbid("the pod is not bound to this node")
 		}
 		return nil
+	case "events":
+		// As Kubernetes' system:node role: a kubelet reports what it did
+		// to its pods (Pulled, Started, BackOff...) and counts repeats
+		// into the Event it wrote; it reads and deletes none.
+		if req.verb == "create" || req.verb == "update" {
+			return nil
+		}
+		return forbid("an agent creates and updates Events, and deletes none")
 	}
 	return forbid("agents may not write " + req.resource.Name)
 }

@@ -11,13 +11,16 @@ import (
 	"net/http"
 	"strings"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
-	apimachineryversion "k8s.io/apimachinery/pkg/version"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	apimachineryversion "k8s.io/apimachinery/pkg/version"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericrequest "k8s.io/apiserver/pkg/endpoints/request"
@@ -130,6 +133,18 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		if r.HasStatus {
 			m[r.Name+"/status"] = &statusREST{main: rr}
 		}
+		if hasScale(r) {
+			m[r.Name+"/scale"] = &scaleREST{main: rr}
+		}
+	}
+	for group, storage := range map[string]map[string]rest.Storage{
+		authorizationv1.GroupName:  {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()}},
+		authenticationv1.GroupName: {"selfsubjectreviews": &selfSubjectReviews{}},
+	} {
+		i := genericapiserver.NewDefaultAPIGroupInfo(group, scheme, runtime.NewParameterCodec(scheme), codecs)
+		i.VersionedResourcesStorageMap["v1"] = storage
+		infos[group] = &i
+		order = append(order, group)
 	}
 	for _, g := range order {
 		var err error
@@ -173,9 +188,21 @@ func (s *Server) newResourceREST(r *api.Resource, st *store.Store, scheme *runti
 		if !ok {
 			return nil, nil, fmt.Errorf("not a %s: %T", r.Kind, obj)
 		}
-		return labels.Set(o.GetLabels()), fields.Set(objectFields(r, o)), nil
+		return labels.Set(o.GetLabels()), selectableFields(r, o), nil
 	}
-	if err := reg.CompleteWithOptions(&generic.StoreOptions{RESTOptions: opts, AttrFunc: attrs}); err != nil {
+	storeOpts := &generic.StoreOptions{RESTOptions: opts, AttrFunc: attrs}
+	if r.Kind == "Pod" {
+		// Each agent watches the pods of its node: the watch cache
+		// dispatches a pod's event to the watchers of its node only,
+		// as kube-apiserver does for kubelets.
+		storeOpts.TriggerFunc = storage.IndexerFuncs{"spec.nodeName": func(obj runtime.Object) string {
+			if p, ok := obj.(*corev1.Pod); ok {
+				return p.Spec.NodeName
+			}
+			return ""
+		}}
+	}
+	if err := reg.CompleteWithOptions(storeOpts); err != nil {
 		return nil, fmt.Errorf("%s registry: %w", r.Name, err)
 	}
 	return &resourceREST{Store: reg, s: s, r: r}, nil

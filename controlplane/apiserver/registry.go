@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -115,37 +116,11 @@ func parseFilter(r *api.Resource, opts client.ListOptions) (filter, error) {
 		}
 		for _, req := range f.fields.Requirements() {
 			if _, ok := fieldValue(r, nil, req.Field); !ok {
-				return f, apierrors.NewBadRequest(fmt.Sprintf("fieldSelector: field %q is not supported for %s (supported: metadata.name, metadata.namespace, spec.nodeName for pods)", req.Field, r.Name))
+				return f, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s (%s support %s)", req.Field, r.Name, strings.Join(selectableFieldNames(r), ", ")))
 			}
 		}
 	}
 	return f, nil
-}
-
-// fieldValue reads the fields a field selector may name. With a nil object
-// it only says whether the field is supported.
-func fieldValue(r *api.Resource, obj api.Object, name string) (string, bool) {
-	switch name {
-	case "metadata.name":
-		if obj == nil {
-			return "", true
-		}
-		return obj.GetName(), true
-	case "metadata.namespace":
-		if obj == nil {
-			return "", true
-		}
-		return obj.GetNamespace(), true
-	case "spec.nodeName":
-		if r.Kind != "Pod" {
-			return "", false
-		}
-		if obj == nil {
-			return "", true
-		}
-		return obj.(*corev1.Pod).Spec.NodeName, true
-	}
-	return "", false
 }
 
 func (f filter) matches(r *api.Resource, obj api.Object) bool {

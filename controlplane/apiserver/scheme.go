@@ -2,8 +2,12 @@ package apiserver
 
 import (
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -27,6 +31,7 @@ func newScheme() (*runtime.Scheme, serializer.CodecFactory, error) {
 	// defaulting: skep's own defaults run in the registry).
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, discoveryv1.AddToScheme, coordinationv1.AddToScheme,
+		autoscalingv1.AddToScheme, authorizationv1.AddToScheme, authenticationv1.AddToScheme,
 	} {
 		if err := add(scheme); err != nil {
 			return nil, serializer.CodecFactory{}, err
@@ -43,6 +48,11 @@ func newScheme() (*runtime.Scheme, serializer.CodecFactory, error) {
 			return nil, serializer.CodecFactory{}, err
 		}
 	}
+	// The kinds served beside the stored ones: the scale subresource's and
+	// the access reviews'.
+	scheme.AddKnownTypes(schema.GroupVersion{Group: autoscalingv1.GroupName, Version: runtime.APIVersionInternal}, &autoscalingv1.Scale{})
+	scheme.AddKnownTypes(schema.GroupVersion{Group: authorizationv1.GroupName, Version: runtime.APIVersionInternal}, &authorizationv1.SelfSubjectAccessReview{})
+	scheme.AddKnownTypes(schema.GroupVersion{Group: authenticationv1.GroupName, Version: runtime.APIVersionInternal}, &authenticationv1.SelfSubjectReview{})
 	unversioned := schema.GroupVersion{Version: "v1"}
 	scheme.AddUnversionedTypes(unversioned, &metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
 	return scheme, serializer.NewCodecFactory(scheme), nil
@@ -54,44 +64,10 @@ func newScheme() (*runtime.Scheme, serializer.CodecFactory, error) {
 func fieldLabelConversion(r *api.Resource) runtime.FieldLabelConversionFunc {
 	return func(label, value string) (string, string, error) {
 		if _, ok := fieldValue(r, nil, label); !ok {
-			return "", "", fmt.Errorf("field label not supported: %s (for %s: %v)", label, r.Name, supportedFields(r))
+			return "", "", fmt.Errorf("field label not supported: %s (%s support %s)", label, r.Name, strings.Join(selectableFieldNames(r), ", "))
 		}
 		return label, value, nil
 	}
-}
-
-// selectorFields are every field a field selector may name on some
-// resource; fieldValue says which of them each resource has.
-var selectorFields = []string{
-	"metadata.name", "metadata.namespace",
-	"spec.nodeName", "spec.schedulerName", "status.phase", "status.podIP", "status.nominatedNodeName",
-	"spec.unschedulable", "type", "reason", "source", "reportingComponent",
-	"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-	"involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-	"status.phase",
-}
-
-func supportedFields(r *api.Resource) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, f := range selectorFields {
-		if _, ok := fieldValue(r, nil, f); ok && !seen[f] {
-			seen[f] = true
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// objectFields are the fields of obj a field selector can match, for the
-// watch cache and the registry's filters.
-func objectFields(r *api.Resource, obj api.Object) map[string]string {
-	out := map[string]string{}
-	for _, f := range supportedFields(r) {
-		v, _ := fieldValue(r, obj, f)
-		out[f] = v
-	}
-	return out
 }
 
 // newListFunc makes empty lists of a resource's List type.

@@ -1,6 +1,7 @@
 // Package controllers is skep's controller manager: the scheduler and the
 // controllers (ReplicaSet, ReplicationController, Deployment, Endpoints,
-// EndpointSlice, node lifecycle, node IPAM, garbage collector, namespace)
+// EndpointSlice, node lifecycle, node IPAM, garbage collector, namespace,
+// event TTL)
 // sharing one set of informers, run by whichever `skep server` holds the leader lease.
 package controllers
 
@@ -14,16 +15,20 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
 	"github.com/skep-io/skep/controlplane/controllers/endpointslice"
+	"github.com/skep-io/skep/controlplane/controllers/eventttl"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/namespace"
 	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
 	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
 	"github.com/skep-io/skep/controlplane/controllers/replicaset"
+	"github.com/skep-io/skep/controlplane/events"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/scheduler"
 )
@@ -53,6 +58,9 @@ type Config struct {
 	// when ctx ends (tests use it to play a crash).
 	LeaseDuration, RenewDeadline, RenewPeriod, RetryPeriod time.Duration
 	KeepLeaseOnStop                                        bool
+	// EventTTL is how long an Event lives after its last write [1h, as
+	// kube-apiserver's --event-ttl].
+	EventTTL time.Duration
 	// Workers per controller [4].
 	Workers int
 	// OnBound is passed to the scheduler (tests count bindings with it).
@@ -122,20 +130,30 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	if err != nil {
 		return err
 	}
-	sched := scheduler.New(c, pods, nodes, scheduler.Options{Logger: logger, OnBound: cfg.OnBound})
-	rsc := replicaset.NewReplicaSets(c, replicaSets, pods, logger)
-	rcc := replicaset.NewReplicationControllers(c, rcs, pods, logger)
-	dc := deployment.New(c, deployments, replicaSets, pods, logger)
+	// One writer of Events for every controller, each reporting under the
+	// component name Kubernetes' own uses, which `kubectl describe` shows
+	// in its From column.
+	broadcaster := events.NewBroadcaster(c, events.Options{Logger: logger})
+	recorder := func(component string) *events.Recorder {
+		return broadcaster.Recorder(corev1.EventSource{Component: component})
+	}
+	sched := scheduler.New(c, pods, nodes, scheduler.Options{Logger: logger, OnBound: cfg.OnBound, Events: recorder(corev1.DefaultSchedulerName)})
+	rsc := replicaset.NewReplicaSets(c, replicaSets, pods, recorder("replicaset-controller"), logger)
+	rcc := replicaset.NewReplicationControllers(c, rcs, pods, recorder("replication-controller"), logger)
+	dc := deployment.New(c, deployments, replicaSets, pods, recorder("deployment-controller"), logger)
 	ec := endpoints.New(c, services, eps, pods, nodes, cfg.EndpointsBatchPeriod, logger)
 	esc := endpointslice.New(c, services, slices, eps, pods, nodes, endpointslice.Config{Batch: cfg.EndpointsBatchPeriod}, logger)
 	nlc := nodelifecycle.New(c, nodes, leases, pods, nodelifecycle.Config{
 		GracePeriod: cfg.NodeMonitorGracePeriod, EvictionTimeout: cfg.PodEvictionTimeout, MonitorPeriod: cfg.NodeMonitorPeriod,
+		Events: recorder("node-controller"),
 	}, logger)
 	ipam := nodeipam.New(c, nodes, alloc, logger)
 	collector := gc.New(c, []*client.Informer{pods, replicaSets, rcs, deployments}, logger)
 	nsc := namespace.New(c, namespaces, namespace.Config{}, logger)
+	ttl := eventttl.New(c, eventttl.Config{TTL: cfg.EventTTL}, logger)
 
 	var wg sync.WaitGroup
+	wg.Go(func() { broadcaster.Run(ctx) })
 	for _, i := range informers {
 		wg.Go(func() { i.Run(ctx) })
 	}
@@ -149,6 +167,7 @@ func runAll(ctx context.Context, c client.Interface, cfg Config, logger *slog.Lo
 	wg.Go(func() { ipam.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx, cfg.Workers) })
 	wg.Go(func() { nsc.Run(ctx, cfg.Workers) })
+	wg.Go(func() { ttl.Run(ctx) })
 	wg.Wait()
 	return nil
 }

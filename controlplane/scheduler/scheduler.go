@@ -21,6 +21,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 // Options tune a Scheduler; the zero value is fine.
@@ -33,6 +34,9 @@ type Options struct {
 	RetryUnschedulable time.Duration
 	// OnBound, when set, is called after each binding the API accepted.
 	OnBound func(namespace, name, node string)
+	// Events records Scheduled and FailedScheduling on pods, as
+	// Kubernetes' default-scheduler does; nil records none.
+	Events *events.Recorder
 }
 
 // Scheduler binds pending pods.
@@ -241,6 +245,9 @@ func (s *Scheduler) scheduleOne(ctx context.Context, key string) {
 		if !parked {
 			s.queue.AddRateLimited(key) // the cluster changed meanwhile
 		}
+		// Every attempt, as Kubernetes records it: the recorder counts
+		// repeats into one Event.
+		s.opts.Events.Event(pod, corev1.EventTypeWarning, "FailedScheduling", err.Error())
 		s.async(func() { s.markUnschedulable(ctx, pod, err.Error()) })
 		return
 	}
@@ -276,6 +283,7 @@ func (s *Scheduler) bind(ctx context.Context, key string, pod *corev1.Pod, node 
 	}
 	s.queue.Forget(key)
 	s.logger.Debug("bound", "pod", key, "node", node)
+	s.opts.Events.Eventf(pod, corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", pod.Namespace, pod.Name, node)
 	if s.opts.OnBound != nil {
 		s.opts.OnBound(pod.Namespace, pod.Name, node)
 	}

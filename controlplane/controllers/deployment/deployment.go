@@ -28,6 +28,7 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 // Condition reasons, as Kubernetes spells them.
@@ -49,13 +50,15 @@ type Controller struct {
 	queue       *queue.Queue
 	logger      *slog.Logger
 	now         func() time.Time
+	events      *events.Recorder
 }
 
 // New returns the Deployment controller; it registers handlers on the
-// informers, which the caller runs.
-func New(c client.Interface, deployments, replicaSets, pods *client.Informer, logger *slog.Logger) *Controller {
+// informers, which the caller runs. rec records ScalingReplicaSet on the
+// Deployments (nil records none).
+func New(c client.Interface, deployments, replicaSets, pods *client.Informer, rec *events.Recorder, logger *slog.Logger) *Controller {
 	dc := &Controller{
-		c: c, deployments: deployments, replicaSets: replicaSets, pods: pods,
+		c: c, deployments: deployments, replicaSets: replicaSets, pods: pods, events: rec,
 		queue: queue.New(), logger: logger.With("controller", "deployments"), now: time.Now,
 	}
 	enqueue := func(obj api.Object) { dc.queue.Add(client.KeyOf(obj)) }
@@ -376,6 +379,9 @@ func (s *rollout) ensureNewRS(ctx context.Context, create bool, replicas int32) 
 		return fmt.Errorf("create replicaset for deployment %s: %w", client.KeyOf(d), err)
 	}
 	s.dc.logger.Info("replicaset created", "deployment", client.KeyOf(d), "replicaset", rs.Name, "revision", rev, "replicas", replicas)
+	if replicas > 0 {
+		s.dc.events.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled up replica set %s from 0 to %d", rs.Name, replicas)
+	}
 	s.newRS = &replicaSet{rs: created.(*appsv1.ReplicaSet)}
 	s.created = true
 	return s.setDeploymentRevision(ctx, rev)
@@ -414,6 +420,11 @@ func (s *rollout) scale(ctx context.Context, r *replicaSet, replicas int32) erro
 		return fmt.Errorf("scale replicaset %s to %d: %w", client.KeyOf(rs), replicas, err)
 	}
 	s.dc.logger.Info("replicaset scaled", "deployment", client.KeyOf(s.d), "replicaset", rs.Name, "from", r.replicas(), "to", replicas)
+	direction := "up"
+	if replicas < r.replicas() {
+		direction = "down"
+	}
+	s.dc.events.Eventf(s.d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d", direction, rs.Name, r.replicas(), replicas)
 	r.rs = updated.(*appsv1.ReplicaSet)
 	return nil
 }

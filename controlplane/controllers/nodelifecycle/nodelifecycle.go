@@ -21,6 +21,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 // LeaseNamespace holds the nodes' heartbeat Leases, one per node, named
@@ -52,6 +53,10 @@ type Config struct {
 	EvictionTimeout time.Duration
 	// MonitorPeriod is how often nodes are checked (5s).
 	MonitorPeriod time.Duration
+	// Events records NodeReady and NodeNotReady on nodes (nil: none).
+	// In Kubernetes the kubelet reports NodeReady; here the control plane
+	// decides readiness from the lease, so it reports both.
+	Events *events.Recorder
 }
 
 // Controller tracks node health.
@@ -209,9 +214,13 @@ func (nc *Controller) setUnknown(ctx context.Context, node *corev1.Node, now tim
 		n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionUnknown,
 			Reason: ReasonNodeStatusUnknown, Message: MessageStatusUnknown, LastTransitionTime: t, LastHeartbeatTime: t})
 	}
-	if _, err := nc.c.UpdateStatus(ctx, nodesResource, n); err != nil && !apierrors.IsNotFound(err) {
+	if _, err := nc.c.UpdateStatus(ctx, nodesResource, n); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
 		return fmt.Errorf("mark node %s unknown: %w", node.Name, err)
 	}
+	nc.recordStatusChange(node, "NodeNotReady")
 	return nil
 }
 
@@ -229,10 +238,20 @@ func (nc *Controller) setReady(ctx context.Context, node *corev1.Node, now time.
 	if !replaced {
 		n.Status.Conditions = append(n.Status.Conditions, cond)
 	}
-	if _, err := nc.c.UpdateStatus(ctx, nodesResource, n); err != nil && !apierrors.IsNotFound(err) {
+	if _, err := nc.c.UpdateStatus(ctx, nodesResource, n); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
 		return fmt.Errorf("mark node %s ready: %w", node.Name, err)
 	}
+	nc.recordStatusChange(node, "NodeReady")
 	return nil
+}
+
+// recordStatusChange records a node's new readiness as Kubernetes words
+// it: "Node node-1 status is now: NodeNotReady".
+func (nc *Controller) recordStatusChange(node *corev1.Node, status string) {
+	nc.cfg.Events.Eventf(node, corev1.EventTypeNormal, status, "Node %s status is now: %s", node.Name, status)
 }
 
 func (nc *Controller) podsOn(node string) []*corev1.Pod {

@@ -25,6 +25,7 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/events"
 )
 
 var podsResource = api.MustLookup("pods")
@@ -42,22 +43,24 @@ type Controller struct {
 	logger *slog.Logger
 	exp    *expectations
 	now    func() time.Time
+	events *events.Recorder
 }
 
 // NewReplicaSets returns the ReplicaSet controller; it registers handlers
-// on the informers, which the caller runs.
-func NewReplicaSets(c client.Interface, rsInformer, pods *client.Informer, logger *slog.Logger) *Controller {
-	return newController(c, replicaSets, rsInformer, pods, logger)
+// on the informers, which the caller runs. rec records SuccessfulCreate,
+// SuccessfulDelete and FailedCreate on the owners (nil records none).
+func NewReplicaSets(c client.Interface, rsInformer, pods *client.Informer, rec *events.Recorder, logger *slog.Logger) *Controller {
+	return newController(c, replicaSets, rsInformer, pods, rec, logger)
 }
 
 // NewReplicationControllers returns the ReplicationController controller.
-func NewReplicationControllers(c client.Interface, rcs, pods *client.Informer, logger *slog.Logger) *Controller {
-	return newController(c, replicationControllers, rcs, pods, logger)
+func NewReplicationControllers(c client.Interface, rcs, pods *client.Informer, rec *events.Recorder, logger *slog.Logger) *Controller {
+	return newController(c, replicationControllers, rcs, pods, rec, logger)
 }
 
-func newController(c client.Interface, k kind, owners, pods *client.Informer, logger *slog.Logger) *Controller {
+func newController(c client.Interface, k kind, owners, pods *client.Informer, rec *events.Recorder, logger *slog.Logger) *Controller {
 	rc := &Controller{
-		c: c, kind: k, owners: owners, pods: pods,
+		c: c, kind: k, owners: owners, pods: pods, events: rec,
 		queue:  queue.New(),
 		logger: logger.With("controller", k.resource.Name),
 		exp:    newExpectations(),
@@ -158,7 +161,7 @@ func (rc *Controller) sync(ctx context.Context, key string) error {
 	case diff < 0:
 		errs = append(errs, rc.createPods(ctx, obj, tmpl, min(-diff, burst)))
 	case diff > 0:
-		errs = append(errs, rc.deletePods(ctx, key, Victims(candidates, min(diff, burst))))
+		errs = append(errs, rc.deletePods(ctx, obj, Victims(candidates, min(diff, burst))))
 	}
 	errs = append(errs, rc.updateStatus(ctx, obj, active, tmpl, minReady))
 	return errors.Join(errs...)
@@ -284,26 +287,37 @@ func (rc *Controller) createPod(ctx context.Context, key string, owner api.Objec
 		rc.exp.expectCreate(key, pod.Name, rc.now())
 		_, err := rc.c.Create(ctx, podsResource, pod)
 		if err == nil {
+			rc.events.Eventf(owner, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", pod.Name)
 			return nil
 		}
 		rc.exp.forgetName(key, pod.Name)
 		if apierrors.IsAlreadyExists(err) && attempt < 3 {
 			continue // a name taken by chance: draw another
 		}
+		if ctx.Err() == nil {
+			rc.events.Eventf(owner, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+		}
 		return fmt.Errorf("create pod for %s: %w", key, err)
 	}
 }
 
-func (rc *Controller) deletePods(ctx context.Context, key string, victims []*corev1.Pod) error {
+func (rc *Controller) deletePods(ctx context.Context, owner api.Object, victims []*corev1.Pod) error {
+	key := client.KeyOf(owner)
 	var wg sync.WaitGroup
 	errs := make([]error, len(victims))
 	for i, p := range victims {
 		rc.exp.expectDelete(key, p.Name, rc.now())
 		wg.Go(func() {
 			err := rc.c.Delete(ctx, podsResource, p.Namespace, p.Name, client.DeleteOptions{})
-			if err != nil && !apierrors.IsNotFound(err) {
+			switch {
+			case err == nil:
+				rc.events.Eventf(owner, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
+			case !apierrors.IsNotFound(err):
 				rc.exp.forgetName(key, p.Name)
 				errs[i] = fmt.Errorf("delete pod %s: %w", client.KeyOf(p), err)
+				if ctx.Err() == nil {
+					rc.events.Eventf(owner, corev1.EventTypeWarning, "FailedDelete", "Error deleting: %v", err)
+				}
 			}
 		})
 	}

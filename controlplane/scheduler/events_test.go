@@ -1,0 +1,59 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
+	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/events"
+)
+
+// TestSchedulerRecordsEvents checks the Events `kubectl describe pod`
+// shows for scheduling: FailedScheduling (Warning) with the reason while
+// a pod fits nowhere, then Scheduled naming the node, both from
+// default-scheduler.
+func TestSchedulerRecordsEvents(t *testing.T) {
+	c := apiservertest.Start(t)
+	b := events.NewBroadcaster(c, events.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	startScheduler(t, c, Options{Events: b.Recorder(corev1.EventSource{Component: corev1.DefaultSchedulerName})})
+
+	create(t, c, nodesResource, node("node-a", "2", "2Gi"))
+	create(t, c, podsResource, pod("big", "100m", "16Gi"))
+	eventsOf := func() map[string]*corev1.Event {
+		objs, _, err := c.List(context.Background(), api.MustLookup("events"), "default", client.ListOptions{FieldSelector: "involvedObject.kind=Pod,involvedObject.name=big"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*corev1.Event{}
+		for _, o := range objs {
+			e := o.(*corev1.Event)
+			out[e.Reason] = e
+		}
+		return out
+	}
+	poll(t, 10*time.Second, func() string {
+		e := eventsOf()["FailedScheduling"]
+		if e == nil || e.Type != corev1.EventTypeWarning || e.Message != "0/1 nodes are available: 1 Insufficient memory." || e.Source.Component != "default-scheduler" {
+			return fmt.Sprintf("FailedScheduling event: %+v; want a Warning from default-scheduler saying 0/1 nodes are available: 1 Insufficient memory.", e)
+		}
+		return ""
+	})
+	create(t, c, nodesResource, node("node-big", "4", "32Gi"))
+	poll(t, 10*time.Second, func() string {
+		e := eventsOf()["Scheduled"]
+		if e == nil || e.Type != corev1.EventTypeNormal || e.Message != "Successfully assigned default/big to node-big" {
+			return fmt.Sprintf("Scheduled event: %+v; want Normal \"Successfully assigned default/big to node-big\"", e)
+		}
+		return ""
+	})
+}
