@@ -12,7 +12,9 @@ func TestScale(t *testing.T) {
 	ns := namespace(t, "scale")
 	applyAvailable(t, ns, "sc", 1, "")
 	wantOutput(t, "deployment.apps/sc scaled\n", "scale", "deployment/sc", "-n", ns, "--replicas=3")
-	wantOutput(t, `deployment "sc" successfully rolled out`+"\n", "rollout", "status", "deployment/sc", "-n", ns, "--timeout=40s")
+	if out := mustKubectl(t, "rollout", "status", "deployment/sc", "-n", ns, "--timeout=40s"); !strings.HasSuffix(out, `deployment "sc" successfully rolled out`+"\n") {
+		t.Errorf("kubectl rollout status after scale printed:\n%s", out)
+	}
 	wantOutput(t, "3/3", "get", "deployment", "sc", "-n", ns, "-o", "jsonpath={.status.readyReplicas}/{.spec.replicas}")
 	// --current-replicas is a precondition the server's scale checks.
 	wantFails(t, []string{"Expected replicas to be 5, was 3"}, "scale", "deployment/sc", "-n", ns, "--replicas=1", "--current-replicas=5")
@@ -115,6 +117,11 @@ func TestDescribe(t *testing.T) {
 		" Image: skep/echo:v1\n", " Available True MinimumReplicasAvailable\n", "NewReplicaSet: de-")
 	if events {
 		wantContains(t, "kubectl describe deployment", out, "Normal ScalingReplicaSet", "Scaled up replica set de-")
+		out = mustKubectl(t, "events", "-n", ns, "--for", "deployment/de")
+		if l := tableLines(out); l[0] != "LAST SEEN TYPE REASON OBJECT MESSAGE" {
+			t.Errorf("kubectl events header: %q", l[0])
+		}
+		wantContains(t, "kubectl events --for deployment/de", squeeze(out), " Normal ScalingReplicaSet deployment/de Scaled up replica set de-")
 	}
 
 	out = squeeze(mustKubectl(t, "describe", "service", "de", "-n", ns))
