@@ -58,6 +58,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	kubectlHome = filepath.Join(dir, "kubectl-home")
+	start := time.Now()
 	srv, err := startServer(dir)
 	if srv != nil {
 		defer srv.stop()
@@ -72,6 +73,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer stopNodes()
+	// Shown with -v or a failure: where the package's time went.
+	fmt.Fprintf(os.Stderr, "skep built and serving in %s\n", time.Since(start).Round(time.Second))
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- skep server's log (last 8KiB):\n%s\n", tail(srv.log.String(), 8<<10))

@@ -121,7 +121,7 @@ func TestDescribe(t *testing.T) {
 		if l := tableLines(out); l[0] != "LAST SEEN TYPE REASON OBJECT MESSAGE" {
 			t.Errorf("kubectl events header: %q", l[0])
 		}
-		wantContains(t, "kubectl events --for deployment/de", squeeze(out), " Normal ScalingReplicaSet deployment/de Scaled up replica set de-")
+		wantContains(t, "kubectl events --for deployment/de", squeeze(out), " Normal ScalingReplicaSet Deployment/de Scaled up replica set de-")
 	}
 
 	out = squeeze(mustKubectl(t, "describe", "service", "de", "-n", ns))
