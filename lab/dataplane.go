@@ -2,20 +2,21 @@ package lab
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/skep-io/skep/agent/dataplane"
 )
 
 // Dataplane is the mode the lab's agents run.
 func (l *Lab) Dataplane() string { return l.st.Dataplane }
 
 // SwitchDataplane restarts every node's agent with `--dataplane mode`, one
-// node after another, as an operator moves a cluster between eBPF and
-// iptables. Each agent removes the other mode's programs, pins and chains
-// as it starts. A node whose agent is not running (killed) only gets the
+// node after another, as an operator moves a cluster between eBPF,
+// iptables and nftables. Each agent removes the other modes' programs,
+// pins, chains and table as it starts. A node whose agent is not running (killed) only gets the
 // new mode for its next start.
 func (l *Lab) SwitchDataplane(ctx context.Context, mode string) error {
-	if mode != "ebpf" && mode != "iptables" {
-		return fmt.Errorf("dataplane %q: allowed are ebpf, iptables", mode)
+	if err := dataplane.CheckMode(mode); err != nil {
+		return err
 	}
 	l.st.Dataplane = mode
 	if err := l.st.save(); err != nil {

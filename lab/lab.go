@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 )
@@ -25,7 +26,7 @@ import (
 type Config struct {
 	Name      string // default DefaultName; part of every name the lab gives
 	Nodes     int    // default 3
-	Dataplane string // "ebpf" (default) or "iptables"
+	Dataplane string // one of dataplane.Modes: "ebpf" (default), "iptables" or "nftables"
 	Binary    string // the skep binary the server and agents run; required
 	// ImagesDir holds the OCI image tarballs every agent imports at start
 	// (`skep agent --images`); empty: the agents import none.
@@ -73,8 +74,8 @@ func (c *Config) setDefaults() error {
 	if c.Dataplane == "" {
 		c.Dataplane = "ebpf"
 	}
-	if c.Dataplane != "ebpf" && c.Dataplane != "iptables" {
-		return fmt.Errorf("dataplane %q: allowed are ebpf, iptables", c.Dataplane)
+	if err := dataplane.CheckMode(c.Dataplane); err != nil {
+		return err
 	}
 	if c.Binary == "" {
 		return errors.New("no skep binary given to run the server and agents")

@@ -2,17 +2,32 @@
 // Dataplane interface, the Service model both implementations take, and the
 // translation from Kubernetes Services and Endpoints into that model.
 //
-// Two implementations sit behind the interface, chosen once by
-// `skep agent --dataplane=ebpf|iptables`: agent/dataplane/ebpf and
-// agent/dataplane/iptables. No other code knows which one runs.
+// Three implementations sit behind the interface, chosen once by
+// `skep agent --dataplane=ebpf|iptables|nftables`: agent/dataplane/ebpf,
+// agent/dataplane/iptables and agent/dataplane/nftables. No other code
+// knows which one runs.
 package dataplane
 
 import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 )
+
+// Modes are the implementations as `--dataplane` names them; the first is
+// the default.
+var Modes = []string{"ebpf", "iptables", "nftables"}
+
+// CheckMode says what is wrong with a dataplane name, or nil.
+func CheckMode(mode string) error {
+	if slices.Contains(Modes, mode) {
+		return nil
+	}
+	return fmt.Errorf("dataplane %q: allowed are %s", mode, strings.Join(Modes, ", "))
+}
 
 // Protocol is the L4 protocol of a service port.
 type Protocol string

@@ -37,7 +37,7 @@ type Config struct {
 	// Interface carries NodeIP: the tc program for traffic from outside
 	// attaches here.
 	Interface string
-	Dataplane string // "ebpf" or "iptables"
+	Dataplane string // one of dataplane.Modes: "ebpf", "iptables" or "nftables"
 	// CgroupRoot is the cgroup2 directory of this node's processes; the
 	// socket programs attach there.
 	CgroupRoot  string

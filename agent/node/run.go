@@ -20,6 +20,7 @@ import (
 
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
+	"github.com/skep-io/skep/agent/dataplane/nftables"
 
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/events"
@@ -188,11 +189,12 @@ func cleanupPods(ctx context.Context, cfg Config, podCIDR netip.Prefix) error {
 	return errors.Join(errs...)
 }
 
-// CleanupDataplanes removes every program, pin, link and chain either
+// CleanupDataplanes removes every program, pin, link, chain and table any
 // dataplane made on this node: `skep agent --cleanup`.
 func CleanupDataplanes(ctx context.Context, cfg Config) error {
 	return errors.Join(
 		ebpf.Cleanup(ebpfConfig(cfg, cfg.Logger)),
 		iptables.Cleanup(ctx, iptables.DefaultChainPrefix),
+		nftables.Cleanup(ctx, nftables.DefaultTable),
 	)
 }

@@ -13,29 +13,45 @@ import (
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
+	"github.com/skep-io/skep/agent/dataplane/nftables"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
 // newDataplane starts the chosen dataplane and removes everything the
-// other mode left on this node, so a switch leaves no stale rules or
+// other modes left on this node, so a switch leaves no stale rules or
 // programs behind.
 func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
+	mode := a.cfg.Dataplane
+	if mode == "" {
+		mode = dataplane.Modes[0]
+	}
+	if err := dataplane.CheckMode(mode); err != nil {
+		return nil, fmt.Errorf("--%w", err)
+	}
 	ebpfCfg := ebpfConfig(a.cfg, a.log)
-	switch a.cfg.Dataplane {
-	case "ebpf", "":
-		if err := iptables.Cleanup(ctx, iptables.DefaultChainPrefix); err != nil {
-			a.log.Warn("remove iptables dataplane state", "err", err)
+	cleanups := map[string]func() error{
+		"ebpf":     func() error { return ebpf.Cleanup(ebpfCfg) },
+		"iptables": func() error { return iptables.Cleanup(ctx, iptables.DefaultChainPrefix) },
+		"nftables": func() error { return nftables.Cleanup(ctx, nftables.DefaultTable) },
+	}
+	for _, other := range dataplane.Modes {
+		if other == mode {
+			continue
 		}
-		return ebpf.New(ctx, ebpfCfg)
+		if err := cleanups[other](); err != nil {
+			a.log.Warn("remove the state of another dataplane", "dataplane", other, "err", err)
+		}
+	}
+	switch mode {
 	case "iptables":
-		if err := ebpf.Cleanup(ebpfCfg); err != nil {
-			a.log.Warn("remove eBPF dataplane state", "err", err)
-		}
 		return iptables.New(ctx, iptables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR,
 			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log})
+	case "nftables":
+		return nftables.New(ctx, nftables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR,
+			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log})
 	}
-	return nil, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", a.cfg.Dataplane)
+	return ebpf.New(ctx, ebpfCfg)
 }
 
 // ebpfConfig is the eBPF dataplane of the node cfg describes.

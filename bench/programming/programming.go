@@ -3,8 +3,8 @@
 //
 // Each measurement drives a dataplane package directly, the way the agent
 // does, in a place of its own that is removed afterwards: the eBPF
-// dataplane with its own pin directory and cgroup, the iptables one in its
-// own network namespace. Nothing carries over from one measurement to the
+// dataplane with its own pin directory and cgroup, the iptables and
+// nftables ones in their own network namespaces. Nothing carries over from one measurement to the
 // next, so every full sync starts cold.
 package programming
 
@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	"github.com/skep-io/skep/agent/dataplane/dataplanetest"
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
+	"github.com/skep-io/skep/agent/dataplane/nftables"
 	"github.com/skep-io/skep/bench/report"
 )
 
@@ -38,13 +40,13 @@ import (
 const Bench = "sync"
 
 // Modes are the dataplanes measured, the reference first.
-var Modes = []string{"ebpf", "iptables"}
+var Modes = dataplane.Modes
 
 // Metrics of one measurement.
 const (
 	// MetricSync is the time from a cold start to the first Sync carrying
 	// every service: New (load and attach programs, or check the iptables
-	// tools) plus the full Sync.
+	// tools, or nft) plus the full Sync.
 	MetricSync = "sync_s"
 	// MetricChange is the Sync that follows a change of one service's
 	// backends among all of them.
@@ -55,6 +57,11 @@ const (
 	MetricMapMemory = "bpf_map_MiB"
 	// MetricRules is the number of iptables rules in the namespace.
 	MetricRules = "iptables_rules"
+	// MetricNftRules and MetricNftElements are the rules and the map and
+	// set elements of the nftables table: where iptables has a rule per
+	// service address, nftables has an element.
+	MetricNftRules    = "nft_rules"
+	MetricNftElements = "nft_elements"
 )
 
 // Config is what to measure.
@@ -93,8 +100,8 @@ func (c *Config) setDefaults() error {
 		c.Modes = Modes
 	}
 	for _, m := range c.Modes {
-		if m != "ebpf" && m != "iptables" {
-			return fmt.Errorf("mode %q: allowed are ebpf, iptables", m)
+		if err := dataplane.CheckMode(m); err != nil {
+			return err
 		}
 	}
 	if c.CgroupRoot == "" {
@@ -141,6 +148,9 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) error {
 				add(MetricMapMemory, "MiB", float64(m.kernelBytes)/(1<<20))
 			case "iptables":
 				add(MetricRules, "rules", float64(m.rules))
+			case "nftables":
+				add(MetricNftRules, "rules", float64(m.rules))
+				add(MetricNftElements, "elements", float64(m.elements))
 			}
 			fmt.Fprintf(cfg.Progress, "sync: round %d %-8s %6d services: sync %s, one change %s, heap %.1f MiB%s\n",
 				round, mode, n, m.sync.Round(time.Millisecond), m.change.Round(10*time.Microsecond), float64(m.heap)/(1<<20), m.kernelNote(mode))
@@ -158,12 +168,16 @@ type measurement struct {
 	sync, change time.Duration
 	heap         uint64 // bytes of Go heap the dataplane holds
 	kernelBytes  uint64 // eBPF: map memory the kernel charges
-	rules        int    // iptables: rules in the namespace
+	rules        int    // iptables, nftables: rules in the namespace
+	elements     int    // nftables: map and set elements
 }
 
 func (m measurement) kernelNote(mode string) string {
-	if mode == "ebpf" {
+	switch mode {
+	case "ebpf":
 		return fmt.Sprintf(", maps %.1f MiB", float64(m.kernelBytes)/(1<<20))
+	case "nftables":
+		return fmt.Sprintf(", %d rules, %d elements", m.rules, m.elements)
 	}
 	return fmt.Sprintf(", %d rules", m.rules)
 }
@@ -237,8 +251,23 @@ func measure(ctx context.Context, cfg Config, mode string, services map[dataplan
 		defer func() { err = errors.Join(err, p.Close()) }()
 		dp = p
 		kernel = func() (err error) { m.rules, err = countRules(ctx, ns); return err }
+	case "nftables":
+		var ns string
+		if ns, err = newNetns(ctx, "skep-bench-"+suffix); err != nil {
+			return m, err
+		}
+		// Deleting the namespace deletes the table.
+		defer func() { err = errors.Join(err, deleteNetns("skep-bench-"+suffix)) }()
+		start = time.Now()
+		var p *nftables.Proxier
+		if p, err = nftables.New(ctx, nftables.Config{NodeName: "bench", NetNS: ns, MinSyncInterval: time.Nanosecond, Logger: cfg.Logger}); err != nil {
+			return m, err
+		}
+		defer func() { err = errors.Join(err, p.Close()) }()
+		dp = p
+		kernel = func() (err error) { m.rules, m.elements, err = countNft(ctx, ns); return err }
 	default:
-		return m, fmt.Errorf("mode %q: allowed are ebpf, iptables", mode)
+		return m, dataplane.CheckMode(mode)
 	}
 	if err = dp.Sync(ctx, services); err != nil {
 		return m, fmt.Errorf("full sync: %w", err)
@@ -385,6 +414,36 @@ func countRules(ctx context.Context, netnsPath string) (int, error) {
 		return 0, fmt.Errorf("iptables-save: %w", err)
 	}
 	return n, sc.Err()
+}
+
+// countNft counts the rules and the map and set elements of every table
+// in the namespace.
+func countNft(ctx context.Context, netnsPath string) (rules, elements int, err error) {
+	out, err := exec.CommandContext(ctx, "nsenter", "--net="+netnsPath, "nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("nft list ruleset: %w", err)
+	}
+	var listing struct {
+		Nftables []struct {
+			Rule *struct{}
+			Map  *struct{ Elem []json.RawMessage }
+			Set  *struct{ Elem []json.RawMessage }
+		}
+	}
+	if err := json.Unmarshal(out, &listing); err != nil {
+		return 0, 0, fmt.Errorf("decode nft list ruleset: %w", err)
+	}
+	for _, o := range listing.Nftables {
+		switch {
+		case o.Rule != nil:
+			rules++
+		case o.Map != nil:
+			elements += len(o.Map.Elem)
+		case o.Set != nil:
+			elements += len(o.Set.Elem)
+		}
+	}
+	return rules, elements, nil
 }
 
 func randomSuffix() string {

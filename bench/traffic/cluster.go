@@ -21,8 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
+	"github.com/skep-io/skep/agent/dataplane/nftables"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
@@ -451,13 +453,13 @@ func (cl *cluster) programmed(ctx context.Context, node, mode string) (map[strin
 		for _, s := range stats {
 			add(s.Key.Namespace, s.Key.Name, servingCount(s.Backends))
 		}
-	case "iptables":
-		p, err := iptables.New(ctx, iptables.Config{NodeName: node, NetNS: "/run/netns/" + cl.lab.Netns(node)})
+	case "iptables", "nftables":
+		dp, err := cl.readOnlyDataplane(ctx, node, mode)
 		if err != nil {
 			return nil, err
 		}
-		defer p.Close()
-		svcs, err := p.Services(ctx)
+		defer dp.Close()
+		svcs, err := dp.Services(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -465,9 +467,19 @@ func (cl *cluster) programmed(ctx context.Context, node, mode string) (map[strin
 			add(s.Key.Namespace, s.Key.Name, servingCount(s.Backends))
 		}
 	default:
-		return nil, fmt.Errorf("dataplane %q: allowed are ebpf, iptables", mode)
+		return nil, dataplane.CheckMode(mode)
 	}
 	return out, nil
+}
+
+// readOnlyDataplane is a proxier of the node's namespace that is only read
+// from: never given a Sync, it writes nothing.
+func (cl *cluster) readOnlyDataplane(ctx context.Context, node, mode string) (dataplane.Dataplane, error) {
+	ns := "/run/netns/" + cl.lab.Netns(node)
+	if mode == "nftables" {
+		return nftables.New(ctx, nftables.Config{NodeName: node, NetNS: ns})
+	}
+	return iptables.New(ctx, iptables.Config{NodeName: node, NetNS: ns})
 }
 
 // kubeServicesPositions finds, in a node's nat KUBE-SERVICES chain, the

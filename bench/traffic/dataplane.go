@@ -18,7 +18,7 @@ import (
 // the client connects.
 type variant struct {
 	name string
-	mode string // "ebpf" or "iptables"
+	mode string // one of dataplane.Modes
 	// service is the Service connected to by its ClusterIP (or NodePort);
 	// "" for the backends' pod IPs.
 	service string
@@ -30,9 +30,10 @@ type variant struct {
 
 // The dataplane benchmark's variants. The reference, direct, is the limit:
 // no service layer on the way. One lab runs one mode at a time, so the
-// benchmark switches its agents between eBPF and iptables (a few seconds,
-// a few tens at 10,000 Services) whenever the next variant needs the other
-// mode; Interleave's rotating order keeps that to two switches a round.
+// benchmark switches its agents between eBPF, iptables and nftables (a few
+// seconds, a few tens at 10,000 Services) whenever the next variant needs
+// another mode; Interleave's rotating order keeps that to three switches a
+// round.
 // One lab rather than two side by side: the machine has two cores, and a
 // second lab's idle agents, containerds and 10,000-rule resyncs would
 // weigh on the other's measurements.
@@ -43,6 +44,8 @@ var dataplaneVariants = []variant{
 	{name: "iptables-first", mode: "iptables", service: firstService, note: "the ClusterIP of " + firstService + ", the first rule of KUBE-SERVICES"},
 	{name: "iptables-last", mode: "iptables", service: lastService, note: "the ClusterIP of " + lastService + ", the last cluster-IP rule of KUBE-SERVICES"},
 	{name: "direct-iptables", mode: "iptables", note: "the echo pods' IPs, nodes in iptables mode (a new connection still walks KUBE-SERVICES before it is known to match nothing)"},
+	{name: "nftables", mode: "nftables", service: middleService, note: "the ClusterIP of " + middleService + ", one lookup in kube-proxy's @service-ips verdict map wherever the Service is"},
+	{name: "direct-nftables", mode: "nftables", note: "the echo pods' IPs, nodes in nftables mode (a new connection misses @service-ips and the node-port lookup)"},
 }
 
 func variantNames(vs []variant) []string {
@@ -220,6 +223,12 @@ func (cl *cluster) measure(ctx context.Context, rep *report.Report, bench, varia
 		rep.Add(report.Sample{Bench: bench, Variant: variant, N: n, Metric: rate, Unit: "1/s", Round: round, Value: res.Rate()})
 		add("p50_us", "µs", res.P50)
 		add("p99_us", "µs", res.P99)
+		if kind == LoadCRR {
+			// The first packet's latency: where kube-proxy's modes and
+			// eBPF differ most, and what the Kubernetes blog compares.
+			add("connect_p50_us", "µs", res.ConnectP50)
+			add("connect_p99_us", "µs", res.ConnectP99)
+		}
 		add("client_cpu_us", "µs/"+per, res.CPUPer("client"))
 		add("lab_cpu_us", "µs/"+per, res.CPUPer("lab"))
 		add("errors", "count", float64(res.Errors))
@@ -256,6 +265,7 @@ func dataplaneNotes(cfg Config) []string {
 			cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Rounds),
 		"In iptables mode a new connection meets KUBE-SERVICES twice: on the client's node (OUTPUT or PREROUTING), where the " +
 			"measured Service's rule ends the walk, and on the backend's node (PREROUTING), where the destination is already a pod " +
-			"IP that matches no rule, so the walk goes to the end whatever the Service's place. kube-proxy's chains hook there too.",
+			"IP that matches no rule, so the walk goes to the end whatever the Service's place. kube-proxy's chains hook there too. " +
+			"In nftables mode the same two places cost one map lookup each, whatever N.",
 	}
 }

@@ -1,12 +1,12 @@
 // Package traffic measures the service dataplane's data path on a lab
 // cluster: `skep-bench dataplane` (a client pod to echo servers on another
 // node, directly to the pod IPs, through an eBPF ClusterIP and through an
-// iptables ClusterIP) and `skep-bench nodeport` (from outside the cluster
-// through a NodePort, backend local and remote, both modes), each with N
-// other Services installed.
+// iptables and an nftables ClusterIP) and `skep-bench nodeport` (from
+// outside the cluster through a NodePort, backend local and remote, every
+// mode), each with N other Services installed.
 //
 // The lab runs one dataplane mode at a time; the benchmark switches its
-// agents between eBPF and iptables as the interleaved variants need it
+// agents between eBPF, iptables and nftables as the interleaved variants need it
 // (lab.SwitchDataplane). The load generator (ClientMain, `skep-bench
 // client`) is skep-bench itself, started with nsenter in the client's
 // network namespace and in a cgroup below the client's node: the node's

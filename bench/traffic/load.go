@@ -79,6 +79,11 @@ type LoadResult struct {
 	// request+answer (rr), in microseconds.
 	P50 float64 `json:"p50us"`
 	P99 float64 `json:"p99us"`
+	// ConnectP50 and ConnectP99 are, for crr, latencies of the connect
+	// alone (SYN to SYN-ACK), in microseconds: the first-packet latency,
+	// where a connection meets the service layer.
+	ConnectP50 float64 `json:"connectP50us,omitempty"`
+	ConnectP99 float64 `json:"connectP99us,omitempty"`
 	// CPU is, per cgroup of the spec, the CPU time spent in the window, in
 	// microseconds.
 	CPU map[string]float64 `json:"cpuUs,omitempty"`
@@ -208,6 +213,7 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 	var (
 		mu        sync.Mutex
 		latencies []float64
+		connects  []float64 // crr: the connect alone
 		completed atomic.Int64
 		failed    atomic.Int64
 		firstErr  atomic.Value
@@ -227,7 +233,7 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var mine []float64
+			var mine, mineConnect []float64
 			w := worker{dialer: &dialer, timeout: spec.Timeout, stop: winEnd}
 			defer w.close()
 			for ctx.Err() == nil {
@@ -250,10 +256,14 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 				if inWindow(t1) {
 					completed.Add(1)
 					mine = append(mine, float64(t1.Sub(t0).Nanoseconds())/1e3)
+					if spec.Kind == LoadCRR {
+						mineConnect = append(mineConnect, float64(w.connectTime.Nanoseconds())/1e3)
+					}
 				}
 			}
 			mu.Lock()
 			latencies = append(latencies, mine...)
+			connects = append(connects, mineConnect...)
 			mu.Unlock()
 		}()
 	}
@@ -270,6 +280,11 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 		slices.Sort(latencies)
 		res.P50 = report.Quantile(latencies, 0.5)
 		res.P99 = report.Quantile(latencies, 0.99)
+	}
+	if len(connects) > 0 {
+		slices.Sort(connects)
+		res.ConnectP50 = report.Quantile(connects, 0.5)
+		res.ConnectP99 = report.Quantile(connects, 0.99)
 	}
 	if len(spec.Cgroups) > 0 {
 		res.CPU = map[string]float64{}
@@ -291,6 +306,8 @@ type worker struct {
 	stop    time.Time // the end of the run: nothing waits past it
 	conn    net.Conn
 	rd      *bufio.Reader
+	// connectTime is how long the last dial took.
+	connectTime time.Duration
 }
 
 func (w *worker) close() {
@@ -301,7 +318,9 @@ func (w *worker) close() {
 }
 
 func (w *worker) dial(ctx context.Context, addr string) error {
+	start := time.Now()
 	c, err := w.dialer.DialContext(ctx, "tcp", addr)
+	w.connectTime = time.Since(start)
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", addr, err)
 	}

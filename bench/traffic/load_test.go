@@ -62,6 +62,13 @@ func TestRunLoad(t *testing.T) {
 			if res.P50 <= 0 || res.P99 < res.P50 {
 				t.Errorf("p50 %.1fµs p99 %.1fµs: want 0 < p50 <= p99", res.P50, res.P99)
 			}
+			if kind == LoadCRR && (res.ConnectP50 <= 0 || res.ConnectP99 < res.ConnectP50 || res.ConnectP50 > res.P50) {
+				t.Errorf("connect p50 %.1fµs p99 %.1fµs, transaction p50 %.1fµs: want 0 < connect p50 <= connect p99, connect p50 <= transaction p50",
+					res.ConnectP50, res.ConnectP99, res.P50)
+			}
+			if kind == LoadRR && res.ConnectP50 != 0 {
+				t.Errorf("rr: connect p50 %.1fµs, want none measured", res.ConnectP50)
+			}
 			if res.CPUPer("self") <= 0 {
 				t.Errorf("CPU per transaction %.2fµs: want > 0", res.CPUPer("self"))
 			}

@@ -30,6 +30,8 @@ var nodePortVariants = []variant{
 	{name: "iptables-local", mode: "iptables", service: middleService, entry: 2, note: "node 2's NodePort through KUBE-NODEPORTS (after every cluster-IP rule of KUBE-SERVICES), masqueraded as kube-proxy does for externalTrafficPolicy Cluster"},
 	{name: "iptables-remote", mode: "iptables", service: middleService, entry: 1, note: "node 1's NodePort, DNAT and masquerade on node 1, forwarded to node 2"},
 	{name: "direct-iptables", mode: "iptables", note: "the echo pods' IPs through node 2, nodes in iptables mode (node 2's PREROUTING walks KUBE-SERVICES)"},
+	{name: "nftables-local", mode: "nftables", service: middleService, entry: 2, note: "node 2's NodePort through kube-proxy's @service-nodeports verdict map, masqueraded as for externalTrafficPolicy Cluster"},
+	{name: "nftables-remote", mode: "nftables", service: middleService, entry: 1, note: "node 1's NodePort, DNAT and masquerade on node 1 by the nftables table, forwarded to node 2"},
 }
 
 // firstSourceOctet is where the client's extra addresses start, one per

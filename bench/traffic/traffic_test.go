@@ -77,6 +77,13 @@ func checkSamples(t *testing.T, rep *report.Report, bench string, variants []var
 			case errs > rate/100:
 				t.Errorf("%s %s: %.0f errors against %.0f/s", v.name, kind, errs, rate)
 			}
+			if kind == "crr" {
+				c50, c99 := got[v.name+" crr_connect_p50_us"], got[v.name+" crr_connect_p99_us"]
+				if c50 <= 0 || c99 < c50 || c50 > p50 {
+					t.Errorf("%s crr: connect p50 %.0fµs p99 %.0fµs, transaction p50 %.0fµs, want 0 < connect p50 <= connect p99, connect p50 <= transaction p50",
+						v.name, c50, c99, p50)
+				}
+			}
 		}
 	}
 	dir := t.TempDir()

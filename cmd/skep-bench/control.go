@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/bench/pods"
 	"github.com/skep-io/skep/bench/programming"
 	"github.com/skep-io/skep/bench/propagation"
@@ -22,7 +23,7 @@ func controlPlaneBenchCommands() []*cli.Command {
 			Usage: "time to program N services in each dataplane from a cold start and to change one among N; agent heap and kernel state",
 			Flags: append(reportFlags(),
 				&cli.StringFlag{Name: "sizes", Value: "1000,10000,30000", Usage: "(scale) numbers of services, comma-separated"},
-				&cli.StringFlag{Name: "modes", Value: "ebpf,iptables", Usage: "(variants) dataplanes to measure; ratios are to the first"},
+				&cli.StringFlag{Name: "modes", Value: "ebpf,iptables,nftables", Usage: "(variants) dataplanes to measure; ratios are to the first"},
 				&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "(bounds) the longest one measurement (one mode, one size) may take; iptables takes minutes at 30,000"},
 			),
 			Action: benchSync,
@@ -71,7 +72,7 @@ func benchSync(c *cli.Context) error {
 	}
 	modes := splitList(c.String("modes"))
 	if len(modes) == 0 {
-		return fmt.Errorf("--modes %q: name at least one of ebpf, iptables", c.String("modes"))
+		return fmt.Errorf("--modes %q: name at least one of %s", c.String("modes"), strings.Join(dataplane.Modes, ", "))
 	}
 	ctx, stop := benchContext(c)
 	defer stop()
@@ -80,11 +81,12 @@ func benchSync(c *cli.Context) error {
 	rep.LogY = []string{programming.MetricSync, programming.MetricChange}
 	rep.Notes = []string{
 		"sync_s: a cold start to every service programmed (ebpf: load and attach the programs, write the maps; " +
-			"iptables: kube-proxy's rule layout in one iptables-restore), each mode in a fresh pin directory or network namespace. " +
+			"iptables: kube-proxy's rule layout in one iptables-restore; nftables: kube-proxy's nftables layout in one nft transaction), each mode in a fresh pin directory or network namespace. " +
 			"change_ms: the sync after one service's backend changed among N (the middle one). " +
 			"heap_MiB: Go heap the dataplane keeps after both syncs. bpf_map_MiB: memory the kernel charges for the node's eBPF maps (memlock in map info): the LRU maps " +
 			"(conntrack, affinity, reverse NAT) are preallocated to capacity, the service, backend and name maps grow with their entries. " +
-			"iptables_rules: rules in the namespace after the syncs.",
+			"iptables_rules: rules in the namespace after the syncs. " +
+			"nft_rules, nft_elements: rules, and elements of the verdict maps and sets, of the nftables table after the syncs.",
 	}
 	err = programming.Run(ctx, programming.Config{
 		Sizes: sizes, Rounds: n, Modes: modes, Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter,

@@ -32,15 +32,15 @@ func trafficBenchCommands() []*cli.Command {
 		{
 			Name: "dataplane",
 			Usage: "a client pod to echo servers on another node: direct to the pod IPs, eBPF ClusterIP, iptables ClusterIP " +
-				"(middle, first and last in KUBE-SERVICES), with N other Services; connections/s, requests/s, latency, CPU",
+				"(middle, first and last in KUBE-SERVICES), nftables ClusterIP, with N other Services; connections/s, requests/s, latency, CPU",
 			Flags: flags(),
 			Action: func(c *cli.Context) error {
-				return benchTraffic(c, traffic.RunDataplane, "skep-bench dataplane: direct vs eBPF vs iptables ClusterIP")
+				return benchTraffic(c, traffic.RunDataplane, "skep-bench dataplane: direct vs eBPF vs iptables vs nftables ClusterIP")
 			},
 		},
 		{
 			Name:  "nodeport",
-			Usage: "from outside the cluster through a NodePort, backend local and remote, eBPF vs iptables, with N other Services",
+			Usage: "from outside the cluster through a NodePort, backend local and remote, eBPF vs iptables vs nftables, with N other Services",
 			Flags: flags(),
 			Action: func(c *cli.Context) error {
 				return benchTraffic(c, traffic.RunNodePort, "skep-bench nodeport: NodePort from outside, backend local and remote")

@@ -14,13 +14,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/node"
 )
 
 func agentCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "agent",
-		Usage: "run the node agent: join the cluster, program Services into the kernel (eBPF or iptables)",
+		Usage: "run the node agent: join the cluster, program Services into the kernel (eBPF, iptables or nftables)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", EnvVars: []string{"SKEP_SERVER"}, Usage: "(cluster) the API server, https://HOST:6443"},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"SKEP_TOKEN"}, Usage: "(cluster) the node-join token: the server's <data-dir>/node-token; it also pins the server's CA"},
@@ -29,7 +30,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "node-ip", Usage: "(node) the node's InternalIP; default the address of the default route's interface"},
 			&cli.StringFlag{Name: "interface", Usage: "(node) the interface with the node IP, where NodePort traffic from outside arrives; default found from --node-ip"},
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/skep/agent", Usage: "(data) the agent's credential and state"},
-			&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) ebpf or iptables; starting with one removes the other's state"},
+			&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) ebpf, iptables or nftables; starting with one removes the others' state"},
 			&cli.StringFlag{Name: "cgroup-root", Value: "/sys/fs/cgroup/unified", Usage: "(networking) the cgroup2 directory whose processes the eBPF socket programs balance"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.244.0.0/16", Usage: "(networking) the pod addresses of the whole cluster"},
 			&cli.StringFlag{Name: "service-cidr", Value: "10.96.0.0/12", Usage: "(networking) the ClusterIP range, as the server's --service-cidr; a connect to an address in it that no service has fails at once instead of leaving the node; empty: no such guard"},
@@ -79,8 +80,8 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 			return cfg, fmt.Errorf("--metrics-bind-address %q: want host:port: %w", cfg.MetricsAddr, err)
 		}
 	}
-	if cfg.Dataplane != "ebpf" && cfg.Dataplane != "iptables" {
-		return cfg, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", cfg.Dataplane)
+	if err := dataplane.CheckMode(cfg.Dataplane); err != nil {
+		return cfg, fmt.Errorf("--%w", err)
 	}
 	if cfg.Name == "" {
 		hn, err := os.Hostname()

@@ -15,6 +15,7 @@ import (
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
+	"github.com/skep-io/skep/agent/dataplane/nftables"
 )
 
 func dataplaneCommand() *cli.Command {
@@ -23,10 +24,10 @@ func dataplaneCommand() *cli.Command {
 		Usage: "inspect what this node's dataplane holds",
 		Subcommands: []*cli.Command{{
 			Name:  "services",
-			Usage: "the services programmed on this node: frontend → backends, read back from the eBPF maps or the iptables chains",
+			Usage: "the services programmed on this node: frontend → backends, read back from the eBPF maps, the iptables chains or the nftables table",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "node-name", Usage: "the node whose pins to read (eBPF); default the hostname"},
-				&cli.StringFlag{Name: "dataplane", Usage: "ebpf or iptables; default: whichever this node has"},
+				&cli.StringFlag{Name: "dataplane", Usage: "ebpf, iptables or nftables; default: whichever this node has"},
 			},
 			Action: func(c *cli.Context) error {
 				node := c.String("node-name")
@@ -45,16 +46,13 @@ func dataplaneCommand() *cli.Command {
 }
 
 // connCounts are the new connections the dataplane counted per backend of
-// each service port; nil where it counts none (iptables).
+// each service port; nil where it counts none (iptables, nftables).
 type connCounts map[dataplane.ServiceKey]map[netip.AddrPort]uint64
 
 func readDataplane(ctx context.Context, node, mode string) ([]dataplane.Service, connCounts, string, error) {
 	pins := filepath.Join(ebpf.DefaultPinRoot, node)
 	if mode == "" {
-		mode = "iptables"
-		if _, err := os.Stat(pins); err == nil {
-			mode = "ebpf"
-		}
+		mode = detectMode(ctx, pins)
 	}
 	switch mode {
 	case "ebpf":
@@ -80,8 +78,28 @@ func readDataplane(ctx context.Context, node, mode string) ([]dataplane.Service,
 		defer p.Close()
 		s, err := p.Services(ctx)
 		return s, nil, mode, err
+	case "nftables":
+		p, err := nftables.New(ctx, nftables.Config{NodeName: node})
+		if err != nil {
+			return nil, nil, mode, err
+		}
+		defer p.Close()
+		s, err := p.Services(ctx)
+		return s, nil, mode, err
 	}
-	return nil, nil, mode, fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", mode)
+	return nil, nil, mode, fmt.Errorf("--%w", dataplane.CheckMode(mode))
+}
+
+// detectMode is the dataplane this node has: eBPF where its pins are,
+// nftables where its table is, iptables otherwise.
+func detectMode(ctx context.Context, pins string) string {
+	if _, err := os.Stat(pins); err == nil {
+		return "ebpf"
+	}
+	if ok, err := nftables.TableExists(ctx, nftables.DefaultTable); err == nil && ok {
+		return "nftables"
+	}
+	return "iptables"
 }
 
 // printDataplane writes one line per service port. Each backend carries

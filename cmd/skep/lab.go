@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/lab"
 )
 
@@ -31,7 +32,7 @@ func labCommand() *cli.Command {
 				Usage: "build a lab and wait until every node is Ready; prints the line that points skep at it",
 				Flags: []cli.Flag{name, dir,
 					&cli.IntFlag{Name: "nodes", Value: 3, Usage: "(nodes) how many nodes"},
-					&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) the agents' dataplane: ebpf or iptables"},
+					&cli.StringFlag{Name: "dataplane", Value: "ebpf", Usage: "(networking) the agents' dataplane: ebpf, iptables or nftables"},
 					&cli.StringFlag{Name: "images", Usage: "(images) a DIR of OCI image tarballs every node imports (default: _out/images of the repository this binary was built in, as make images writes it)"},
 					&cli.BoolFlag{Name: "no-images", Usage: "(images) start the nodes with no images"},
 					&cli.StringSliceFlag{Name: "server-arg", Usage: "(advanced) a FLAG added to the server's command line, e.g. --server-arg=--pod-eviction-timeout=20s"},
@@ -109,8 +110,8 @@ func labUp(c *cli.Context) error {
 	if cfg.Nodes < 1 {
 		return fmt.Errorf("--nodes %d: a lab has at least one node", cfg.Nodes)
 	}
-	if cfg.Dataplane != "ebpf" && cfg.Dataplane != "iptables" {
-		return fmt.Errorf("--dataplane %q: allowed are ebpf, iptables", cfg.Dataplane)
+	if err := dataplane.CheckMode(cfg.Dataplane); err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	switch {
 	case c.Bool("no-images") && c.String("images") != "":

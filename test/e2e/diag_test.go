@@ -43,6 +43,7 @@ func (cl *cluster) keepState(t *testing.T, node, pod string) {
 	}
 	for _, c := range []struct{ file, cmd string }{
 		{"iptables-save", "iptables-save -c"},
+		{"nft", "nft list ruleset"},
 		{"conntrack", "conntrack -L"},
 		{"routes", "ip route; ip neigh"},
 		{"metrics", "curl -s --max-time 3 http://127.0.0.1:10249/metrics | grep -v '^#'"},

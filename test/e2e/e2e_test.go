@@ -21,6 +21,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
@@ -187,10 +188,11 @@ func ready(p *corev1.Pod) bool {
 
 // TestCluster runs the suite on one lab in eBPF mode, switches every
 // agent to iptables mode (checking that no eBPF state is left), runs the
-// suite again, and switches back (checking that no chain is left).
+// suite again, then in nftables mode (checking that no chain is left), and
+// switches back (checking that no table is left).
 func TestCluster(t *testing.T) {
 	cl := upLab(t, "ebpf")
-	for _, mode := range []string{"ebpf", "iptables"} {
+	for _, mode := range dataplane.Modes {
 		t.Run(mode, func(t *testing.T) {
 			if cl.lab.Dataplane() != mode {
 				if !t.Run("SwitchDataplane", func(t *testing.T) { testSwitchDataplane(t, cl, mode) }) {

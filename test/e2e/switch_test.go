@@ -19,10 +19,10 @@ import (
 )
 
 // dataplaneState, re-executed inside a node's network namespace, prints
-// what either dataplane mode has installed there: programs attached to the
-// node's cgroup and to its interface, and kube-proxy-style chains. It asks
-// the kernel and iptables directly, not skep, so a leftover that skep
-// forgot to track is seen too.
+// what any dataplane mode has installed there: programs attached to the
+// node's cgroup and to its interface, kube-proxy-style iptables chains and
+// the nftables table. It asks the kernel, iptables and nft directly, not
+// skep, so a leftover that skep forgot to track is seen too.
 func dataplaneState(cgroup, iface string) int {
 	var fields []string
 	count := func(name string, target int, attach ebpf.AttachType) {
@@ -65,6 +65,18 @@ func dataplaneState(cgroup, iface string) int {
 		}
 	}
 	fields = append(fields, fmt.Sprintf("kube-chains=%d", chains))
+	out, err = exec.Command("nft", "list", "tables", "ip").Output()
+	if err != nil {
+		fmt.Printf("nft list tables: %v\n", err)
+		return 1
+	}
+	tables := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == "table ip kube-proxy" {
+			tables++
+		}
+	}
+	fields = append(fields, fmt.Sprintf("kube-table=%d", tables))
 	fmt.Println(strings.Join(fields, " "))
 	return 0
 }
@@ -97,15 +109,18 @@ func (cl *cluster) dataplaneOf(t *testing.T, node string) nodeDataplane {
 	return nodeDataplane{state: strings.TrimSpace(out.String()), pins: statErr == nil}
 }
 
-// ebpfState and iptablesState are what a node has in each mode.
+// What a node has in each mode: ebpfState; noPrograms and iptables chains
+// (how many depends on the Services); noPrograms and nftablesTail.
 const (
-	ebpfState     = "connect4=1 sendmsg4=1 recvmsg4=1 getpeername4=1 tcx-ingress=1 tcx-egress=1 kube-chains=0"
-	iptablesState = "connect4=0 sendmsg4=0 recvmsg4=0 getpeername4=0 tcx-ingress=0 tcx-egress=0"
+	ebpfState    = "connect4=1 sendmsg4=1 recvmsg4=1 getpeername4=1 tcx-ingress=1 tcx-egress=1 kube-chains=0 kube-table=0"
+	noPrograms   = "connect4=0 sendmsg4=0 recvmsg4=0 getpeername4=0 tcx-ingress=0 tcx-egress=0"
+	nftablesTail = " kube-chains=0 kube-table=1"
 )
 
-// testSwitchDataplane restarts every agent with the other --dataplane and
+// testSwitchDataplane restarts every agent with another --dataplane and
 // checks that each node then carries the new mode's state and nothing of
-// the old one: no programs on its cgroup or interface, no pins, no chains.
+// the old one: no programs on its cgroup or interface, no pins, no chains,
+// no table.
 func testSwitchDataplane(t *testing.T, cl *cluster, to string) {
 	from := cl.lab.Dataplane()
 	for _, node := range cl.lab.Nodes() {
@@ -137,9 +152,12 @@ func switched(got nodeDataplane, to string) bool {
 	switch to {
 	case "ebpf":
 		return got.state == ebpfState && got.pins
+	case "nftables":
+		// The table exists once the first sync ran.
+		return got.state == noPrograms+nftablesTail && !got.pins
 	default:
 		// Kube-proxy's chains exist once the first sync ran.
-		return strings.HasPrefix(got.state, iptablesState+" kube-chains=") &&
-			!strings.HasSuffix(got.state, " kube-chains=0") && !got.pins
+		return strings.HasPrefix(got.state, noPrograms+" kube-chains=") &&
+			!strings.Contains(got.state, " kube-chains=0 ") && strings.HasSuffix(got.state, " kube-table=0") && !got.pins
 	}
 }

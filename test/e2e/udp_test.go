@@ -181,11 +181,11 @@ spec:
 		t.Errorf("the client reached the removed pod %s again %v after it had moved to another", victim, last.Sub(moved))
 	}
 	t.Logf("UDP client on %s: its backend %s left the Endpoints; %v later it was answered by another pod (%d datagrams unanswered in between)", node, victim, took.Round(time.Millisecond), lost)
-	// Within a second of the removal; iptables mode, as kube-proxy, writes
-	// rules at most once a second (--iptables-min-sync-period 1s), so a
-	// removal right after another change waits up to a second more.
+	// Within a second of the removal; iptables and nftables modes, as
+	// kube-proxy, write rules at most once a second (--iptables-min-sync-period
+	// 1s), so a removal right after another change waits up to a second more.
 	limit := time.Second
-	if cl.lab.Dataplane() == "iptables" {
+	if mode := cl.lab.Dataplane(); mode == "iptables" || mode == "nftables" {
 		limit += time.Second
 	}
 	if took > limit {

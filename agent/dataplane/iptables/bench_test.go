@@ -70,7 +70,7 @@ func BenchmarkGenerate(b *testing.B) {
 	p.tracker.Update(dataplanetest.Services(10000))
 	snap := p.tracker.Snapshot()
 	for b.Loop() {
-		pl := p.layout.generate(request{services: snap.services, comments: false})
+		pl := p.layout.generate(request{services: snap.Services, comments: false})
 		_ = pl.bytes(nil)
 	}
 }

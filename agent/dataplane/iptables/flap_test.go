@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/internal/netnstest"
 )
 
 // TestEndpointsComingAndGoingNeverHang connects to a Service over and over
@@ -27,7 +28,7 @@ func TestEndpointsComingAndGoingNeverHang(t *testing.T) {
 		cidrs = nil
 	}
 	ns := testNetns(t, "10.244.1.2")
-	serveTCP(t, ns, "10.244.1.2:8080", "backend-a")
+	netnstest.ServeTCP(t, ns, "10.244.1.2:8080", "backend-a")
 	ctx := t.Context()
 	p, err := New(ctx, Config{NodeName: "node-1", ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDRs: cidrs,
 		MinSyncInterval: time.Millisecond, CheckInterval: time.Hour, NetNS: ns})
@@ -55,7 +56,7 @@ func TestEndpointsComingAndGoingNeverHang(t *testing.T) {
 		for clientCtx.Err() == nil {
 			start := time.Now()
 			var err error
-			inNetns(ns, func() error {
+			netnstest.In(ns, func() error {
 				var c net.Conn
 				if c, err = net.DialTimeout("tcp4", "10.96.0.10:80", 2500*time.Millisecond); err == nil {
 					c.Close()

@@ -115,7 +115,7 @@ func TestGoldenFullSync(t *testing.T) {
 	p := goldenProxier()
 	p.tracker.Update(overallServices())
 	snap := p.tracker.Snapshot()
-	pl := p.layout.generate(request{services: snap.services, comments: true})
+	pl := p.layout.generate(request{services: snap.Services, comments: true})
 	diffLines(t, string(pl.bytes(nil)), readGolden(t, "overall.golden"))
 }
 
@@ -128,7 +128,7 @@ func TestGoldenPartialSync(t *testing.T) {
 	// As after a first full sync.
 	p.tracker.Update(services(svc1, svc6))
 	snap := p.tracker.Snapshot()
-	pl := p.layout.generate(request{services: snap.services, comments: true})
+	pl := p.layout.generate(request{services: snap.Services, comments: true})
 	p.programmed = pl.active
 	p.tracker.Applied(snap)
 
@@ -137,8 +137,8 @@ func TestGoldenPartialSync(t *testing.T) {
 	svc1b.Backends = []dataplane.Backend{ready("10.180.0.11", false), ready("10.180.0.10", false)}
 	p.tracker.Update(services(&svc1b, svc6))
 	snap = p.tracker.Snapshot()
-	if len(snap.changes) != 1 {
-		t.Fatalf("changes = %v, want only ns1/svc1", snap.changes)
+	if len(snap.Changes) != 1 {
+		t.Fatalf("changes = %v, want only ns1/svc1", snap.Changes)
 	}
 	data, _, err := p.buildPayload(t.Context(), snap, false, true)
 	if err != nil {
@@ -189,7 +189,7 @@ func TestLargeClusterDropsComments(t *testing.T) {
 	p := goldenProxier()
 	p.tracker.Update(services(&dataplane.Service{Key: key("ns1", "svc1"), ClusterIP: addr("172.30.0.41"), Port: 80,
 		Backends: []dataplane.Backend{ready("10.180.0.1", false)}}))
-	pl := p.layout.generate(request{services: p.tracker.Snapshot().services, comments: false})
+	pl := p.layout.generate(request{services: p.tracker.Snapshot().Services, comments: false})
 	got := string(pl.bytes(nil))
 	for _, want := range []string{
 		"-A KUBE-SEP-SXIVWICOYRO3J4NJ -s 10.180.0.1 -j KUBE-MARK-MASQ\n",

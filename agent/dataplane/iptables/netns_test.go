@@ -1,179 +1,39 @@
 package iptables
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/internal/netnstest"
 )
 
-// testNetns makes a network namespace with its own iptables tables:
-// lo up, a "node" link 198.18.0.2/24 that the service range routes
-// through, and a "pods" link holding the backend addresses. (The links are
-// veth pairs with both ends inside: this kernel has no dummy module.)
+// testNetns makes a namespace with its own iptables tables (see netnstest.New).
 func testNetns(t testing.TB, backends ...string) string {
 	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "skep-ipt-" + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	in := func(args ...string) { run(t, append([]string{"ip", "netns", "exec", name}, args...)...) }
-	in("ip", "link", "set", "lo", "up")
-	in("ip", "link", "add", "node0", "type", "veth", "peer", "name", "node1")
-	in("ip", "addr", "add", "198.18.0.2/24", "dev", "node0")
-	in("ip", "link", "set", "node0", "up")
-	in("ip", "link", "set", "node1", "up")
-	in("ip", "route", "add", "10.96.0.0/12", "dev", "node0")
-	in("ip", "link", "add", "pods0", "type", "veth", "peer", "name", "pods1")
-	in("ip", "link", "set", "pods0", "up")
-	in("ip", "link", "set", "pods1", "up")
-	for _, ip := range backends {
-		in("ip", "addr", "add", ip+"/32", "dev", "pods0")
-	}
-	return "/run/netns/" + name
-}
-
-func run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// inNetns runs fn on a thread moved into the namespace at path; sockets
-// made there stay in that namespace afterwards.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread() // else the thread ends with the goroutine
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
-// serveTCP answers every connection on addr with name.
-func serveTCP(t *testing.T, ns, addr, name string) {
-	t.Helper()
-	var ln net.Listener
-	if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(name))
-			c.Close()
-		}
-	}()
-}
-
-// serveUDP answers every datagram on addr with name.
-func serveUDP(t *testing.T, ns, addr, name string) {
-	t.Helper()
-	var pc net.PacketConn
-	if err := inNetns(ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			_, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo([]byte(name), from)
-		}
-	}()
-}
-
-// fetch connects to addr from inside the namespace and reads the answer.
-func fetch(ns, addr string) (string, error) {
-	var conn net.Conn
-	err := inNetns(ns, func() (err error) { conn, err = net.DialTimeout("tcp4", addr, 2*time.Second); return err })
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	b, err := io.ReadAll(conn)
-	return string(b), err
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return netnstest.New(t, "skep-ipt", backends...)
 }
 
 func saveIn(t testing.TB, ns string) string {
 	t.Helper()
-	return run(t, "nsenter", "--net="+ns, "--", "iptables-save")
+	return netnstest.Run(t, "nsenter", "--net="+ns, "--", "iptables-save")
 }
 
 // TestRealIptables programs a namespace's tables with the real
 // iptables-restore and sends real connections through the rules.
 func TestRealIptables(t *testing.T) {
 	ns := testNetns(t, "10.244.1.2", "10.244.1.3")
-	serveTCP(t, ns, "10.244.1.2:8080", "backend-a")
-	serveTCP(t, ns, "10.244.1.3:8080", "backend-b")
-	serveUDP(t, ns, "10.244.1.2:5353", "udp-a")
-	serveUDP(t, ns, "10.244.1.3:5353", "udp-b")
+	netnstest.ServeTCP(t, ns, "10.244.1.2:8080", "backend-a")
+	netnstest.ServeTCP(t, ns, "10.244.1.3:8080", "backend-b")
+	netnstest.ServeUDP(t, ns, "10.244.1.2:5353", "udp-a")
+	netnstest.ServeUDP(t, ns, "10.244.1.3:5353", "udp-b")
 
 	ctx := t.Context()
 	p, err := New(ctx, Config{
@@ -220,13 +80,13 @@ func TestRealIptables(t *testing.T) {
 	}
 
 	t.Run("ClusterIP", func(t *testing.T) {
-		got, err := fetch(ns, "10.96.0.10:80")
+		got, err := netnstest.Fetch(ns, "10.96.0.10:80")
 		if err != nil || got != "backend-a" {
 			t.Fatalf("connect to ClusterIP 10.96.0.10:80 = %q, %v; want backend-a", got, err)
 		}
 	})
 	t.Run("NodePort", func(t *testing.T) {
-		got, err := fetch(ns, "198.18.0.2:30080")
+		got, err := netnstest.Fetch(ns, "198.18.0.2:30080")
 		if err != nil || got != "backend-a" {
 			t.Fatalf("connect to node port 198.18.0.2:30080 = %q, %v; want backend-a", got, err)
 		}
@@ -234,7 +94,7 @@ func TestRealIptables(t *testing.T) {
 	t.Run("NoEndpointsRejects", func(t *testing.T) {
 		for _, target := range []string{"10.96.0.11:80", "198.18.0.2:30081"} {
 			start := time.Now()
-			_, err := fetch(ns, target)
+			_, err := netnstest.Fetch(ns, target)
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("connect to %s: %v, want connection refused", target, err)
 			}
@@ -282,7 +142,7 @@ func TestRealIptables(t *testing.T) {
 		if err := p.Sync(ctx, services(&web2, empty, dns)); err != nil {
 			t.Fatal(err)
 		}
-		got, err := fetch(ns, "10.96.0.10:80")
+		got, err := netnstest.Fetch(ns, "10.96.0.10:80")
 		if err != nil || got != "backend-b" {
 			t.Fatalf("after moving web to b, ClusterIP answers %q, %v; want backend-b", got, err)
 		}
@@ -294,7 +154,7 @@ func TestRealIptables(t *testing.T) {
 	})
 	t.Run("UDPConntrackCleared", func(t *testing.T) {
 		var conn net.Conn
-		if err := inNetns(ns, func() (err error) { conn, err = net.Dial("udp4", "10.96.0.12:53"); return err }); err != nil {
+		if err := netnstest.In(ns, func() (err error) { conn, err = net.Dial("udp4", "10.96.0.12:53"); return err }); err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
@@ -321,14 +181,16 @@ func TestRealIptables(t *testing.T) {
 		}
 	})
 	t.Run("RepairsFlushedRules", func(t *testing.T) {
-		in := func(args ...string) { run(t, append([]string{"nsenter", "--net=" + ns, "--", "iptables"}, args...)...) }
+		in := func(args ...string) {
+			netnstest.Run(t, append([]string{"nsenter", "--net=" + ns, "--", "iptables"}, args...)...)
+		}
 		in("-t", "nat", "-D", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES")
 		in("-t", "mangle", "-X", "KUBE-PROXY-CANARY")
-		if _, err := fetch(ns, "10.96.0.10:80"); err == nil {
+		if _, err := netnstest.Fetch(ns, "10.96.0.10:80"); err == nil {
 			t.Fatal("ClusterIP still answers with the OUTPUT jump deleted")
 		}
-		eventually(t, "ClusterIP answers again after the canary check", func() error {
-			got, err := fetch(ns, "10.96.0.10:80")
+		netnstest.Eventually(t, "ClusterIP answers again after the canary check", func() error {
+			got, err := netnstest.Fetch(ns, "10.96.0.10:80")
 			if err == nil && got != "backend-b" {
 				err = fmt.Errorf("answered %q", got)
 			}
@@ -337,7 +199,7 @@ func TestRealIptables(t *testing.T) {
 	})
 	t.Run("Cleanup", func(t *testing.T) {
 		// Someone else's rule in the same tables must survive.
-		run(t, "nsenter", "--net="+ns, "--", "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.244.0.0/16", "-j", "RETURN")
+		netnstest.Run(t, "nsenter", "--net="+ns, "--", "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.244.0.0/16", "-j", "RETURN")
 		if err := p.Cleanup(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -373,14 +235,14 @@ func TestCleanupWithoutProxier(t *testing.T) {
 	if saved := saveIn(t, ns); !strings.Contains(saved, "SKEPT-SVL-") {
 		t.Fatalf("rules gone after Close:\n%s", saved)
 	}
-	if err := inNetns(ns, func() error { return Cleanup(ctx, "SKEPT") }); err != nil {
+	if err := netnstest.In(ns, func() error { return Cleanup(ctx, "SKEPT") }); err != nil {
 		t.Fatal(err)
 	}
 	if saved := saveIn(t, ns); strings.Contains(saved, "SKEPT") {
 		t.Errorf("after Cleanup, iptables-save still has SKEPT chains or jumps:\n%s", saved)
 	}
 	// Cleanup of nothing is not an error.
-	if err := inNetns(ns, func() error { return Cleanup(ctx, "SKEPT") }); err != nil {
+	if err := netnstest.In(ns, func() error { return Cleanup(ctx, "SKEPT") }); err != nil {
 		t.Errorf("second Cleanup: %v", err)
 	}
 }

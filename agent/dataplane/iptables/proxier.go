@@ -15,15 +15,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/internal/changes"
 )
 
 // Config configures a Proxier.
@@ -69,7 +67,7 @@ type Proxier struct {
 	log     *slog.Logger
 	ipt     runner
 	layout  layout
-	tracker *changeTracker
+	tracker *changes.Tracker
 	nl      *netlink.Handle
 
 	// mu is held through a sync; it guards the fields below.
@@ -83,11 +81,7 @@ type Proxier struct {
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop has returned
 
-	// Sync waits for the sync that carries its generation.
-	resMu   sync.Mutex
-	doneGen uint64
-	lastErr error
-	resCh   chan struct{} // closed and replaced after each sync
+	waiters *changes.Waiters // Sync waits for the sync that carries its generation
 
 	initOnce sync.Once
 	inited   chan struct{} // closed by the first Sync: nothing is written before a full list
@@ -137,14 +131,14 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	if _, err := ipt.run(ctx, nil, "iptables-restore", "--version"); err != nil {
 		return nil, fmt.Errorf("find iptables-restore: %w", err)
 	}
-	nl, err := netlinkHandle(cfg.NetNS)
+	nl, err := changes.NetlinkHandle(cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
 
 	p := newProxier(cfg, ipt)
 	p.nl = nl
-	p.layout.dropInvalid = !conntrackLiberal(ctx, ipt)
+	p.layout.dropInvalid = !changes.ConntrackLiberal(ctx, cfg.NetNS)
 
 	loopCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
@@ -175,50 +169,14 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 			randomFully: true,
 			dropInvalid: true,
 		},
-		tracker:      newChangeTracker(),
+		tracker:      changes.NewTracker(),
 		needFullSync: true,
 		programmed:   map[string]struct{}{},
 		kick:         make(chan struct{}, 1),
 		stopped:      make(chan struct{}),
-		resCh:        make(chan struct{}),
+		waiters:      changes.NewWaiters(),
 		inited:       make(chan struct{}),
 	}
-}
-
-// netlinkHandle opens netlink in the namespace at path, or in our own.
-func netlinkHandle(path string) (*netlink.Handle, error) {
-	if path == "" {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
-		}
-		return h, nil
-	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink in %s: %w", path, err)
-	}
-	return h, nil
-}
-
-// conntrackLiberal reads nf_conntrack_tcp_be_liberal in the target
-// namespace: when set, out-of-window packets are not INVALID and kube-proxy
-// installs no DROP for them.
-func conntrackLiberal(ctx context.Context, ipt runner) bool {
-	const path = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
-	var out []byte
-	var err error
-	if ipt.netns == "" {
-		out, err = os.ReadFile(path)
-	} else {
-		out, err = ipt.run(ctx, nil, "cat", path)
-	}
-	return err == nil && strings.TrimSpace(string(out)) != "0"
 }
 
 // Sync records the desired state and returns once a write carrying it has
@@ -231,35 +189,7 @@ func (p *Proxier) Sync(ctx context.Context, services map[dataplane.ServiceKey]*d
 	case p.kick <- struct{}{}:
 	default: // a sync is already asked for; it will take this state
 	}
-	for {
-		p.resMu.Lock()
-		if p.doneGen >= gen {
-			err := p.lastErr
-			p.resMu.Unlock()
-			return err
-		}
-		ch := p.resCh
-		p.resMu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.stopped:
-			return ErrClosed
-		}
-	}
-}
-
-// publish tells waiting Syncs that generations up to gen are done.
-func (p *Proxier) publish(gen uint64, err error) {
-	p.resMu.Lock()
-	defer p.resMu.Unlock()
-	if gen > p.doneGen {
-		p.doneGen = gen
-	}
-	p.lastErr = err
-	close(p.resCh)
-	p.resCh = make(chan struct{})
+	return p.waiters.Wait(ctx, gen, p.stopped, ErrClosed)
 }
 
 // loop runs syncs when asked, no closer together than MinSyncInterval, a
@@ -334,12 +264,12 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 	start := time.Now()
 	snap := p.tracker.Snapshot()
 	full := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
-	comments := countEndpoints(snap.services) <= largeClusterEndpointsThreshold
+	comments := countEndpoints(snap.Services) <= largeClusterEndpointsThreshold
 	if comments != p.commented {
 		full = true // keep every chain in one style
 	}
-	if !full && len(snap.changes) == 0 {
-		p.publish(snap.gen, nil)
+	if !full && len(snap.Changes) == 0 {
+		p.waiters.Publish(snap.Gen, nil)
 		return nil
 	}
 
@@ -355,7 +285,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		// can say what they hold afterwards.
 		p.needFullSync = true
 		err = fmt.Errorf("write rules: %w", err)
-		p.publish(snap.gen, err)
+		p.waiters.Publish(snap.Gen, err)
 		return err
 	}
 
@@ -366,24 +296,26 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		p.lastFullSync = time.Now()
 	}
 	p.tracker.Applied(snap)
-	p.log.Info("synced iptables rules", "full", full, "services", len(snap.services),
-		"changed", len(snap.changes), "bytes", len(data), "elapsed", time.Since(start))
+	p.log.Info("synced iptables rules", "full", full, "services", len(snap.Services),
+		"changed", len(snap.Changes), "bytes", len(data), "elapsed", time.Since(start))
 
 	// After the rules, so that new flows can no longer pick the removed
 	// endpoints when their old entries go; before Sync returns, so that
 	// its caller sees the change whole.
-	if err := p.clearStaleConntrack(snap.changes); err != nil {
+	if n, err := changes.ClearStaleConntrack(p.nl, snap.Changes); err != nil {
 		p.log.Warn("clear stale UDP conntrack entries", "err", err)
+	} else if n > 0 {
+		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
 	}
-	p.publish(snap.gen, nil)
+	p.waiters.Publish(snap.Gen, nil)
 	return nil
 }
 
 // buildPayload generates the payload of one sync and the per-service chains
 // it leaves. A full sync rewrites every service's chains and also deletes
 // per-service chains of our prefix that an earlier run left behind.
-func (p *Proxier) buildPayload(ctx context.Context, snap snapshot, full, comments bool) ([]byte, map[string]struct{}, error) {
-	req := request{services: snap.services, comments: comments}
+func (p *Proxier) buildPayload(ctx context.Context, snap changes.Snapshot, full, comments bool) ([]byte, map[string]struct{}, error) {
+	req := request{services: snap.Services, comments: comments}
 	existing := p.programmed
 	if full {
 		existing = make(map[string]struct{}, len(p.programmed))
@@ -400,8 +332,8 @@ func (p *Proxier) buildPayload(ctx context.Context, snap snapshot, full, comment
 			}
 		}
 	} else {
-		req.rewrite = make(map[dataplane.ServiceKey]bool, len(snap.changes))
-		for k := range snap.changes {
+		req.rewrite = make(map[dataplane.ServiceKey]bool, len(snap.Changes))
+		for k := range snap.Changes {
 			req.rewrite[k] = true
 		}
 	}

@@ -1,10 +1,29 @@
-package iptables
+package changes
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/skep-io/skep/agent/dataplane"
 )
+
+func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func key(ns, name string) dataplane.ServiceKey {
+	return dataplane.ServiceKey{Namespace: ns, Name: name, Port: "p80", Protocol: dataplane.TCP}
+}
+
+func ready(ip string, local bool) dataplane.Backend {
+	return dataplane.Backend{Addr: addr(ip), Port: 80, Ready: true, Local: local}
+}
+
+func services(list ...*dataplane.Service) map[dataplane.ServiceKey]*dataplane.Service {
+	m := map[dataplane.ServiceKey]*dataplane.Service{}
+	for _, s := range list {
+		m[s.Key] = s
+	}
+	return m
+}
 
 func TestChangeTracker(t *testing.T) {
 	a := &dataplane.Service{Key: key("ns1", "a"), ClusterIP: addr("10.96.0.1"), Port: 80,
@@ -16,23 +35,23 @@ func TestChangeTracker(t *testing.T) {
 	aChanged.Backends = []dataplane.Backend{ready("10.244.0.3", false)}
 	b := &dataplane.Service{Key: key("ns1", "b"), ClusterIP: addr("10.96.0.2"), Port: 80}
 
-	tr := newChangeTracker()
+	tr := NewTracker()
 	tr.Update(services(a, b))
 	snap := tr.Snapshot()
-	if len(snap.changes) != 2 {
-		t.Fatalf("first update: %d changes, want 2", len(snap.changes))
+	if len(snap.Changes) != 2 {
+		t.Fatalf("first update: %d changes, want 2", len(snap.Changes))
 	}
 	tr.Applied(snap)
 
 	tr.Update(services(&aReordered, b))
-	if n := len(tr.Snapshot().changes); n != 0 {
+	if n := len(tr.Snapshot().Changes); n != 0 {
 		t.Errorf("reordered backends: %d changes, want 0", n)
 	}
 
 	// A change undone before the sync cancels out.
 	tr.Update(services(&aChanged, b))
 	tr.Update(services(a, b))
-	if n := len(tr.Snapshot().changes); n != 0 {
+	if n := len(tr.Snapshot().Changes); n != 0 {
 		t.Errorf("change and undo: %d changes, want 0", n)
 	}
 
@@ -41,16 +60,16 @@ func TestChangeTracker(t *testing.T) {
 	snap = tr.Snapshot()
 	tr.Update(services(a, b)) // back, while the write of aChanged runs
 	tr.Applied(snap)
-	c, ok := tr.Snapshot().changes[a.Key]
-	if !ok || c.current == nil || len(c.current.Backends) != 2 || c.previous == nil || len(c.previous.Backends) != 1 {
+	c, ok := tr.Snapshot().Changes[a.Key]
+	if !ok || c.Current == nil || len(c.Current.Backends) != 2 || c.Previous == nil || len(c.Previous.Backends) != 1 {
 		t.Errorf("change during a sync: pending = %+v, want aChanged -> a", c)
 	}
 	tr.Applied(tr.Snapshot())
 
 	// Removal.
 	tr.Update(services(a))
-	c, ok = tr.Snapshot().changes[b.Key]
-	if !ok || c.previous == nil || c.current != nil {
+	c, ok = tr.Snapshot().Changes[b.Key]
+	if !ok || c.Previous == nil || c.Current != nil {
 		t.Errorf("removal of b: pending = %+v, want b -> nil", c)
 	}
 }
@@ -64,7 +83,7 @@ func TestStaleUDPFlows(t *testing.T) {
 		Backends: []dataplane.Backend{be("10.244.0.1"), be("10.244.0.2")}}
 	cur := *prev
 	cur.Backends = []dataplane.Backend{be("10.244.0.2")}
-	got := staleUDPFlows(map[dataplane.ServiceKey]change{udpKey: {previous: prev, current: &cur}})
+	got := StaleUDPFlows(map[dataplane.ServiceKey]Change{udpKey: {Previous: prev, Current: &cur}})
 	want := []udpFlow{
 		{dst: addr("10.96.0.10"), dstPort: 53, replySrc: addr("10.244.0.1"), replySrcPort: 53},
 		{dstPort: 30053, replySrc: addr("10.244.0.1"), replySrcPort: 53},
@@ -81,7 +100,7 @@ func TestStaleUDPFlows(t *testing.T) {
 	// First endpoint: flows that were never DNATed go.
 	none := *prev
 	none.Backends = nil
-	got = staleUDPFlows(map[dataplane.ServiceKey]change{udpKey: {previous: &none, current: prev}})
+	got = StaleUDPFlows(map[dataplane.ServiceKey]Change{udpKey: {Previous: &none, Current: prev}})
 	if len(got) != 2 || !got[0].(udpFlow).notNATed {
 		t.Errorf("first endpoint: filters = %+v, want two not-NATed ones", got)
 	}
@@ -89,7 +108,7 @@ func TestStaleUDPFlows(t *testing.T) {
 	// TCP is left alone.
 	tcpKey := udpKey
 	tcpKey.Protocol = dataplane.TCP
-	if got := staleUDPFlows(map[dataplane.ServiceKey]change{tcpKey: {previous: prev, current: nil}}); len(got) != 0 {
+	if got := StaleUDPFlows(map[dataplane.ServiceKey]Change{tcpKey: {Previous: prev, Current: nil}}); len(got) != 0 {
 		t.Errorf("TCP change: filters = %+v, want none", got)
 	}
 }

@@ -1,11 +1,16 @@
-package iptables
+package changes
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/skep-io/skep/agent/dataplane"
 )
@@ -44,7 +49,7 @@ func (f udpFlow) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	return true
 }
 
-// staleUDPFlows lists the conntrack entries a set of changes leaves stale.
+// StaleUDPFlows lists the conntrack entries a set of changes leaves stale.
 // UDP has no connection to end, so without this a client that keeps its
 // source port keeps being sent to a removed endpoint for as long as it
 // talks (kubernetes#19029). As kube-proxy:
@@ -52,19 +57,19 @@ func (f udpFlow) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 //     addresses or its node port go;
 //   - when a service gets its first endpoint, flows to its addresses that
 //     were never DNATed (sent while it had none) go.
-func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConntrackFilter {
+func StaleUDPFlows(changes map[dataplane.ServiceKey]Change) []netlink.CustomConntrackFilter {
 	var filters []netlink.CustomConntrackFilter
 	for k, c := range changes {
 		if k.Protocol != dataplane.UDP {
 			continue
 		}
 		now := map[netip.AddrPort]bool{}
-		if c.current != nil {
-			for _, b := range c.current.ServingBackends() {
+		if c.Current != nil {
+			for _, b := range c.Current.ServingBackends() {
 				now[netip.AddrPortFrom(b.Addr, b.Port)] = true
 			}
 		}
-		if prev := c.previous; prev != nil {
+		if prev := c.Previous; prev != nil {
 			vips := append([]netip.Addr{prev.ClusterIP}, prev.ExternalIPs...)
 			vips = append(vips, prev.LoadBalancerIPs...)
 			for _, b := range prev.ServingBackends() {
@@ -79,8 +84,8 @@ func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConn
 				}
 			}
 		}
-		hadNone := c.previous == nil || len(c.previous.ServingBackends()) == 0
-		if cur := c.current; cur != nil && hadNone && len(now) > 0 {
+		hadNone := c.Previous == nil || len(c.Previous.ServingBackends()) == 0
+		if cur := c.Current; cur != nil && hadNone && len(now) > 0 {
 			vips := append([]netip.Addr{cur.ClusterIP}, cur.ExternalIPs...)
 			vips = append(vips, cur.LoadBalancerIPs...)
 			for _, vip := range vips {
@@ -94,19 +99,54 @@ func staleUDPFlows(changes map[dataplane.ServiceKey]change) []netlink.CustomConn
 	return filters
 }
 
-// clearStaleConntrack deletes the conntrack entries the changes left stale,
-// in one pass over the table.
-func (p *Proxier) clearStaleConntrack(changes map[dataplane.ServiceKey]change) error {
-	filters := staleUDPFlows(changes)
-	if len(filters) == 0 || p.nl == nil {
-		return nil
+// ConntrackLiberal reads nf_conntrack_tcp_be_liberal in the network
+// namespace at netnsPath ("": the caller's): when set, out-of-window
+// packets are not INVALID and kube-proxy installs no drop for them.
+func ConntrackLiberal(ctx context.Context, netnsPath string) bool {
+	const path = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
+	var out []byte
+	var err error
+	if netnsPath == "" {
+		out, err = os.ReadFile(path)
+	} else {
+		out, err = exec.CommandContext(ctx, "nsenter", "--net="+netnsPath, "--", "cat", path).Output()
 	}
-	n, err := p.nl.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(netlink.FAMILY_V4), filters...)
+	return err == nil && strings.TrimSpace(string(out)) != "0"
+}
+
+// NetlinkHandle opens netlink in the network namespace at path, or in the
+// caller's own when path is "", for ClearStaleConntrack.
+func NetlinkHandle(path string) (*netlink.Handle, error) {
+	if path == "" {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
+		return h, nil
+	}
+	ns, err := netns.GetFromPath(path)
 	if err != nil {
-		return fmt.Errorf("delete conntrack entries: %w", err)
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}
-	if n > 0 {
-		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", path, err)
 	}
-	return nil
+	return h, nil
+}
+
+// ClearStaleConntrack deletes the conntrack entries the changes left
+// stale, in one pass over the table of nl's namespace, and returns how many
+// it deleted.
+func ClearStaleConntrack(nl *netlink.Handle, changes map[dataplane.ServiceKey]Change) (uint, error) {
+	filters := StaleUDPFlows(changes)
+	if len(filters) == 0 || nl == nil {
+		return 0, nil
+	}
+	n, err := nl.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(netlink.FAMILY_V4), filters...)
+	if err != nil {
+		return 0, fmt.Errorf("delete conntrack entries: %w", err)
+	}
+	return n, nil
 }

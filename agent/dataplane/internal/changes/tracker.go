@@ -1,4 +1,7 @@
-package iptables
+// Package changes is what the rule-writing dataplanes (iptables, nftables)
+// share of kube-proxy's bookkeeping: the tracker of service changes between
+// syncs, and the conntrack entries a change leaves stale.
+package changes
 
 import (
 	"cmp"
@@ -9,35 +12,35 @@ import (
 	"github.com/skep-io/skep/agent/dataplane"
 )
 
-// change is one service port's pending change, as kube-proxy's
-// ServiceChangeTracker keeps it: previous is what the tables carry (nil for
-// a new service), current is what they should carry (nil for a removed one).
-type change struct {
-	previous, current *dataplane.Service
+// Change is one service port's pending change, as kube-proxy's
+// ServiceChangeTracker keeps it: Previous is what the kernel carries (nil for
+// a new service), Current is what it should carry (nil for a removed one).
+type Change struct {
+	Previous, Current *dataplane.Service
 }
 
-// changeTracker records what differs between the programmed state and the
+// Tracker records what differs between the programmed state and the
 // latest desired state. A change that is undone before a sync (a backend
 // that flaps back) cancels out and is dropped, so it costs no write.
-type changeTracker struct {
+type Tracker struct {
 	mu      sync.Mutex
 	applied map[dataplane.ServiceKey]*dataplane.Service // what the last successful write carried
 	desired map[dataplane.ServiceKey]*dataplane.Service // the latest full state given to Update
-	pending map[dataplane.ServiceKey]change
+	pending map[dataplane.ServiceKey]Change
 	gen     uint64 // counts Updates; a sync carries every Update up to the gen it took
 }
 
-func newChangeTracker() *changeTracker {
-	return &changeTracker{
+func NewTracker() *Tracker {
+	return &Tracker{
 		applied: map[dataplane.ServiceKey]*dataplane.Service{},
 		desired: map[dataplane.ServiceKey]*dataplane.Service{},
-		pending: map[dataplane.ServiceKey]change{},
+		pending: map[dataplane.ServiceKey]Change{},
 	}
 }
 
 // Update records a complete desired state and returns its generation. The
 // services are copied, so the caller may change them afterwards.
-func (t *changeTracker) Update(services map[dataplane.ServiceKey]*dataplane.Service) uint64 {
+func (t *Tracker) Update(services map[dataplane.ServiceKey]*dataplane.Service) uint64 {
 	desired := make(map[dataplane.ServiceKey]*dataplane.Service, len(services))
 	for k, s := range services {
 		if s == nil || !s.ClusterIP.IsValid() {
@@ -69,44 +72,44 @@ func (t *changeTracker) Update(services map[dataplane.ServiceKey]*dataplane.Serv
 
 // record sets the pending change of k to end at cur, dropping it when cur is
 // what is already programmed. Caller holds mu.
-func (t *changeTracker) record(k dataplane.ServiceKey, cur *dataplane.Service) {
+func (t *Tracker) record(k dataplane.ServiceKey, cur *dataplane.Service) {
 	prev := t.applied[k]
 	if serviceEqual(prev, cur) {
 		delete(t.pending, k)
 		return
 	}
-	t.pending[k] = change{previous: prev, current: cur}
+	t.pending[k] = Change{Previous: prev, Current: cur}
 }
 
-// snapshot is what one sync writes: the whole desired state, the changes
+// Snapshot is what one sync writes: the whole desired state, the changes
 // since the last successful write, and the generation they carry.
-type snapshot struct {
-	services map[dataplane.ServiceKey]*dataplane.Service
-	changes  map[dataplane.ServiceKey]change
-	gen      uint64
+type Snapshot struct {
+	Services map[dataplane.ServiceKey]*dataplane.Service
+	Changes  map[dataplane.ServiceKey]Change
+	Gen      uint64
 }
 
 // Snapshot returns the state a sync should write now.
-func (t *changeTracker) Snapshot() snapshot {
+func (t *Tracker) Snapshot() Snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	changes := make(map[dataplane.ServiceKey]change, len(t.pending))
+	changes := make(map[dataplane.ServiceKey]Change, len(t.pending))
 	for k, c := range t.pending {
 		changes[k] = c
 	}
-	return snapshot{services: t.desired, changes: changes, gen: t.gen}
+	return Snapshot{Services: t.desired, Changes: changes, Gen: t.gen}
 }
 
-// Applied marks a snapshot as written: its changes become the baseline, and
-// what was recorded since the snapshot stays pending against that baseline.
-func (t *changeTracker) Applied(s snapshot) {
+// Applied marks a Snapshot as written: its changes become the baseline, and
+// what was recorded since the Snapshot stays pending against that baseline.
+func (t *Tracker) Applied(s Snapshot) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k, c := range s.changes {
-		if c.current == nil {
+	for k, c := range s.Changes {
+		if c.Current == nil {
 			delete(t.applied, k)
 		} else {
-			t.applied[k] = c.current
+			t.applied[k] = c.Current
 		}
 		t.record(k, t.desired[k])
 	}
