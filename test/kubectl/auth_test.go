@@ -29,6 +29,17 @@ func TestAuth(t *testing.T) {
 		wantFails(t, []string{`error: failed to create deployment: deployments.apps is forbidden: User "system:node:node-1" cannot create resource "deployments" in API group "apps" in the namespace "default"`},
 			"create", "deployment", "x", "-n", "default", "--image=x", "--as=system:node:node-1", "--as-group=system:nodes")
 	})
+	// Without a discovery cache, kubectl first reads discovery as that
+	// user: Kubernetes lets every authenticated user read it
+	// (system:discovery), so kubectl gets to the request and names what
+	// is forbidden.
+	t.Run("discovery as another", func(t *testing.T) {
+		r := run{env: []string{"HOME=" + t.TempDir()}}.kubectl(t, "get", "pods", "-n", "default", "--as=someone")
+		want := `Error from server (Forbidden): pods is forbidden: User "someone" cannot list resource "pods" in API group "" in the namespace "default"`
+		if r.err == nil || !strings.Contains(r.stderr, want) {
+			t.Errorf("kubectl get pods as someone, with no discovery cache: want %q\n%s", want, r)
+		}
+	})
 	t.Run("can-i as another", func(t *testing.T) {
 		r := kubectl(t, "auth", "can-i", "create", "deployments", "--as=system:node:node-1", "--as-group=system:nodes")
 		// "no", then " - " and the authorizer's reason when it gives one.

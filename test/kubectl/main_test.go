@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -41,6 +42,15 @@ var (
 const commandTimeout = 45 * time.Second
 
 func TestMain(m *testing.M) {
+	// The tests wait on kubectl and the server, hardly on the CPU: run
+	// more of them at once than -parallel's default (GOMAXPROCS, 2 on the
+	// development machine), unless the command line says how many.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "8")
+	}
 	os.Exit(runMain(m))
 }
 
