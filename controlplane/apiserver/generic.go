@@ -136,6 +136,10 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		if hasScale(r) {
 			m[r.Name+"/scale"] = &scaleREST{main: rr}
 		}
+		if r.Kind == "Pod" {
+			m["pods/binding"] = &bindingREST{pods: rr}
+			m["pods/eviction"] = &evictionREST{pods: rr}
+		}
 	}
 	for group, storage := range map[string]map[string]rest.Storage{
 		authorizationv1.GroupName:  {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()}},
