@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 
 BENCHES := sync propagation pods dataplane nodeport
 
-.PHONY: deps build generate openapi test fuzz demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
+.PHONY: deps build generate openapi helm test fuzz demo demo-down bench bench-build images clean $(BENCHES:%=bench-%)
 
 deps: ## install missing Debian packages, mount bpffs (idempotent)
 	@test/lab/install-deps.sh
@@ -31,10 +31,30 @@ generate: ## rebuild the committed bpf2go output from bpf/*.c (needs clang)
 openapi: ## rebuild the committed OpenAPI schemas of the served k8s.io/api types (after bumping k8s.io/api)
 	$(GO) generate ./controlplane/kubeapi/openapi
 
+# Helm v3 and v4 for test/helm, built from the Go module proxy (newest
+# releases it served when this was written). Each version installs into a
+# directory of its own, since both binaries are named helm, so bumping a
+# version builds the new one and an unchanged one is not rebuilt.
+HELM3_VERSION := v3.22.0
+HELM4_VERSION := v4.3.2
+helm: _out/bin/helm3 _out/bin/helm4 ## Helm v3 and v4 as _out/bin/helm3, _out/bin/helm4 (for test/helm)
+
+# -X: the release's full version for `helm version` (go install leaves
+# Helm's major.minor default).
+_out/helm/%/helm:
+	GOBIN=$(CURDIR)/$(@D) $(GO) install \
+		-ldflags "-X helm.sh/helm/$(firstword $(subst ., ,$*))/internal/version.version=$*" \
+		helm.sh/helm/$(firstword $(subst ., ,$*))/cmd/helm@$*
+
+_out/bin/helm3: _out/helm/$(HELM3_VERSION)/helm
+	@mkdir -p $(@D) && ln -sf $(CURDIR)/$< $@
+_out/bin/helm4: _out/helm/$(HELM4_VERSION)/helm
+	@mkdir -p $(@D) && ln -sf $(CURDIR)/$< $@
+
 images: build ## the test images as OCI tarballs under _out/images
 	$(GO) run ./test/images/build -out $(CURDIR)/_out/images
 
-test: deps build ## every test: unit, BPF, containerd, end to end
+test: deps build helm ## every test: unit, BPF, containerd, end to end
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(MAKE) fuzz

@@ -12,7 +12,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 )
 
 // TestKillingEvents checks that stopping a deleted pod records, as the

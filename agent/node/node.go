@@ -23,7 +23,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 )
 
 // Config is what `skep agent` runs with.

@@ -22,7 +22,7 @@ import (
 	"github.com/skep-io/skep/agent/runtime"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 )
 
 // cgroupParent is the cgroup path of the node's pods: below the cgroup

@@ -23,7 +23,7 @@ import (
 	"github.com/skep-io/skep/agent/dataplane/nftables"
 
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 )
 
 // Run runs the agent until ctx ends. The dataplane's programs and rules,

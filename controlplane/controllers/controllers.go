@@ -19,6 +19,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
 	"github.com/skep-io/skep/controlplane/controllers/endpointslice"
@@ -28,7 +29,6 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/nodeipam"
 	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
 	"github.com/skep-io/skep/controlplane/controllers/replicaset"
-	"github.com/skep-io/skep/controlplane/events"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/scheduler"
 )

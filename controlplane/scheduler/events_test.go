@@ -11,7 +11,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 )
 
 // TestSchedulerRecordsEvents checks the Events `kubectl describe pod`

@@ -20,8 +20,8 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
-	"github.com/skep-io/skep/controlplane/events"
 )
 
 // Options tune a Scheduler; the zero value is fine.

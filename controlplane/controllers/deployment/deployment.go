@@ -25,10 +25,10 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/controllers/queue"
-	"github.com/skep-io/skep/controlplane/events"
 )
 
 // Condition reasons, as Kubernetes spells them.

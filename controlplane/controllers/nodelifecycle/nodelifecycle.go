@@ -21,7 +21,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/events"
+	"github.com/skep-io/skep/controlplane/client/events"
 )
 
 // LeaseNamespace holds the nodes' heartbeat Leases, one per node, named
