@@ -173,6 +173,7 @@ func (k *Cluster) syncPods(ctx context.Context) {
 			k.mu.Unlock()
 			p.Status.Phase, p.Status.PodIP = corev1.PodRunning, ip
 			p.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+			setContainerStatuses(p, false)
 			setPodCondition(p, corev1.PodReady, corev1.ConditionFalse)
 			_, _ = k.c.UpdateStatus(ctx, podsR, p)
 		case !podstate.Ready(p):
@@ -183,6 +184,7 @@ func (k *Cluster) syncPods(ctx context.Context) {
 			if ok && time.Since(since) < delay {
 				continue
 			}
+			setContainerStatuses(p, true)
 			setPodCondition(p, corev1.PodReady, corev1.ConditionTrue)
 			setPodCondition(p, corev1.ContainersReady, corev1.ConditionTrue)
 			_, _ = k.c.UpdateStatus(ctx, podsR, p)
@@ -200,4 +202,22 @@ func setPodCondition(p *corev1.Pod, typ corev1.PodConditionType, st corev1.Condi
 		}
 	}
 	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: typ, Status: st, LastTransitionTime: metav1.Now()})
+}
+
+// setContainerStatuses reports every container running, and ready or not,
+// as a kubelet does: clients count them (kubectl's READY column is the
+// ready containers over all of them).
+func setContainerStatuses(p *corev1.Pod, ready bool) {
+	started := metav1.Now()
+	if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil {
+		started = p.Status.ContainerStatuses[0].State.Running.StartedAt
+	}
+	yes := true
+	p.Status.ContainerStatuses = nil
+	for _, c := range p.Spec.Containers {
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image, Ready: ready, Started: &yes,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}},
+		})
+	}
 }

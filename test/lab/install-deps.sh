@@ -40,6 +40,11 @@ if [ "$role" = dev ]; then
     [iperf3]=iperf3
     [busybox]=busybox-static
     [vagrant]=vagrant # vagrant validate, in make test
+    # test/kubectl runs kubectl 1.32 against skep server. Bookworm's own
+    # kubernetes-client is 1.20, too old for the API: this is the package
+    # named kubectl of the Kubernetes (pkgs.k8s.io) or Google Cloud apt
+    # repository.
+    [kubectl]=kubectl
   )
 fi
 missing=()
