@@ -14,6 +14,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -141,7 +142,12 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 			m["pods/eviction"] = &evictionREST{pods: rr}
 		}
 	}
+	eventsV1, err := eventsV1Storage(infos[""].VersionedResourcesStorageMap["v1"]["events"])
+	if err != nil {
+		return err
+	}
 	for group, storage := range map[string]map[string]rest.Storage{
+		eventsv1.GroupName:         eventsV1,
 		authorizationv1.GroupName:  {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()}},
 		authenticationv1.GroupName: {"selfsubjectreviews": &selfSubjectReviews{}},
 	} {
