@@ -179,15 +179,16 @@ func (e *eventsV1REST) List(ctx context.Context, options *metainternalversion.Li
 
 // Watch converts every event's object; bookmarks carry an Event too (only
 // its resourceVersion and annotations set), and errors a Status, which
-// passes unchanged.
+// passes unchanged. The watch cache sends its objects wrapped
+// (toEventV1).
 func (e *eventsV1REST) Watch(ctx context.Context, options *metainternalversion.ListOptions) (watch.Interface, error) {
 	w, err := e.core.Watch(ctx, options)
 	if err != nil {
 		return nil, err
 	}
 	return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
-		if core, ok := ev.Object.(*corev1.Event); ok {
-			ev.Object = eventV1FromCore(core)
+		if v1, err := toEventV1(ev.Object); err == nil {
+			ev.Object = v1
 		}
 		return ev, true
 	}), nil
@@ -314,7 +315,12 @@ func validateUpdateAsV1(validate rest.ValidateObjectUpdateFunc) rest.ValidateObj
 	}
 }
 
+// toEventV1 converts a core Event, which the watch cache may hand out
+// wrapped to cache its encodings.
 func toEventV1(obj runtime.Object) (*eventsv1.Event, error) {
+	if c, ok := obj.(runtime.CacheableObject); ok {
+		obj = c.GetObject()
+	}
 	core, ok := obj.(*corev1.Event)
 	if !ok {
 		return nil, fmt.Errorf("events.k8s.io/v1 view: want a core/v1 Event, got %T", obj)
