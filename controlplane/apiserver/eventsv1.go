@@ -14,8 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 
 	"github.com/skep-io/skep/controlplane/api"
 )
@@ -340,13 +342,18 @@ func toEventV1List(obj runtime.Object) (*eventsv1.EventList, error) {
 	return out, nil
 }
 
-// eventsV1Storage is the events.k8s.io/v1 group's storage, over the core
-// events resource installed for the legacy group.
-func eventsV1Storage(core rest.Storage) (map[string]rest.Storage, error) {
-	rr, _ := core.(*resourceREST)
-	v1, err := newEventsV1REST(rr)
+// eventsV1Group is the events.k8s.io group, served at v1 over the core
+// events resource installed in the legacy group.
+func eventsV1Group(legacy *genericapiserver.APIGroupInfo, scheme *runtime.Scheme, codecs serializer.CodecFactory) (*genericapiserver.APIGroupInfo, error) {
+	var core *resourceREST
+	if legacy != nil {
+		core, _ = legacy.VersionedResourcesStorageMap["v1"]["events"].(*resourceREST)
+	}
+	v1, err := newEventsV1REST(core)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]rest.Storage{"events": v1}, nil
+	info := genericapiserver.NewDefaultAPIGroupInfo(eventsv1.GroupName, scheme, runtime.NewParameterCodec(scheme), codecs)
+	info.VersionedResourcesStorageMap[eventsv1.SchemeGroupVersion.Version] = map[string]rest.Storage{"events": v1}
+	return &info, nil
 }

@@ -142,12 +142,7 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 			m["pods/eviction"] = &evictionREST{pods: rr}
 		}
 	}
-	eventsV1, err := eventsV1Storage(infos[""].VersionedResourcesStorageMap["v1"]["events"])
-	if err != nil {
-		return err
-	}
 	for group, storage := range map[string]map[string]rest.Storage{
-		eventsv1.GroupName:         eventsV1,
 		authorizationv1.GroupName:  {"selfsubjectaccessreviews": &selfSubjectAccessReviews{authz: requestAuthorizer()}},
 		authenticationv1.GroupName: {"selfsubjectreviews": &selfSubjectReviews{}},
 	} {
@@ -156,6 +151,11 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		infos[group] = &i
 		order = append(order, group)
 	}
+	eventsV1, err := eventsV1Group(infos[""], scheme, codecs)
+	if err != nil {
+		return err
+	}
+	infos[eventsv1.GroupName], order = eventsV1, append(order, eventsv1.GroupName)
 	for _, g := range order {
 		var err error
 		if g == "" {
