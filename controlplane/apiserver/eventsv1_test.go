@@ -325,4 +325,13 @@ func TestNodeWritesEventsV1(t *testing.T) {
 	if code, out, _ := c.do(http.MethodGet, coreEvents+"/web-1.aaa", s.AdminToken, "", nil); code != http.StatusOK {
 		t.Errorf("the Event after the node's refused delete: %d %s; want it still there", code, out)
 	}
+	// kubectl auth can-i gets the same answers.
+	for verb, want := range map[string]bool{"create": true, "patch": true, "update": true, "get": false, "list": false, "delete": false} {
+		review := `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"` + verb +
+			`","group":"events.k8s.io","resource":"events","namespace":"default"}}}`
+		code, out, _ := c.do(http.MethodPost, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", node, "application/json", strings.NewReader(review))
+		if code != http.StatusCreated || strings.Contains(out, `"allowed":true`) != want {
+			t.Errorf("can node-a %s events.events.k8s.io: %d %s; want allowed %v", verb, code, out, want)
+		}
+	}
 }
