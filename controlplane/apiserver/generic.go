@@ -14,6 +14,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -151,6 +152,11 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		infos[group] = &i
 		order = append(order, group)
 	}
+	eventsV1, err := eventsV1Group(infos[""], scheme, codecs)
+	if err != nil {
+		return err
+	}
+	infos[eventsv1.GroupName], order = eventsV1, append(order, eventsv1.GroupName)
 	for _, g := range order {
 		var err error
 		if g == "" {

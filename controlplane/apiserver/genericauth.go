@@ -159,6 +159,9 @@ func selfReview(a authorizer.Attributes) bool {
 func requestOf(a authorizer.Attributes) (request, bool) {
 	r, ok := api.ForPath(a.GetAPIGroup(), a.GetAPIVersion(), a.GetResource())
 	if !ok {
+		r, ok = eventsV1Resource(a.GetAPIGroup(), a.GetAPIVersion(), a.GetResource())
+	}
+	if !ok {
 		return request{}, false
 	}
 	req := request{verb: a.GetVerb(), resource: r, namespace: a.GetNamespace(), name: a.GetName(), beforeBody: true}
