@@ -1,6 +1,7 @@
 package apiserver_test
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -82,20 +83,27 @@ func TestAmplificationRefused(t *testing.T) {
 	s := apiservertest.StartServer(t)
 	c := newRawClient(t, s)
 	bomb := aliasBomb(300)
+	cms := "/api/v1/namespaces/default/configmaps"
 	cases := []struct {
-		name, token, path string
-		code              int
-		mentions          string
+		name, token, method, path, contentType string
+		code                                   int
+		mentions                               string
 	}{
-		{"join token", s.JoinToken, "/api/v1/namespaces/default/configmaps", 403, "node-join may not create configmaps"},
-		{"admin", s.AdminToken, "/api/v1/namespaces/default/configmaps", 413, "expands to more than"},
+		{"join token", s.JoinToken, http.MethodPost, cms, "application/yaml", 403, "node-join may not create configmaps"},
+		{"admin", s.AdminToken, http.MethodPost, cms, "application/yaml", 413, "expands to more than"},
+		// The patch handler cuts the content type at its first ';'
+		// rather than parsing it: parameters a strict parser refuses
+		// must not hide the YAML from the bound.
+		{"apply with a stray parameter", s.AdminToken, http.MethodPatch, cms + "/bomb?fieldManager=m", "application/apply-patch+yaml; x", 413, "expands to more than"},
+		{"apply with a bare parameter", s.AdminToken, http.MethodPatch, cms + "/bomb?fieldManager=m", "application/apply-patch+yaml;charset", 413, "expands to more than"},
+		{"apply with a repeated parameter", s.AdminToken, http.MethodPatch, cms + "/bomb?fieldManager=m", "application/apply-patch+yaml; a=1; a=2", 413, "expands to more than"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var code int
 			var body string
 			alloc := allocatedDuring(func() {
-				code, body, _ = c.do(http.MethodPost, tc.path, tc.token, "application/yaml", strings.NewReader(bomb))
+				code, body, _ = c.do(tc.method, tc.path, tc.token, tc.contentType, strings.NewReader(bomb))
 			})
 			if code != tc.code || !strings.Contains(body, tc.mentions) {
 				t.Fatalf("got %d %s; want %d mentioning %q", code, body, tc.code, tc.mentions)
@@ -167,6 +175,44 @@ func TestSlowBody(t *testing.T) {
 			code, body, _ := c.do(http.MethodPost, path, tc.token, "application/json", pr)
 			if code != tc.code || time.Since(start) > tc.within {
 				t.Fatalf("trickled body: %d %s after %v; want %d within %v", code, body, time.Since(start), tc.code, tc.within)
+			}
+		})
+	}
+}
+
+// TestSlowBodyRefusedOverHTTP1: over HTTP/1.1, where Go's server would
+// read on through an unread body to reuse the connection, a request the
+// API refuses before its body (no token, the join token) is answered at
+// once and the connection closed, however slowly the body comes.
+func TestSlowBodyRefusedOverHTTP1(t *testing.T) {
+	s := apiservertest.StartServerWith(t, func(cfg *apiserver.Config) { cfg.Limits.BodyTimeout = 10 * time.Second })
+	for _, tc := range []struct {
+		name, token, status string
+	}{
+		{"no token", "", "401"},
+		{"join token", s.JoinToken, "403"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(s.CAPEM)
+			conn, err := tls.Dial("tcp", strings.TrimPrefix(s.URL, "https://"), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			auth := ""
+			if tc.token != "" {
+				auth = "Authorization: Bearer " + tc.token + "\r\n"
+			}
+			fmt.Fprintf(conn, "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: skep\r\n%sContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", auth)
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer within 5 s while the body trickles: %v", err)
+			}
+			resp.Body.Close()
+			if !strings.HasPrefix(resp.Status, tc.status) || !resp.Close {
+				t.Fatalf("answer %s (Connection: %q); want %s closing the connection", resp.Status, resp.Header.Get("Connection"), tc.status)
 			}
 		})
 	}

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -251,12 +251,24 @@ func withWatchCache(st *store.Store, namespaced bool) generic.StorageDecorator {
 func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, ok := genericrequest.RequestInfoFrom(r.Context())
-		if !ok || !info.IsResourceRequest {
+		if !ok {
 			h.ServeHTTP(w, r)
 			return
 		}
 		fail := func(err error) {
 			responsewriters.ErrorNegotiated(refuseUnread(w, r, err), codecs, schema.GroupVersion{}, w, r)
+		}
+		if !info.IsResourceRequest {
+			// Discovery and OpenAPI documents are reads like any
+			// other (a gzipped OpenAPI costs milliseconds of CPU).
+			release, err := s.admit.acquire(r.Context(), "get", identityFrom(r.Context()).String())
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer release()
+			h.ServeHTTP(w, r)
+			return
 		}
 		if err := checkPathSegments(info.Namespace, info.Name); err != nil {
 			fail(err)
@@ -295,11 +307,49 @@ func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http
 	})
 }
 
-// isYAML says whether a content type is one of the YAML ones the generic
-// server decodes (apply patches included).
+// isYAML says whether a body may be decoded as YAML: any content type
+// that mentions it, however its parameters are written (the generic
+// server's patch handler cuts the header at the first ';' rather than
+// parsing it, so a type a strict parser rejects still reaches its YAML
+// decoder).
 func isYAML(ct string) bool {
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && strings.Contains(mt, "yaml")
+	return strings.Contains(strings.ToLower(ct), "yaml")
+}
+
+// boundBody is the outermost wrapper of the Kubernetes API: a request
+// with a body must send it within the body timeout, and an answer
+// refusing it before it was read (the generic chain's 401 and 403) closes
+// the connection, so that no client holds one open by trickling a body
+// the server would otherwise read on to reuse the connection.
+func (s *Server) boundBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		// Not every connection takes a deadline (a test recorder);
+		// readBody sets its own and clears it once the body is in.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.admit.limits.BodyTimeout))
+		h.ServeHTTP(&closeOnRefusal{ResponseWriter: w}, r)
+	})
+}
+
+// closeOnRefusal marks an error answer as the connection's last.
+type closeOnRefusal struct{ http.ResponseWriter }
+
+func (c *closeOnRefusal) WriteHeader(code int) {
+	if code >= 400 {
+		c.Header().Set("Connection", "close")
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *closeOnRefusal) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func (c *closeOnRefusal) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // readStrategy satisfies the generic registry's strategies, which it

@@ -28,6 +28,7 @@ func (s *Server) Handler(ctx context.Context) (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	kube = s.boundBody(kube)
 	mux.Handle("/", kube)
 	// Health is open to anyone, as kube-apiserver's is to anonymous
 	// users.

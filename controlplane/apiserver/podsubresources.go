@@ -49,6 +49,9 @@ func (b *bindingREST) Create(ctx context.Context, name string, obj runtime.Objec
 	}
 	bind := updateFunc(func(old api.Object) (api.Object, error) {
 		pod := old.DeepCopyObject().(*corev1.Pod)
+		if pod.DeletionTimestamp != nil {
+			return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), name, fmt.Errorf("pod %s is being deleted, cannot be assigned to a host", name))
+		}
 		if pod.Spec.NodeName != "" {
 			return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), name, fmt.Errorf("pod %s is already assigned to node %q", name, pod.Spec.NodeName))
 		}

@@ -500,3 +500,13 @@ func markBound(old, obj api.Object) {
 type preconditionFailed struct{ error }
 
 func (p preconditionFailed) Unwrap() error { return p.error }
+
+// Status is the conflict's: the generic server's handlers take an error's
+// Status from the error itself, not from what it wraps.
+func (p preconditionFailed) Status() metav1.Status {
+	var se apierrors.APIStatus
+	if errors.As(p.error, &se) {
+		return se.Status()
+	}
+	return apierrors.NewInternalError(p.error).Status()
+}

@@ -206,7 +206,10 @@ func (rr *resourceREST) Delete(ctx context.Context, name string, deleteValidatio
 	if id.Node != "" {
 		// A node was authorized for the pod it read (bound to it): the
 		// delete must not reach another of that name created since,
-		// bound elsewhere.
+		// bound elsewhere. Its own precondition still holds.
+		if opts.UID != "" && opts.UID != old.GetUID() {
+			return nil, false, apierrors.NewConflict(rr.r.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", opts.UID, old.GetUID()))
+		}
 		opts.UID = old.GetUID()
 	}
 	if deleteValidation != nil {

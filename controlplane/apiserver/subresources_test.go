@@ -82,3 +82,27 @@ func TestSubresources(t *testing.T) {
 		t.Errorf("whoami as a node: %d %s", code, out)
 	}
 }
+
+// TestDeletePreconditionsAreConflicts: a delete whose UID precondition
+// names another object is a 409 (client-go's IsConflict), for the admin
+// and for a node deleting a pod bound to it, which keeps its own
+// precondition.
+func TestDeletePreconditionsAreConflicts(t *testing.T) {
+	s := apiservertest.StartServer(t)
+	c := newRawClient(t, s)
+	node := joinNodeRaw(t, c, s, "node-a")
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"node-a","containers":[{"name":"c","image":"i"}]}}`
+	if code, out, _ := c.do(http.MethodPost, "/api/v1/namespaces/default/pods", s.AdminToken, "application/json", strings.NewReader(pod)); code != 201 {
+		t.Fatalf("create pod: %d %s", code, out)
+	}
+	wrongUID := `{"preconditions":{"uid":"00000000-0000-0000-0000-000000000000"}}`
+	for _, who := range []struct{ name, token string }{{"admin", s.AdminToken}, {"its node", node}} {
+		code, out, _ := c.do(http.MethodDelete, "/api/v1/namespaces/default/pods/p", who.token, "application/json", strings.NewReader(wrongUID))
+		if code != 409 || !strings.Contains(out, "Precondition failed") {
+			t.Errorf("delete by %s with another UID as precondition: %d %s; want 409", who.name, code, out)
+		}
+	}
+	if _, out, _ := c.do(http.MethodGet, "/api/v1/namespaces/default/pods/p", s.AdminToken, "", nil); strings.Contains(out, "deletionTimestamp") {
+		t.Errorf("pod after refused deletes: %s; want it untouched", out)
+	}
+}
