@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -192,7 +193,7 @@ func runApply(c *cli.Context, apply bool) error {
 			continue
 		}
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %s", m.where(), message(err)))
+			problems = append(problems, fmt.Sprintf("%s: %s", m.where(), message(err)+alsoInvalid(ctx, cl, m, err)))
 		}
 	}
 	if len(problems) > 0 {
@@ -218,6 +219,27 @@ func runApply(c *cli.Context, apply bool) error {
 		fmt.Fprintf(c.App.Writer, "%s/%s %s\n", strings.ToLower(m.resource.Kind), m.obj.GetName(), verb)
 	}
 	return nil
+}
+
+// alsoInvalid completes a refusal for unknown fields. Kubernetes' strict
+// decoding stops at them, before validation; the document without them is
+// checked again (a dry run), so one answer names every problem of the
+// document, as a user fixing a manifest wants.
+func alsoInvalid(ctx context.Context, cl *client.HTTP, m *manifest, err error) string {
+	if !apierrors.IsBadRequest(err) || !strings.Contains(message(err), "strict decoding error") {
+		return ""
+	}
+	obj := m.obj.DeepCopyObject().(api.Object)
+	api.SetTypeMeta(m.resource, obj)
+	data, merr := json.Marshal(obj)
+	if merr != nil {
+		return ""
+	}
+	verr := cl.Apply(ctx, m.resource, obj.GetNamespace(), obj.GetName(), data, m.exists, true)
+	if verr == nil || apierrors.IsNotFound(verr) {
+		return ""
+	}
+	return "; " + message(verr)
 }
 
 // message is an API error as a user reads it.
