@@ -87,27 +87,9 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	if err := validPrefix(cfg.ChainPrefix); err != nil {
 		return nil, err
 	}
-	if cfg.MinSyncInterval == 0 {
-		cfg.MinSyncInterval = time.Second
-	}
-	if cfg.CheckInterval == 0 {
-		cfg.CheckInterval = 30 * time.Second
-	}
-	if cfg.FullSyncInterval == 0 {
-		cfg.FullSyncInterval = time.Hour
-	}
-	for _, ip := range cfg.NodeIPs {
-		if !ip.Is4() {
-			return nil, fmt.Errorf("node IP %s: only IPv4 is carried", ip)
-		}
-	}
-	if cfg.ClusterCIDR.IsValid() && !cfg.ClusterCIDR.Addr().Is4() {
-		return nil, fmt.Errorf("cluster CIDR %s: only IPv4 is carried", cfg.ClusterCIDR)
-	}
-	for _, cidr := range cfg.ServiceCIDRs {
-		if !cidr.IsValid() || !cidr.Addr().Is4() {
-			return nil, fmt.Errorf("service CIDR %s: want an IPv4 prefix", cidr)
-		}
+	// The loop fills in the intervals left 0.
+	if err := proxier.CheckIPv4(cfg.NodeIPs, cfg.ClusterCIDR, cfg.ServiceCIDRs); err != nil {
+		return nil, err
 	}
 
 	ipt := runner{netns: cfg.NetNS}

@@ -120,29 +120,8 @@ func withDefaults(cfg Config) (Config, error) {
 	if err := validTable(cfg.Table); err != nil {
 		return cfg, err
 	}
-	if cfg.MinSyncInterval == 0 {
-		cfg.MinSyncInterval = time.Second
-	}
-	if cfg.CheckInterval == 0 {
-		cfg.CheckInterval = 30 * time.Second
-	}
-	if cfg.FullSyncInterval == 0 {
-		cfg.FullSyncInterval = time.Hour
-	}
-	for _, ip := range cfg.NodeIPs {
-		if !ip.Is4() {
-			return cfg, fmt.Errorf("node IP %s: only IPv4 is carried", ip)
-		}
-	}
-	if cfg.ClusterCIDR.IsValid() && !cfg.ClusterCIDR.Addr().Is4() {
-		return cfg, fmt.Errorf("cluster CIDR %s: only IPv4 is carried", cfg.ClusterCIDR)
-	}
-	for _, cidr := range cfg.ServiceCIDRs {
-		if !cidr.IsValid() || !cidr.Addr().Is4() {
-			return cfg, fmt.Errorf("service CIDR %s: want an IPv4 prefix", cidr)
-		}
-	}
-	return cfg, nil
+	// The loop fills in the intervals left 0.
+	return cfg, proxier.CheckIPv4(cfg.NodeIPs, cfg.ClusterCIDR, cfg.ServiceCIDRs)
 }
 
 // newProxier builds a Proxier without starting anything (tests use it to

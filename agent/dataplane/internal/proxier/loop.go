@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -90,9 +91,22 @@ type Loop struct {
 }
 
 // New builds a Loop without starting it; the first sync is a full one.
+// Intervals left 0 are kube-proxy's defaults: MinSyncInterval 1s
+// (--iptables-min-sync-period, --nftables-min-sync-period), CheckInterval
+// 30s (--iptables-sync-period, --nftables-sync-period), FullSyncInterval 1h
+// (its FullSyncPeriod).
 func New(cfg Config, dp Dataplane) *Loop {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MinSyncInterval == 0 {
+		cfg.MinSyncInterval = time.Second
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = 30 * time.Second
+	}
+	if cfg.FullSyncInterval == 0 {
+		cfg.FullSyncInterval = time.Hour
 	}
 	return &Loop{
 		cfg:          cfg,
@@ -104,6 +118,25 @@ func New(cfg Config, dp Dataplane) *Loop {
 		stopped:      make(chan struct{}),
 		inited:       make(chan struct{}),
 	}
+}
+
+// CheckIPv4 says which of the addresses a mode is configured with is not
+// IPv4, the only family the rule-writing modes carry.
+func CheckIPv4(nodeIPs []netip.Addr, clusterCIDR netip.Prefix, serviceCIDRs []netip.Prefix) error {
+	for _, ip := range nodeIPs {
+		if !ip.Is4() {
+			return fmt.Errorf("node IP %s: only IPv4 is carried", ip)
+		}
+	}
+	if clusterCIDR.IsValid() && !clusterCIDR.Addr().Is4() {
+		return fmt.Errorf("cluster CIDR %s: only IPv4 is carried", clusterCIDR)
+	}
+	for _, cidr := range serviceCIDRs {
+		if !cidr.IsValid() || !cidr.Addr().Is4() {
+			return fmt.Errorf("service CIDR %s: want an IPv4 prefix", cidr)
+		}
+	}
+	return nil
 }
 
 // Tracker is the tracker Sync records into.
