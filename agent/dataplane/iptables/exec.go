@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/skep-io/skep/agent/dataplane/internal/proxier"
 )
 
 // runner runs the iptables tools, in the caller's network namespace or in
@@ -79,20 +81,10 @@ func (r runner) restore(ctx context.Context, data []byte) error {
 	if errors.As(err, &te) {
 		if m := failedLine.FindStringSubmatch(te.stderr); m != nil {
 			n, _ := strconv.Atoi(m[1])
-			return fmt.Errorf("%w; near:\n%s", err, linesAround(data, n, 2))
+			return fmt.Errorf("%w; near:\n%s", err, proxier.LinesAround(data, n, 2, 0))
 		}
 	}
 	return err
-}
-
-// linesAround returns lines n-context..n+context (1-based) of data.
-func linesAround(data []byte, n, context int) string {
-	lines := strings.Split(string(data), "\n")
-	var b strings.Builder
-	for i := max(1, n-context); i <= min(len(lines), n+context); i++ {
-		fmt.Fprintf(&b, "%6d  %s\n", i, lines[i-1])
-	}
-	return b.String()
 }
 
 // save returns iptables-save's output for one table, or for all when

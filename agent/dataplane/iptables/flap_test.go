@@ -1,17 +1,11 @@
 package iptables
 
 import (
-	"context"
-	"errors"
-	"net"
 	"net/netip"
 	"os"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/internal/netnstest"
 )
 
@@ -36,63 +30,5 @@ func TestEndpointsComingAndGoingNeverHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	with := &dataplane.Service{Key: dataplane.ServiceKey{Namespace: "default", Name: "web", Protocol: dataplane.TCP},
-		ClusterIP: addr("10.96.0.10"), Port: 80,
-		Backends: []dataplane.Backend{{Addr: addr("10.244.1.2"), Port: 8080, Ready: true, Local: true}}}
-	without := &dataplane.Service{Key: with.Key, ClusterIP: with.ClusterIP, Port: with.Port}
-	if err := p.Sync(ctx, services(with)); err != nil {
-		t.Fatal(err)
-	}
-
-	// A lost SYN is sent again after 1 s, and after 3 s more: a connect that
-	// is still waiting at 2.5 s lost two, the second one to a stale entry.
-	var mu sync.Mutex
-	var answered, refused, retried int
-	var hung []string
-	clientCtx, stopClient := context.WithCancel(ctx)
-	clientDone := make(chan struct{})
-	go func() {
-		defer close(clientDone)
-		for clientCtx.Err() == nil {
-			start := time.Now()
-			var err error
-			netnstest.In(ns, func() error {
-				var c net.Conn
-				if c, err = net.DialTimeout("tcp4", "10.96.0.10:80", 2500*time.Millisecond); err == nil {
-					c.Close()
-				}
-				return nil
-			})
-			mu.Lock()
-			if time.Since(start) > 500*time.Millisecond && err == nil {
-				retried++
-			}
-			switch {
-			case err == nil:
-				answered++
-			case errors.Is(err, syscall.ECONNREFUSED):
-				refused++
-			default:
-				hung = append(hung, err.Error())
-			}
-			mu.Unlock()
-		}
-	}()
-	for i := range 300 {
-		s := without
-		if i%2 == 1 {
-			s = with
-		}
-		if err := p.Sync(ctx, services(s)); err != nil {
-			stopClient()
-			t.Fatal(err)
-		}
-	}
-	stopClient()
-	<-clientDone
-	t.Logf("while the endpoint came and went 300 times: %d connections answered (%d after a lost SYN), %d refused, %d hung",
-		answered, retried, refused, len(hung))
-	if len(hung) > 0 || answered == 0 || refused == 0 {
-		t.Fatalf("%d connections hung, first %q; want every connection answered or refused, some of each", len(hung), hung[:min(len(hung), 3)])
-	}
+	netnstest.NeverHang(t, ns, 300, p.Sync)
 }

@@ -2,12 +2,11 @@ package iptables
 
 import (
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/internal/golden"
 )
 
 // The expected payloads under testdata/ are written by hand from the rules
@@ -17,98 +16,17 @@ import (
 // loadBalancerSourceRanges) and with the settings kube-proxy has on this
 // machine (--random-fully, no localhost node ports, no nfacct).
 
-func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-func key(ns, name string) dataplane.ServiceKey {
-	return dataplane.ServiceKey{Namespace: ns, Name: name, Port: "p80", Protocol: dataplane.TCP}
-}
-
-func ready(ip string, local bool) dataplane.Backend {
-	return dataplane.Backend{Addr: addr(ip), Port: 80, Ready: true, Local: local}
-}
-
-func services(list ...*dataplane.Service) map[dataplane.ServiceKey]*dataplane.Service {
-	m := map[dataplane.ServiceKey]*dataplane.Service{}
-	for _, s := range list {
-		m[s.Key] = s
-	}
-	return m
-}
-
-// overallServices are kube-proxy's TestOverallIPTablesRules services, plus
-// a NodePort service with Local policy and a local endpoint (ns7) and a
-// LoadBalancer without endpoints (ns8).
-func overallServices() map[dataplane.ServiceKey]*dataplane.Service {
-	return services(
-		// ClusterIP.
-		&dataplane.Service{Key: key("ns1", "svc1"), ClusterIP: addr("172.30.0.41"), Port: 80,
-			Backends: []dataplane.Backend{ready("10.180.0.1", false)}},
-		// LoadBalancer, Local policy, no local endpoint.
-		&dataplane.Service{Key: key("ns2", "svc2"), ClusterIP: addr("172.30.0.42"), Port: 80, NodePort: 3001,
-			LoadBalancerIPs: []netip.Addr{addr("1.2.3.4")}, ExternalIPs: []netip.Addr{addr("192.168.99.22")},
-			ExternalPolicyLocal: true,
-			Backends:            []dataplane.Backend{ready("10.180.0.2", false)}},
-		// NodePort, Cluster policy.
-		&dataplane.Service{Key: key("ns3", "svc3"), ClusterIP: addr("172.30.0.43"), Port: 80, NodePort: 3003,
-			Backends: []dataplane.Backend{ready("10.180.0.3", false)}},
-		// External IP, two endpoints (listed out of order on purpose).
-		&dataplane.Service{Key: key("ns4", "svc4"), ClusterIP: addr("172.30.0.44"), Port: 80,
-			ExternalIPs: []netip.Addr{addr("192.168.99.33")},
-			Backends:    []dataplane.Backend{ready("10.180.0.5", true), ready("10.180.0.4", false)}},
-		// LoadBalancer, Cluster policy, ClientIP affinity.
-		&dataplane.Service{Key: key("ns5", "svc5"), ClusterIP: addr("172.30.0.45"), Port: 80, NodePort: 3002,
-			LoadBalancerIPs: []netip.Addr{addr("5.6.7.8")}, AffinityTimeout: 10800 * time.Second,
-			Backends: []dataplane.Backend{ready("10.180.0.3", false)}},
-		// No endpoints.
-		&dataplane.Service{Key: key("ns6", "svc6"), ClusterIP: addr("172.30.0.46"), Port: 80},
-		// NodePort, Local policy, one local and one remote endpoint, and
-		// endpoints that must not be used: not ready, terminating.
-		&dataplane.Service{Key: key("ns7", "svc7"), ClusterIP: addr("172.30.0.47"), Port: 80, NodePort: 3007,
-			ExternalPolicyLocal: true,
-			Backends: []dataplane.Backend{
-				ready("10.180.0.7", true), ready("10.180.1.7", false),
-				{Addr: addr("10.180.0.8"), Port: 80, Local: true},
-				{Addr: addr("10.180.0.9"), Port: 80, Local: true, Ready: true, Terminating: true},
-			}},
-		// LoadBalancer with only a not-ready endpoint: REJECT everywhere.
-		&dataplane.Service{Key: key("ns8", "svc8"), ClusterIP: addr("172.30.0.48"), Port: 80, NodePort: 3008,
-			LoadBalancerIPs: []netip.Addr{addr("5.6.7.9")},
-			Backends:        []dataplane.Backend{{Addr: addr("10.180.0.8"), Port: 80}}},
-	)
-}
+// The fixtures are kube-proxy's, shared with the other mode's golden test.
+var (
+	addr            = golden.Addr
+	key             = golden.Key
+	ready           = golden.Ready
+	services        = golden.Services
+	overallServices = golden.OverallServices
+)
 
 func goldenProxier() *Proxier {
 	return newProxier(Config{NodeName: "node-1", ClusterCIDR: netip.MustParsePrefix("10.0.0.0/8")}, runner{})
-}
-
-func readGolden(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// diffLines reports the first differing line of two payloads.
-func diffLines(t *testing.T, got, want string) {
-	t.Helper()
-	if got == want {
-		return
-	}
-	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
-	for i := 0; i < max(len(g), len(w)); i++ {
-		var gl, wl string
-		if i < len(g) {
-			gl = g[i]
-		}
-		if i < len(w) {
-			wl = w[i]
-		}
-		if gl != wl {
-			t.Fatalf("payload differs at line %d:\n got: %s\nwant: %s\n\nwhole payload:\n%s", i+1, gl, wl, got)
-		}
-	}
 }
 
 func TestGoldenFullSync(t *testing.T) {
@@ -116,7 +34,7 @@ func TestGoldenFullSync(t *testing.T) {
 	p.tracker.Update(overallServices())
 	snap := p.tracker.Snapshot()
 	pl := p.layout.generate(request{services: snap.Services, comments: true})
-	diffLines(t, string(pl.bytes(nil)), readGolden(t, "overall.golden"))
+	golden.Check(t, "overall.golden", pl.bytes(nil), false)
 }
 
 func TestGoldenPartialSync(t *testing.T) {
@@ -144,7 +62,7 @@ func TestGoldenPartialSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diffLines(t, string(data), readGolden(t, "partial.golden"))
+	golden.Check(t, "partial.golden", data, false)
 }
 
 // TestChainNamesMatchKubeProxy checks names against the ones kube-proxy's

@@ -3,7 +3,6 @@ package iptables
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -153,20 +152,7 @@ func TestRealIptables(t *testing.T) {
 		web = &web2
 	})
 	t.Run("UDPConntrackCleared", func(t *testing.T) {
-		var conn net.Conn
-		if err := netnstest.In(ns, func() (err error) { conn, err = net.Dial("udp4", "10.96.0.12:53"); return err }); err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ask := func() (string, error) {
-			conn.SetDeadline(time.Now().Add(time.Second))
-			if _, err := conn.Write([]byte("?")); err != nil {
-				return "", err
-			}
-			b := make([]byte, 16)
-			n, err := conn.Read(b)
-			return string(b[:n]), err
-		}
+		ask := netnstest.DialUDP(t, ns, "10.96.0.12:53")
 		if got, err := ask(); err != nil || got != "udp-a" {
 			t.Fatalf("UDP to 10.96.0.12:53 = %q, %v; want udp-a", got, err)
 		}

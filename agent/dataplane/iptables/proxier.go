@@ -15,13 +15,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/internal/changes"
+	"github.com/skep-io/skep/agent/dataplane/internal/proxier"
 )
 
 // Config configures a Proxier.
@@ -67,24 +65,12 @@ type Proxier struct {
 	log     *slog.Logger
 	ipt     runner
 	layout  layout
-	tracker *changes.Tracker
-	nl      *netlink.Handle
+	loop    *proxier.Loop
+	tracker *changes.Tracker // the loop's
 
-	// mu is held through a sync; it guards the fields below.
-	mu           sync.Mutex
-	needFullSync bool
-	lastFullSync time.Time
-	commented    bool                // the programmed per-endpoint rules carry comments
-	programmed   map[string]struct{} // per-service nat chains in the kernel after the last write
-
-	kick    chan struct{} // asks the loop for a sync
-	cancel  context.CancelFunc
-	stopped chan struct{} // closed when the loop has returned
-
-	waiters *changes.Waiters // Sync waits for the sync that carries its generation
-
-	initOnce sync.Once
-	inited   chan struct{} // closed by the first Sync: nothing is written before a full list
+	// Written by the loop only, with its lock held.
+	commented  bool                // the programmed per-endpoint rules carry comments
+	programmed map[string]struct{} // per-service nat chains in the kernel after the last write
 }
 
 var _ dataplane.Dataplane = (*Proxier)(nil)
@@ -101,30 +87,9 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	if err := validPrefix(cfg.ChainPrefix); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.MinSyncInterval == 0 {
-		cfg.MinSyncInterval = time.Second
-	}
-	if cfg.CheckInterval == 0 {
-		cfg.CheckInterval = 30 * time.Second
-	}
-	if cfg.FullSyncInterval == 0 {
-		cfg.FullSyncInterval = time.Hour
-	}
-	for _, ip := range cfg.NodeIPs {
-		if !ip.Is4() {
-			return nil, fmt.Errorf("node IP %s: only IPv4 is carried", ip)
-		}
-	}
-	if cfg.ClusterCIDR.IsValid() && !cfg.ClusterCIDR.Addr().Is4() {
-		return nil, fmt.Errorf("cluster CIDR %s: only IPv4 is carried", cfg.ClusterCIDR)
-	}
-	for _, cidr := range cfg.ServiceCIDRs {
-		if !cidr.IsValid() || !cidr.Addr().Is4() {
-			return nil, fmt.Errorf("service CIDR %s: want an IPv4 prefix", cidr)
-		}
+	// The loop fills in the intervals left 0.
+	if err := proxier.CheckIPv4(cfg.NodeIPs, cfg.ClusterCIDR, cfg.ServiceCIDRs); err != nil {
+		return nil, err
 	}
 
 	ipt := runner{netns: cfg.NetNS}
@@ -137,12 +102,8 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 	}
 
 	p := newProxier(cfg, ipt)
-	p.nl = nl
 	p.layout.dropInvalid = !changes.ConntrackLiberal(ctx, cfg.NetNS)
-
-	loopCtx, cancel := context.WithCancel(ctx)
-	p.cancel = cancel
-	go p.loop(loopCtx)
+	p.loop.Start(ctx, nl)
 	return p, nil
 }
 
@@ -155,7 +116,7 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxier{
+	p := &Proxier{
 		cfg: cfg,
 		log: cfg.Logger.With("dataplane", "iptables", "node", cfg.NodeName),
 		ipt: ipt,
@@ -169,146 +130,65 @@ func newProxier(cfg Config, ipt runner) *Proxier {
 			randomFully: true,
 			dropInvalid: true,
 		},
-		tracker:      changes.NewTracker(),
-		needFullSync: true,
-		programmed:   map[string]struct{}{},
-		kick:         make(chan struct{}, 1),
-		stopped:      make(chan struct{}),
-		waiters:      changes.NewWaiters(),
-		inited:       make(chan struct{}),
+		programmed: map[string]struct{}{},
 	}
+	p.loop = proxier.New(proxier.Config{
+		Mode: "iptables", Logger: p.log, Closed: ErrClosed,
+		MinSyncInterval: cfg.MinSyncInterval, CheckInterval: cfg.CheckInterval, FullSyncInterval: cfg.FullSyncInterval,
+	}, rules{p})
+	p.tracker = p.loop.Tracker()
+	return p
 }
 
 // Sync records the desired state and returns once a write carrying it has
 // been made (or failed). Calls that arrive while a write waits for
 // MinSyncInterval are carried by the same write.
 func (p *Proxier) Sync(ctx context.Context, services map[dataplane.ServiceKey]*dataplane.Service) error {
-	gen := p.tracker.Update(services)
-	p.initOnce.Do(func() { close(p.inited) })
-	select {
-	case p.kick <- struct{}{}:
-	default: // a sync is already asked for; it will take this state
-	}
-	return p.waiters.Wait(ctx, gen, p.stopped, ErrClosed)
+	return p.loop.Sync(ctx, services)
 }
 
-// loop runs syncs when asked, no closer together than MinSyncInterval, a
-// full one when the canary chain disappears or FullSyncInterval passes, and
-// retries after a failure.
-func (p *Proxier) loop(ctx context.Context) {
-	defer close(p.stopped)
-	select {
-	case <-p.inited:
-	case <-ctx.Done():
-		return
-	}
-	check := time.NewTicker(p.cfg.CheckInterval)
-	defer check.Stop()
-	var retry <-chan time.Time
-	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.kick:
-		case <-retry:
-		case <-check.C:
-			if !p.fullSyncDue(ctx) {
-				continue
-			}
-		}
-		if wait := p.cfg.MinSyncInterval - time.Since(last); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return
-			}
-		}
-		last = time.Now()
-		if err := p.syncOnce(ctx); err != nil {
-			p.log.Error("sync iptables rules", "err", err)
-			retry = time.After(max(p.cfg.MinSyncInterval, 2*time.Second))
-		} else {
-			retry = nil
-		}
-	}
+// rules is what the sync loop writes with: the Proxier, with the methods
+// of proxier.Dataplane kept out of its exported API.
+type rules struct{ *Proxier }
+
+// Rewrite: every chain is kept in one style, all commented or all bare.
+func (r rules) Rewrite(snap changes.Snapshot) bool {
+	return r.wantComments(snap) != r.commented
 }
 
-// fullSyncDue reports whether the periodic check calls for a full sync: it
-// is time for one, or the canary chain is gone (someone flushed the tables).
-func (p *Proxier) fullSyncDue(ctx context.Context) bool {
-	p.mu.Lock()
-	due := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
-	p.mu.Unlock()
-	if due {
-		return true
-	}
-	ok, err := p.ipt.chainExists(ctx, "mangle", p.layout.chains.canary)
+func (r rules) wantComments(snap changes.Snapshot) bool {
+	return countEndpoints(snap.Services) <= largeClusterEndpointsThreshold
+}
+
+// Gone reports whether the canary chain is gone (someone flushed the tables).
+func (r rules) Gone(ctx context.Context) bool {
+	ok, err := r.ipt.chainExists(ctx, "mangle", r.layout.chains.canary)
 	if err != nil {
-		p.log.Warn("check canary chain", "err", err)
+		r.log.Warn("check canary chain", "err", err)
 		return false
 	}
 	if !ok {
-		p.log.Info("canary chain gone, rewriting all rules", "chain", p.layout.chains.canary)
-		p.mu.Lock()
-		p.needFullSync = true
-		p.mu.Unlock()
+		r.log.Info("canary chain gone, rewriting all rules", "chain", r.layout.chains.canary)
 	}
 	return !ok
 }
 
-// syncOnce writes what changed, or everything on a full sync.
-func (p *Proxier) syncOnce(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	start := time.Now()
-	snap := p.tracker.Snapshot()
-	full := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
-	comments := countEndpoints(snap.Services) <= largeClusterEndpointsThreshold
-	if comments != p.commented {
-		full = true // keep every chain in one style
-	}
-	if !full && len(snap.Changes) == 0 {
-		p.waiters.Publish(snap.Gen, nil)
-		return nil
-	}
-
-	data, active, err := p.buildPayload(ctx, snap, full, comments)
+// Write writes what changed, or everything on a full sync.
+func (r rules) Write(ctx context.Context, snap changes.Snapshot, full bool, _ time.Time) (proxier.Result, error) {
+	comments := r.wantComments(snap)
+	data, active, err := r.buildPayload(ctx, snap, full, comments)
 	if err == nil {
-		err = p.ipt.restore(ctx, data)
+		err = r.ipt.restore(ctx, data)
 	}
 	if err == nil && full {
-		err = p.ensureJumps(ctx)
+		err = r.ensureJumps(ctx)
 	}
 	if err != nil {
-		// The tables may hold part of what was meant; only a full sync
-		// can say what they hold afterwards.
-		p.needFullSync = true
-		err = fmt.Errorf("write rules: %w", err)
-		p.waiters.Publish(snap.Gen, err)
-		return err
+		return proxier.Result{}, err
 	}
-
-	p.programmed = active
-	p.commented = comments
-	p.needFullSync = false
-	if full {
-		p.lastFullSync = time.Now()
-	}
-	p.tracker.Applied(snap)
-	p.log.Info("synced iptables rules", "full", full, "services", len(snap.Services),
-		"changed", len(snap.Changes), "bytes", len(data), "elapsed", time.Since(start))
-
-	// After the rules, so that new flows can no longer pick the removed
-	// endpoints when their old entries go; before Sync returns, so that
-	// its caller sees the change whole.
-	if n, err := changes.ClearStaleConntrack(p.nl, snap.Changes); err != nil {
-		p.log.Warn("clear stale UDP conntrack entries", "err", err)
-	} else if n > 0 {
-		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
-	}
-	p.waiters.Publish(snap.Gen, nil)
-	return nil
+	r.programmed = active
+	r.commented = comments
+	return proxier.Result{Attrs: []any{"bytes", len(data)}}, nil
 }
 
 // buildPayload generates the payload of one sync and the per-service chains
@@ -361,14 +241,7 @@ func (p *Proxier) ensureJumps(ctx context.Context) error {
 // Close stops the sync loop and leaves the rules in place, so that
 // services keep answering while the agent restarts.
 func (p *Proxier) Close() error {
-	if p.cancel != nil {
-		p.cancel()
-		<-p.stopped
-	}
-	if p.nl != nil {
-		p.nl.Close()
-		p.nl = nil
-	}
+	p.loop.Close()
 	return nil
 }
 

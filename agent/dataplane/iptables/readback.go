@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/internal/changes"
 )
 
 // Services reads back what the tables carry now, from iptables-save: the
@@ -169,13 +170,7 @@ func (rb *readback) service(e *readEntry, nodeName string) dataplane.Service {
 			}
 		}
 	}
-	for _, ap := range all {
-		b := dataplane.Backend{Addr: ap.Addr(), Port: ap.Port(), Ready: true, Local: local[ap]}
-		if b.Local {
-			b.NodeName = nodeName
-		}
-		s.Backends = append(s.Backends, b)
-	}
+	s.Backends = changes.ReadBackends(all, local, nodeName)
 	return s
 }
 

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/skep-io/skep/agent/dataplane/internal/proxier"
 )
 
 // runner runs nft, in the caller's network namespace or in the one at
@@ -60,24 +62,9 @@ func (r runner) apply(ctx context.Context, tx []byte) error {
 	}
 	if m := failedLine.FindStringSubmatch(err.Error()); m != nil {
 		n, _ := strconv.Atoi(m[1])
-		return fmt.Errorf("%w; near:\n%s", err, linesAround(tx, n, 2))
+		return fmt.Errorf("%w; near:\n%s", err, proxier.LinesAround(tx, n, 2, 300))
 	}
 	return err
-}
-
-// linesAround returns lines n-context..n+context (1-based) of data, each
-// cut to 300 characters (an element list can be megabytes long).
-func linesAround(data []byte, n, context int) string {
-	lines := strings.Split(string(data), "\n")
-	var b strings.Builder
-	for i := max(1, n-context); i <= min(len(lines), n+context); i++ {
-		l := lines[i-1]
-		if len(l) > 300 {
-			l = l[:300] + "..."
-		}
-		fmt.Fprintf(&b, "%6d  %s\n", i, l)
-	}
-	return b.String()
 }
 
 // jsonObjects is nft's JSON output: a list of one-key objects.

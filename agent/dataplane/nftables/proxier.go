@@ -25,13 +25,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/agent/dataplane/internal/changes"
+	"github.com/skep-io/skep/agent/dataplane/internal/proxier"
 )
 
 // Config configures a Proxier.
@@ -79,23 +77,12 @@ type Proxier struct {
 	log     *slog.Logger
 	nft     runner
 	layout  layout
-	tracker *changes.Tracker
-	nl      *netlink.Handle
+	loop    *proxier.Loop
+	tracker *changes.Tracker // the loop's
 
-	// mu is held through a sync; it guards the fields below.
-	mu           sync.Mutex
-	state        *state
-	needFullSync bool
-	lastFullSync time.Time
-
-	kick    chan struct{} // asks the loop for a sync
-	cancel  context.CancelFunc
-	stopped chan struct{} // closed when the loop has returned
-
-	waiters *changes.Waiters // Sync waits for the sync that carries its generation
-
-	initOnce sync.Once
-	inited   chan struct{} // closed by the first Sync: nothing is written before a full list
+	// state is read and written by the loop only (in a sync, with its
+	// lock held, or in its housekeeping).
+	state *state
 }
 
 var _ dataplane.Dataplane = (*Proxier)(nil)
@@ -120,11 +107,8 @@ func New(ctx context.Context, cfg Config) (*Proxier, error) {
 		return nil, err
 	}
 	p := newProxier(cfg, nft)
-	p.nl = nl
 	p.layout.dropInvalid = !changes.ConntrackLiberal(ctx, cfg.NetNS)
-	loopCtx, cancel := context.WithCancel(ctx)
-	p.cancel = cancel
-	go p.loop(loopCtx)
+	p.loop.Start(ctx, nl)
 	return p, nil
 }
 
@@ -136,29 +120,8 @@ func withDefaults(cfg Config) (Config, error) {
 	if err := validTable(cfg.Table); err != nil {
 		return cfg, err
 	}
-	if cfg.MinSyncInterval == 0 {
-		cfg.MinSyncInterval = time.Second
-	}
-	if cfg.CheckInterval == 0 {
-		cfg.CheckInterval = 30 * time.Second
-	}
-	if cfg.FullSyncInterval == 0 {
-		cfg.FullSyncInterval = time.Hour
-	}
-	for _, ip := range cfg.NodeIPs {
-		if !ip.Is4() {
-			return cfg, fmt.Errorf("node IP %s: only IPv4 is carried", ip)
-		}
-	}
-	if cfg.ClusterCIDR.IsValid() && !cfg.ClusterCIDR.Addr().Is4() {
-		return cfg, fmt.Errorf("cluster CIDR %s: only IPv4 is carried", cfg.ClusterCIDR)
-	}
-	for _, cidr := range cfg.ServiceCIDRs {
-		if !cidr.IsValid() || !cidr.Addr().Is4() {
-			return cfg, fmt.Errorf("service CIDR %s: want an IPv4 prefix", cidr)
-		}
-	}
-	return cfg, nil
+	// The loop fills in the intervals left 0.
+	return cfg, proxier.CheckIPv4(cfg.NodeIPs, cfg.ClusterCIDR, cfg.ServiceCIDRs)
 }
 
 // newProxier builds a Proxier without starting anything (tests use it to
@@ -170,7 +133,7 @@ func newProxier(cfg Config, nft runner) *Proxier {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxier{
+	p := &Proxier{
 		cfg: cfg,
 		log: cfg.Logger.With("dataplane", "nftables", "node", cfg.NodeName),
 		nft: nft,
@@ -181,169 +144,85 @@ func newProxier(cfg Config, nft runner) *Proxier {
 			nodeIPs:      cfg.NodeIPs,
 			dropInvalid:  true,
 		},
-		tracker:      changes.NewTracker(),
-		state:        newState(),
-		needFullSync: true,
-		kick:         make(chan struct{}, 1),
-		stopped:      make(chan struct{}),
-		waiters:      changes.NewWaiters(),
-		inited:       make(chan struct{}),
+		state: newState(),
 	}
+	p.loop = proxier.New(proxier.Config{
+		Mode: "nftables", Logger: p.log, Closed: ErrClosed,
+		MinSyncInterval: cfg.MinSyncInterval, CheckInterval: cfg.CheckInterval, FullSyncInterval: cfg.FullSyncInterval,
+	}, table{p})
+	p.tracker = p.loop.Tracker()
+	return p
 }
 
 // Sync records the desired state and returns once a write carrying it has
 // been made (or failed). Calls that arrive while a write waits for
 // MinSyncInterval are carried by the same write.
 func (p *Proxier) Sync(ctx context.Context, services map[dataplane.ServiceKey]*dataplane.Service) error {
-	gen := p.tracker.Update(services)
-	p.initOnce.Do(func() { close(p.inited) })
-	p.poke()
-	return p.waiters.Wait(ctx, gen, p.stopped, ErrClosed)
+	return p.loop.Sync(ctx, services)
 }
 
-func (p *Proxier) poke() {
-	select {
-	case p.kick <- struct{}{}:
-	default: // a sync is already asked for; it will take this state
-	}
-}
+// table is what the sync loop writes with: the Proxier, with the methods
+// of proxier.Dataplane and proxier.Housekeeper kept out of its exported API.
+type table struct{ *Proxier }
 
-// loop runs syncs when asked, no closer together than MinSyncInterval, a
-// full one when the table disappears or FullSyncInterval passes, retries
-// after a failure, and deletes flushed chains once they may go.
-func (p *Proxier) loop(ctx context.Context) {
-	defer close(p.stopped)
-	select {
-	case <-p.inited:
-	case <-ctx.Done():
-		return
-	}
-	check := time.NewTicker(p.cfg.CheckInterval)
-	defer check.Stop()
-	var retry, housekeeping <-chan time.Time
-	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.kick:
-		case <-retry:
-		case <-housekeeping:
-			housekeeping = nil
-			p.deleteStaleChains(ctx)
-			if p.hasStaleChains() { // flushed by a later sync: not due yet
-				housekeeping = time.After(staleChainDelay)
-			}
-			continue
-		case <-check.C:
-			if !p.fullSyncDue(ctx) {
-				continue
-			}
-		}
-		if wait := p.cfg.MinSyncInterval - time.Since(last); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return
-			}
-		}
-		last = time.Now()
-		if err := p.syncOnce(ctx); err != nil {
-			p.log.Error("sync nftables rules", "err", err)
-			retry = time.After(max(p.cfg.MinSyncInterval, 2*time.Second))
-		} else {
-			retry = nil
-		}
-		if housekeeping == nil && p.hasStaleChains() {
-			housekeeping = time.After(staleChainDelay + 100*time.Millisecond)
-		}
-	}
-}
+// Rewrite: nothing in a snapshot calls for a full sync by itself.
+func (t table) Rewrite(changes.Snapshot) bool { return false }
 
-func (p *Proxier) hasStaleChains() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.state.staleChains) > 0
-}
-
-// fullSyncDue reports whether the periodic check calls for a full sync: it
-// is time for one, or the table is gone.
-func (p *Proxier) fullSyncDue(ctx context.Context) bool {
-	p.mu.Lock()
-	due := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
-	p.mu.Unlock()
-	if due {
-		return true
-	}
-	ok, err := p.nft.tableExists(ctx, p.cfg.Table)
+// Gone reports whether the table is gone.
+func (t table) Gone(ctx context.Context) bool {
+	ok, err := t.nft.tableExists(ctx, t.cfg.Table)
 	if err != nil {
-		p.log.Warn("check nftables table", "err", err)
+		t.log.Warn("check nftables table", "err", err)
 		return false
 	}
 	if !ok {
-		p.log.Info("table gone, rewriting it", "table", p.cfg.Table)
-		p.mu.Lock()
-		p.needFullSync = true
-		p.mu.Unlock()
+		t.log.Info("table gone, rewriting it", "table", t.cfg.Table)
 	}
 	return !ok
 }
 
-// syncOnce writes what changed, or everything on a full sync, in one
-// transaction.
-func (p *Proxier) syncOnce(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	start := time.Now()
-	p.deleteStaleChainsLocked(ctx, start)
-	snap := p.tracker.Snapshot()
-	full := p.needFullSync || time.Since(p.lastFullSync) >= p.cfg.FullSyncInterval
-	if !full && len(snap.Changes) == 0 {
-		p.waiters.Publish(snap.Gen, nil)
-		return nil
-	}
-
-	tx, next, err := p.plan(ctx, snap, full, start)
+// Write writes what changed, or everything on a full sync, in one
+// transaction, after deleting the flushed chains that are due.
+func (t table) Write(ctx context.Context, snap changes.Snapshot, full bool, start time.Time) (proxier.Result, error) {
+	t.deleteStaleChains(ctx, start)
+	tx, next, err := t.plan(ctx, snap, full, start)
 	var data []byte
 	if err == nil {
 		data = tx.bytes()
-		err = p.nft.apply(ctx, data)
+		err = t.nft.apply(ctx, data)
 	}
 	if err != nil {
-		// The table may hold part of what was meant, or the state part of
-		// what was planned; only a full sync can say what it holds.
-		p.needFullSync = true
-		err = fmt.Errorf("write rules: %w", err)
-		p.waiters.Publish(snap.Gen, err)
-		return err
+		// The state may hold part of what was planned; the full sync
+		// the loop asks for next lists what the table holds.
+		return proxier.Result{}, err
 	}
-	p.state = next
-	p.needFullSync = tx.wantFullSync
-	if tx.wantFullSync {
-		p.poke()
-	}
-	if full {
-		p.lastFullSync = time.Now()
-	}
-	p.tracker.Applied(snap)
+	t.state = next
 	for _, id := range tx.conflicts {
-		p.log.Warn("two service ports claim one address and port; the first in name order has it",
+		t.log.Warn("two service ports claim one address and port; the first in name order has it",
 			"map", id.container, "key", id.key)
 	}
-	p.log.Info("synced nftables rules", "full", full, "services", len(snap.Services),
-		"changed", len(snap.Changes), "chains", tx.wroteChains, "stale", tx.flushedStaleChains,
-		"bytes", len(data), "elapsed", time.Since(start))
+	return proxier.Result{
+		FullSyncAgain: tx.wantFullSync,
+		Attrs:         []any{"chains", tx.wroteChains, "stale", tx.flushedStaleChains, "bytes", len(data)},
+	}, nil
+}
 
-	// After the rules, so that new flows can no longer pick the removed
-	// endpoints when their old entries go; before Sync returns, so that
-	// its caller sees the change whole.
-	if n, err := changes.ClearStaleConntrack(p.nl, snap.Changes); err != nil {
-		p.log.Warn("clear stale UDP conntrack entries", "err", err)
-	} else if n > 0 {
-		p.log.Debug("deleted stale UDP conntrack entries", "count", n)
+// HousekeepingDelay says when the chains a sync flushed may be deleted.
+func (t table) HousekeepingDelay() time.Duration {
+	if len(t.state.staleChains) > 0 {
+		return staleChainDelay + 100*time.Millisecond
 	}
-	p.waiters.Publish(snap.Gen, nil)
-	return nil
+	return 0
+}
+
+// Housekeep deletes the flushed chains that are due; chains flushed by a
+// later sync are not due yet, and are come back for.
+func (t table) Housekeep(ctx context.Context) time.Duration {
+	t.deleteStaleChains(ctx, time.Now())
+	if len(t.state.staleChains) > 0 {
+		return staleChainDelay
+	}
+	return 0
 }
 
 // plan builds the transaction of one sync and the state it leaves. A full
@@ -365,16 +244,10 @@ func (p *Proxier) plan(ctx context.Context, snap changes.Snapshot, full bool, no
 	return p.layout.partialSync(p.state, changed, now), p.state, nil
 }
 
-func (p *Proxier) deleteStaleChains(ctx context.Context) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.deleteStaleChainsLocked(ctx, time.Now())
-}
-
-// deleteStaleChainsLocked deletes, in one transaction of their own, the
-// chains flushed at least staleChainDelay before now. They leave the state
-// either way: should the delete fail, the next full sync finds them again.
-func (p *Proxier) deleteStaleChainsLocked(ctx context.Context, now time.Time) {
+// deleteStaleChains deletes, in one transaction of their own, the chains
+// flushed at least staleChainDelay before now. They leave the state either
+// way: should the delete fail, the next full sync finds them again.
+func (p *Proxier) deleteStaleChains(ctx context.Context, now time.Time) {
 	due := p.state.dueStaleChains(now.Add(-staleChainDelay))
 	if len(due) == 0 {
 		return
@@ -392,14 +265,7 @@ func (p *Proxier) deleteStaleChainsLocked(ctx context.Context, now time.Time) {
 // Close stops the sync loop and leaves the table in place, so that
 // services keep answering while the agent restarts.
 func (p *Proxier) Close() error {
-	if p.cancel != nil {
-		p.cancel()
-		<-p.stopped
-	}
-	if p.nl != nil {
-		p.nl.Close()
-		p.nl = nil
-	}
+	p.loop.Close()
 	return nil
 }
 

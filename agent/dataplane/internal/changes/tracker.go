@@ -155,3 +155,19 @@ func serviceEqual(a, b *dataplane.Service) bool {
 		slices.Equal(a.LoadBalancerIPs, b.LoadBalancerIPs) && slices.Equal(a.ExternalIPs, b.ExternalIPs) &&
 		slices.Equal(a.Backends, b.Backends)
 }
+
+// ReadBackends is the backends a dataplane reads back from its rules, in
+// the order of all: every endpoint its chains lead to, ready (only serving
+// endpoints are written), and local, on nodeName, where a local chain
+// leads to it too.
+func ReadBackends(all []netip.AddrPort, local map[netip.AddrPort]bool, nodeName string) []dataplane.Backend {
+	var out []dataplane.Backend
+	for _, ap := range all {
+		b := dataplane.Backend{Addr: ap.Addr(), Port: ap.Port(), Ready: true, Local: local[ap]}
+		if b.Local {
+			b.NodeName = nodeName
+		}
+		out = append(out, b)
+	}
+	return out
+}
