@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
+	"github.com/skep-io/skep/controlplane/client/events/eventstest"
 )
 
 // TestKillingEvents checks that stopping a deleted pod records, as the
@@ -20,11 +20,7 @@ import (
 // the kubelet of this node, and nothing for one that already exited.
 func TestKillingEvents(t *testing.T) {
 	c := apiservertest.Start(t)
-	b := events.NewBroadcaster(c, events.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); b.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	b := eventstest.Start(t, c, events.Options{})
 	a := &Agent{events: b.Recorder(corev1.EventSource{Component: "kubelet", Host: "node-1"})}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "default", UID: "uid-1"},

@@ -255,29 +255,22 @@ func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http
 			h.ServeHTTP(w, r)
 			return
 		}
+		// boundBody, outermost, closes the connection of an error
+		// answer to a request whose body may be unread.
 		fail := func(err error) {
-			responsewriters.ErrorNegotiated(refuseUnread(w, r, err), codecs, schema.GroupVersion{}, w, r)
+			responsewriters.ErrorNegotiated(err, codecs, schema.GroupVersion{}, w, r)
 		}
-		if !info.IsResourceRequest {
-			// Discovery and OpenAPI documents are reads like any
-			// other (a gzipped OpenAPI costs milliseconds of CPU).
-			release, err := s.admit.acquire(r.Context(), "get", identityFrom(r.Context()).String())
-			if err != nil {
+		verb := "get" // discovery and OpenAPI documents are reads like any other
+		if info.IsResourceRequest {
+			if err := checkPathSegments(info.Namespace, info.Name); err != nil {
 				fail(err)
 				return
 			}
-			defer release()
-			h.ServeHTTP(w, r)
-			return
-		}
-		if err := checkPathSegments(info.Namespace, info.Name); err != nil {
-			fail(err)
-			return
-		}
-		verb := info.Verb
-		switch verb {
-		case "create", "update", "patch", "delete", "deletecollection":
-			verb = "write"
+			verb = info.Verb
+			switch verb {
+			case "create", "update", "patch", "delete", "deletecollection":
+				verb = "write"
+			}
 		}
 		release, err := s.admit.acquire(r.Context(), verb, identityFrom(r.Context()).String())
 		if err != nil {

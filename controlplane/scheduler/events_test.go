@@ -12,6 +12,7 @@ import (
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
+	"github.com/skep-io/skep/controlplane/client/events/eventstest"
 )
 
 // TestSchedulerRecordsEvents checks the Events `kubectl describe pod`
@@ -20,11 +21,7 @@ import (
 // default-scheduler.
 func TestSchedulerRecordsEvents(t *testing.T) {
 	c := apiservertest.Start(t)
-	b := events.NewBroadcaster(c, events.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); b.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	b := eventstest.Start(t, c, events.Options{})
 	startScheduler(t, c, Options{Events: b.Recorder(corev1.EventSource{Component: corev1.DefaultSchedulerName})})
 
 	create(t, c, nodesResource, node("node-a", "2", "2Gi"))

@@ -394,8 +394,6 @@ func sortedKeys[V any](services map[dataplane.ServiceKey]V) []dataplane.ServiceK
 	return keys
 }
 
-func sortedSet(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
-
 func sortedIDs(m map[elemID]bool) []elemID {
 	ids := slices.Collect(maps.Keys(m))
 	slices.SortFunc(ids, func(a, b elemID) int {

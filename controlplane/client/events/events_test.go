@@ -15,6 +15,7 @@ import (
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
+	"github.com/skep-io/skep/controlplane/client/events/eventstest"
 )
 
 var eventsResource = api.MustLookup("events")
@@ -30,16 +31,6 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-func start(t *testing.T, c client.Interface, opts events.Options) *events.Broadcaster {
-	t.Helper()
-	b := events.NewBroadcaster(c, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); b.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return b
 }
 
 // poll checks cond until it returns "" or the deadline passes.
@@ -90,7 +81,7 @@ func pod(c client.Interface, t *testing.T, name string) *corev1.Pod {
 func TestRepeatsAggregate(t *testing.T) {
 	c := apiservertest.Start(t)
 	clk := &clock{t: time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)}
-	b := start(t, c, events.Options{Now: clk.now})
+	b := eventstest.Start(t, c, events.Options{Now: clk.now})
 	rec := b.Recorder(corev1.EventSource{Component: "default-scheduler"})
 	p := pod(c, t, "web-1")
 	first := clk.now()
@@ -131,7 +122,7 @@ func TestRepeatsAggregate(t *testing.T) {
 func TestRepeatAfterWindowOrTTL(t *testing.T) {
 	c := apiservertest.Start(t)
 	clk := &clock{t: time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)}
-	b := start(t, c, events.Options{Now: clk.now, Window: 5 * time.Minute})
+	b := eventstest.Start(t, c, events.Options{Now: clk.now, Window: 5 * time.Minute})
 	rec := b.Recorder(corev1.EventSource{Component: "kubelet", Host: "node-1"})
 	p := pod(c, t, "web-2")
 	count := func(n int) func() string {
@@ -165,7 +156,7 @@ func TestRepeatAfterWindowOrTTL(t *testing.T) {
 // object lands in the default namespace, where kubectl describe looks.
 func TestNodeEventsGoToDefault(t *testing.T) {
 	c := apiservertest.Start(t)
-	b := start(t, c, events.Options{})
+	b := eventstest.Start(t, c, events.Options{})
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", UID: "node-uid"}}
 	b.Recorder(corev1.EventSource{Component: "node-controller"}).Eventf(node, corev1.EventTypeNormal, "NodeNotReady", "Node %s status is now: NodeNotReady", node.Name)
 	poll(t, func() string {
@@ -198,7 +189,7 @@ func (b blockingClient) Create(ctx context.Context, r *api.Resource, obj api.Obj
 func TestNeverBlocks(t *testing.T) {
 	bc := blockingClient{release: make(chan struct{})}
 	t.Cleanup(func() { close(bc.release) })
-	b := start(t, bc, events.Options{QueueSize: 10})
+	b := eventstest.Start(t, bc, events.Options{QueueSize: 10})
 	rec := b.Recorder(corev1.EventSource{Component: "deployment-controller"})
 	d := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"}}
 	began := time.Now()
@@ -222,7 +213,7 @@ func TestNeverBlocks(t *testing.T) {
 func TestSpamFilter(t *testing.T) {
 	c := apiservertest.Start(t)
 	clk := &clock{t: time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)}
-	b := start(t, c, events.Options{Now: clk.now})
+	b := eventstest.Start(t, c, events.Options{Now: clk.now})
 	rec := b.Recorder(corev1.EventSource{Component: "kubelet", Host: "node-1"})
 	noisy, quiet := pod(c, t, "noisy"), pod(c, t, "quiet")
 	for i := range 30 {
