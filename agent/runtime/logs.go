@@ -8,12 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd"
-	"github.com/containerd/containerd/cio"
-	"github.com/google/uuid"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -113,108 +110,4 @@ func (r *Runtime) Logs(ctx context.Context, uid types.UID, container string, fol
 			}
 		}
 	}
-}
-
-// Exec runs cmd in a running container of the pod, with the container's
-// environment and working directory, and returns its exit code.
-func (r *Runtime) Exec(ctx context.Context, uid types.UID, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	_, running, task, err := r.containerSnapshot(uid, container)
-	if err != nil {
-		return -1, err
-	}
-	if !running || task == nil {
-		return -1, fmt.Errorf("exec in container %s of pod %s: container is not running", container, uid)
-	}
-	return r.execTask(ctx, task.ID(), cmd, stdin, stdout, stderr)
-}
-
-// execTask runs cmd as an extra process of the task of containerID.
-func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	if len(cmd) == 0 {
-		return -1, errors.New("exec: no command")
-	}
-	ctx = r.nsCtx(ctx)
-	ctr, err := r.client.LoadContainer(ctx, containerID)
-	if err != nil {
-		return -1, fmt.Errorf("exec: load container %s: %w", containerID, err)
-	}
-	task, err := ctr.Task(ctx, nil)
-	if err != nil {
-		return -1, fmt.Errorf("exec: task of %s: %w", containerID, err)
-	}
-	spec, err := ctr.Spec(ctx)
-	if err != nil {
-		return -1, fmt.Errorf("exec: spec of %s: %w", containerID, err)
-	}
-	pspec := *spec.Process
-	pspec.Args = cmd
-	pspec.Terminal = false
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	if stderr == nil {
-		stderr = io.Discard
-	}
-	execID := "exec-" + uuid.NewString()[:12]
-	// The process sees the end of its stdin only when the shim is told to
-	// close it; closing our end of the FIFO is not enough.
-	stdinEOF := make(chan struct{})
-	if stdin != nil {
-		stdin = &eofNotifier{r: stdin, eof: sync.OnceFunc(func() { close(stdinEOF) })}
-	}
-	proc, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(
-		cio.WithStreams(stdin, stdout, stderr),
-		cio.WithFIFODir(filepath.Join(r.cfg.DataDir, "fifo")),
-	))
-	if err != nil {
-		return -1, fmt.Errorf("exec in %s: %w", containerID, err)
-	}
-	// The process is deleted even when ctx ends (a probe's timeout).
-	cleanupCtx := context.WithoutCancel(ctx)
-	defer proc.Delete(cleanupCtx, containerd.WithProcessKill)
-	exited, err := proc.Wait(cleanupCtx)
-	if err != nil {
-		return -1, fmt.Errorf("exec in %s: wait: %w", containerID, err)
-	}
-	if err := proc.Start(ctx); err != nil {
-		return -1, fmt.Errorf("exec in %s: start: %w", containerID, err)
-	}
-	if stdin != nil {
-		finished := make(chan struct{})
-		defer close(finished)
-		go func() {
-			select {
-			case <-stdinEOF:
-				proc.CloseIO(cleanupCtx, containerd.WithStdinCloser)
-			case <-finished:
-			}
-		}()
-	}
-	select {
-	case st := <-exited:
-		code, _, err := st.Result()
-		if err != nil {
-			return -1, fmt.Errorf("exec in %s: %w", containerID, err)
-		}
-		proc.IO().Wait()
-		return int(code), nil
-	case <-ctx.Done():
-		proc.Kill(cleanupCtx, 9)
-		<-exited
-		return -1, fmt.Errorf("exec in %s: %w", containerID, ctx.Err())
-	}
-}
-
-// eofNotifier calls eof once its reader is exhausted.
-type eofNotifier struct {
-	r   io.Reader
-	eof func()
-}
-
-func (e *eofNotifier) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err == io.EOF {
-		e.eof()
-	}
-	return n, err
 }
