@@ -60,6 +60,8 @@ func (r *Runtime) Attach(ctx context.Context, uid types.UID, container string, s
 		})
 		go func() {
 			io.Copy(f, stdin)
+			// Ours must be closed too for the container to see the end.
+			f.Close()
 			closeStdin()
 		}()
 		defer func() {
