@@ -127,7 +127,7 @@ func TestLogsOptions(t *testing.T) {
 func TestLogsPreviousAfterRestart(t *testing.T) {
 	env := newTestEnv(t)
 	r, _ := env.start()
-	pod := newPod("prev", toolbox("app", "n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo run$n; echo warn$n >&2; [ $n -gt 1 ] || exit 3; sleep 1000 & wait"))
+	pod := newPod("prev", toolbox("app", "n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo run$n; sleep 0.2; echo warn$n >&2; [ $n -gt 1 ] || exit 3; sleep 1000 & wait"))
 	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
 	waitStatus(t, r, pod, 60*time.Second, "restarted", func(st corev1.PodStatus) bool {
