@@ -101,19 +101,23 @@ func (r *Runtime) Logs(ctx context.Context, uid types.UID, container string, opt
 		return err
 	}
 	attempt, follow := v.attempt, opts.Follow
+	pod := v.podName
+	if pod == "" {
+		pod = string(uid)
+	}
+	noPrevious := fmt.Errorf("previous terminated container %q in pod %q: %w", container, pod, ErrNotFound)
 	if opts.Previous {
 		if !v.hasLast {
-			pod := v.podName
-			if pod == "" {
-				pod = string(uid)
-			}
-			return fmt.Errorf("previous terminated container %q in pod %q: %w", container, pod, ErrNotFound)
+			return noPrevious
 		}
 		attempt--
 		follow = false
 	}
 	path := r.logPath(uid, container, attempt)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if opts.Previous {
+			return noPrevious
+		}
 		// Created but never started (a failed start): no output yet.
 		return nil
 	}
