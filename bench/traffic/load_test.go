@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skep-io/skep/agent/dataplane/ebpf"
 )
 
 // echoServer answers as the echo image does, on loopback.
@@ -141,5 +144,62 @@ func TestRunLoadInterrupted(t *testing.T) {
 	_, err := RunLoad(ctx, LoadSpec{Kind: LoadCRR, Targets: []string{addr}, Concurrency: 1, Duration: 10 * time.Second})
 	if err == nil || time.Since(start) > 2*time.Second {
 		t.Errorf("an interrupted load returned %v after %s: want an error, at once", err, time.Since(start))
+	}
+}
+
+// TestRunLoadBPFCosts runs a crr load from a cgroup an eBPF dataplane
+// balances: the result carries what sock4_connect cost per run in the
+// window, at least one run per connection.
+func TestRunLoadBPFCosts(t *testing.T) {
+	addr := echoServer(t)
+	home := ownCgroup(t)
+	cg, err := os.MkdirTemp("/sys/fs/cgroup/unified", "skep-traffic-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinRoot, err := os.MkdirTemp("/sys/fs/bpf", "skep-traffic-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ebpf.Config{NodeName: "bench", PinRoot: pinRoot, CgroupPath: cg}
+	d, err := ebpf.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("new ebpf dataplane: %v", err)
+	}
+	t.Cleanup(func() {
+		d.Close()
+		if err := ebpf.Cleanup(cfg); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		os.Remove(pinRoot)
+	})
+	// This process joins the balanced cgroup for the load and goes back
+	// after it, so that the cgroup can go.
+	self := []byte(strconv.Itoa(os.Getpid()))
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), self, 0o644); err != nil {
+		t.Fatalf("join cgroup %s: %v", cg, err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(filepath.Join(home, "cgroup.procs"), self, 0o644); err != nil {
+			t.Errorf("back to cgroup %s: %v", home, err)
+		}
+		if err := os.Remove(cg); err != nil {
+			t.Errorf("remove cgroup: %v", err)
+		}
+	})
+
+	res, err := RunLoad(context.Background(), LoadSpec{Kind: LoadCRR, Targets: []string{addr}, Concurrency: 1,
+		Warmup: 50 * time.Millisecond, Duration: 300 * time.Millisecond, Timeout: time.Second,
+		BPFNodes: []string{"bench"}, BPFPinRoot: pinRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.BPF["sock4_connect"]
+	t.Logf("completed %d; sock4_connect %d runs, %.0f ns/run", res.Completed, c.Runs, c.NsPerRun())
+	if res.Completed < 10 || c.Runs < uint64(res.Completed) || c.NsPerRun() <= 0 {
+		t.Errorf("%d connections, sock4_connect %d runs of %.0f ns: want a run of some ns per connection", res.Completed, c.Runs, c.NsPerRun())
+	}
+	if _, ok := res.BPF["tc4_ingress"]; ok {
+		t.Errorf("tc4_ingress reported for a dataplane without an interface: %v", res.BPF)
 	}
 }
