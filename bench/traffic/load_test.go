@@ -196,7 +196,7 @@ func balancedSelf(tb testing.TB) (*ebpf.Dataplane, string) {
 
 // TestRunLoadBPFCosts runs a crr load from a cgroup an eBPF dataplane
 // balances: the result carries what sock4_connect cost per run in the
-// window, at least one run per connection.
+// window, a run per connection.
 func TestRunLoadBPFCosts(t *testing.T) {
 	addr := echoServer(t)
 	_, pinRoot := balancedSelf(t)
@@ -208,7 +208,9 @@ func TestRunLoadBPFCosts(t *testing.T) {
 	}
 	c := res.BPF["sock4_connect"]
 	t.Logf("completed %d; sock4_connect %d runs, %.0f ns/run", res.Completed, c.Runs, c.NsPerRun())
-	if res.Completed < 10 || c.Runs < uint64(res.Completed) || c.NsPerRun() <= 0 {
+	// A connection that completed early in the window may have connected
+	// just before it: one per connect loop.
+	if res.Completed < 10 || c.Runs+1 < uint64(res.Completed) || c.NsPerRun() <= 0 {
 		t.Errorf("%d connections, sock4_connect %d runs of %.0f ns: want a run of some ns per connection", res.Completed, c.Runs, c.NsPerRun())
 	}
 	if _, ok := res.BPF["tc4_ingress"]; ok {
