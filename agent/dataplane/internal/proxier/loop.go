@@ -311,6 +311,11 @@ func (l *Loop) syncOnce(ctx context.Context) error {
 	} else if n > 0 {
 		l.cfg.Logger.Debug("deleted stale UDP conntrack entries", "count", n)
 	}
+	if res.FullSyncAgain {
+		// The write is not what the state asks for yet; those waiting for
+		// it are answered by the full sync that follows at once.
+		return nil
+	}
 	l.waiters.Publish(snap.Gen, nil)
 	return nil
 }
