@@ -120,15 +120,24 @@ func (c *cancelOnError) Write(p []byte) (int, error) {
 // idle timeout closes it. net/http stops watching a connection once it is
 // hijacked, and cri-streaming runs the command with the request's
 // context, so without this an exec'd process would outlive its client.
-// done releases the context when the handler returns.
-func watchUpgrade(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, context.CancelFunc) {
+// done, called when the handler returns, ends the context and closes the
+// connection: cri-streaming leaves it open when the client never created
+// its streams.
+func watchUpgrade(w http.ResponseWriter, r *http.Request) (_ http.ResponseWriter, _ *http.Request, done func()) {
 	ctx, cancel := context.WithCancel(r.Context())
-	return &upgradeWatcher{ResponseWriter: w, gone: cancel}, r.WithContext(ctx), cancel
+	u := &upgradeWatcher{ResponseWriter: w, gone: cancel}
+	return u, r.WithContext(ctx), func() {
+		cancel()
+		if u.conn != nil {
+			u.conn.Close()
+		}
+	}
 }
 
 type upgradeWatcher struct {
 	http.ResponseWriter
 	gone context.CancelFunc
+	conn net.Conn // once hijacked
 }
 
 func (u *upgradeWatcher) Unwrap() http.ResponseWriter { return u.ResponseWriter }
@@ -143,6 +152,7 @@ func (u *upgradeWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	wc := &watchedConn{Conn: conn, gone: u.gone}
+	u.conn = wc
 	buffered, _ := rw.Reader.Peek(rw.Reader.Buffered())
 	r := io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), wc)
 	return wc, bufio.NewReadWriter(bufio.NewReader(r), rw.Writer), nil
