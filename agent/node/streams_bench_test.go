@@ -12,6 +12,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 	"k8s.io/client-go/tools/remotecommand"
@@ -77,7 +78,15 @@ func BenchmarkExecStdout(b *testing.B) {
 // port forwarder and the endpoint, and straight from inside the pod's
 // network namespace.
 func BenchmarkPortForward(b *testing.B) {
-	env := startStreamEnv(b, fmt.Sprintf("head -c %d /dev/zero > /tmp/big; mkdir -p /www1; ln -s /tmp/big /www1/big; httpd -p 127.0.0.1:8080 -h /www1; while true; do sleep 1; done", benchBytes))
+	env := startStreamEnv(b, fmt.Sprintf("mkdir -p /www1 && head -c %d /dev/zero > /www1/big && httpd -p 127.0.0.1:8080 -h /www1; while true; do sleep 1; done", benchBytes))
+	// The server starts once the file is written.
+	var httpd []int
+	for deadline := time.Now().Add(30 * time.Second); len(httpd) == 0; httpd = processesRunning("httpd", "-p", "127.0.0.1:8080", "-h", "/www1") {
+		if time.Now().After(deadline) {
+			b.Fatal("httpd not running after 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	ports := env.forward(b, "0:8080")
 	get := func(b *testing.B, dial func() (net.Conn, error)) {
 		conn, err := dial()
@@ -101,10 +110,6 @@ func BenchmarkPortForward(b *testing.B) {
 			get(b, func() (net.Conn, error) { return net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0])) })
 		}
 	})
-	httpd := processesRunning("httpd", "-p", "127.0.0.1:8080", "-h", "/www1")
-	if len(httpd) != 1 {
-		b.Fatalf("httpd processes %v; want one", httpd)
-	}
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", httpd[0])
 	b.Run("pod-netns-direct", func(b *testing.B) {
 		b.SetBytes(benchBytes)
