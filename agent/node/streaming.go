@@ -140,7 +140,9 @@ type upgradeWatcher struct {
 	conn net.Conn // once hijacked
 }
 
-func (u *upgradeWatcher) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+// upgradeWatcher has no Unwrap on purpose: cri-streaming's WebSocket
+// paths unwrap the writer they are given (httpresponse.GetOriginal) and
+// would hijack around the watch.
 
 // Hijack hands out the connection with reads that end the request's
 // context on the first error. As with net/http's, the connection is read

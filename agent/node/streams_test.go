@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,10 +28,12 @@ import (
 )
 
 // streamScript runs in the test pod: two web servers bound to the pod's
-// loopback only, reachable from the node by port forwarding alone.
+// loopback only, reachable from the node by port forwarding alone, and a
+// server that answers with the length of what it read to the end.
 const streamScript = `echo started
 mkdir -p /www1 /www2 && echo one > /www1/index.html && echo two > /www2/index.html
 httpd -p 127.0.0.1:8080 -h /www1 && httpd -p 127.0.0.1:8081 -h /www2
+nc -ll -p 7000 -e wc -c &
 while true; do sleep 1; done`
 
 // execURL is kubelet's exec URL for the test pod, as the API server's
@@ -191,6 +194,26 @@ func TestStreamingEndpoint(t *testing.T) {
 		close(errs)
 		for err := range errs {
 			t.Error(err)
+		}
+	})
+
+	t.Run("port forward passes the client's half-close", func(t *testing.T) {
+		ports := env.forward(t, "0:7000")
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		msg := strings.Repeat("half-close ", 10000)
+		if _, err := io.WriteString(conn, msg); err != nil {
+			t.Fatal(err)
+		}
+		// The server answers only once it has read to the end.
+		conn.(*net.TCPConn).CloseWrite()
+		answer, err := io.ReadAll(conn)
+		if got := strings.TrimSpace(string(answer)); err != nil || got != fmt.Sprint(len(msg)) {
+			t.Errorf("answer %q, %v; want the length %d", answer, err, len(msg))
 		}
 	})
 
