@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	restclient "k8s.io/client-go/rest"
@@ -73,6 +74,14 @@ func TestStreamingEndpoint(t *testing.T) {
 	// A hung stream fails the test, and the cleanup still runs.
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
+	// The container runs before its servers listen.
+	for _, server := range [][]string{
+		{"httpd", "-p", "127.0.0.1:8080", "-h", "/www1"},
+		{"httpd", "-p", "127.0.0.1:8081", "-h", "/www2"},
+		{"nc", "-ll", "-p", "7000", "-e", "wc", "-c"},
+	} {
+		waitFor(t, 30*time.Second, strings.Join(server, " ")+" running", func() bool { return len(processesRunning(server...)) == 1 })
+	}
 
 	t.Run("exec passes stdin's end", func(t *testing.T) {
 		// SPDY only: WebSocket v4 has no way to close stdin (v5's CLOSE,
@@ -214,6 +223,54 @@ func TestStreamingEndpoint(t *testing.T) {
 		answer, err := io.ReadAll(conn)
 		if got := strings.TrimSpace(string(answer)); err != nil || got != fmt.Sprint(len(msg)) {
 			t.Errorf("answer %q, %v; want the length %d", answer, err, len(msg))
+		}
+	})
+
+	t.Run("port forward over WebSocket v4", func(t *testing.T) {
+		// kubelet's own WebSocket port forwarding: the ports in the query,
+		// two channels per port (data, error), each opening with the port.
+		d := websocket.Dialer{TLSClientConfig: env.tlsConfig(t, env.cfg), Subprotocols: []string{"v4.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second}
+		u := strings.Replace(env.url, "https://", "wss://", 1) + "/portForward/default/web?port=8080&port=8081&podUID=" + string(env.pod.UID)
+		conn, resp, err := d.DialContext(ctx, u, nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v", u, err)
+		}
+		defer conn.Close()
+		resp.Body.Close()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for _, ch := range []byte{2, 0} { // channel 2: port 8081's data; 0: 8080's
+			if err := conn.WriteMessage(websocket.BinaryMessage, append([]byte{ch}, "GET /index.html HTTP/1.0\r\n\r\n"...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := map[byte][]byte{}
+		opened := map[byte]bool{}
+		for !bytes.HasSuffix(got[0], []byte("one\n")) || !bytes.HasSuffix(got[2], []byte("two\n")) {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				t.Fatalf("read: %v; got %q", err, got)
+			}
+			if len(msg) == 0 {
+				continue
+			}
+			ch, data := msg[0], msg[1:]
+			if !opened[ch] { // the port, little-endian, opens each channel
+				opened[ch] = true
+				if want := map[byte]int{0: 8080, 1: 8080, 2: 8081, 3: 8081}[ch]; len(data) < 2 || int(data[0])|int(data[1])<<8 != want {
+					t.Fatalf("channel %d opened with %v; want port %d", ch, data, want)
+				}
+				data = data[2:]
+			}
+			if ch == 1 || ch == 3 {
+				if len(data) > 0 {
+					t.Fatalf("error channel %d: %s", ch, data)
+				}
+				continue
+			}
+			got[ch] = append(got[ch], data...)
+		}
+		if !bytes.HasPrefix(got[0], []byte("HTTP/1.")) || !bytes.Contains(got[0], []byte(" 200 ")) {
+			t.Errorf("port 8080 answered %q", got[0])
 		}
 	})
 
