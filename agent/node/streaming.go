@@ -128,6 +128,8 @@ func watchUpgrade(w http.ResponseWriter, r *http.Request) (_ http.ResponseWriter
 	u := &upgradeWatcher{ResponseWriter: w, gone: cancel}
 	return u, r.WithContext(ctx), func() {
 		cancel()
+		u.mu.Lock()
+		defer u.mu.Unlock()
 		if u.conn != nil {
 			u.conn.Close()
 		}
@@ -137,6 +139,9 @@ func watchUpgrade(w http.ResponseWriter, r *http.Request) (_ http.ResponseWriter
 type upgradeWatcher struct {
 	http.ResponseWriter
 	gone context.CancelFunc
+
+	// WebSocket upgrades hijack on a goroutine of their own.
+	mu   sync.Mutex
 	conn net.Conn // once hijacked
 }
 
@@ -154,7 +159,9 @@ func (u *upgradeWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	wc := &watchedConn{Conn: conn, gone: u.gone}
+	u.mu.Lock()
 	u.conn = wc
+	u.mu.Unlock()
 	buffered, _ := rw.Reader.Peek(rw.Reader.Buffered())
 	r := io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), wc)
 	return wc, bufio.NewReadWriter(bufio.NewReader(r), rw.Writer), nil
