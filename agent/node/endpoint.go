@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -222,7 +221,7 @@ func (ep *endpoint) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	opts.Container = container
 	out := &lazyWriter{w: w}
-	err = podLogs(r.Context(), rt, pod.UID, container, opts, out)
+	err = rt.Logs(r.Context(), pod.UID, container, opts, out)
 	if err == nil {
 		if !out.started {
 			w.WriteHeader(http.StatusOK) // an empty log
@@ -282,80 +281,6 @@ func parseLogOptions(q url.Values) (*corev1.PodLogOptions, error) {
 		return nil, errors.New("sinceSeconds and sinceTime: at most one of them may be given")
 	}
 	return opts, nil
-}
-
-// podLogs writes a container's log as opts asks.
-//
-// TODO(merge agent-logs): the runtime's Logs takes opts itself there; this
-// becomes `return rt.Logs(ctx, uid, container, opts, w)`, and
-// containerLogs, tailBuffer, skipWriter and logLimit go. Until then the
-// runtime knows follow and previous only: tails and limits are done here,
-// and times are refused.
-func podLogs(ctx context.Context, rt *runtime.Runtime, uid types.UID, container string, opts *corev1.PodLogOptions, w io.Writer) error {
-	switch {
-	case opts.SinceSeconds != nil, opts.SinceTime != nil:
-		return apierrors.NewBadRequest("sinceSeconds and sinceTime are not supported by this node yet")
-	case opts.Timestamps:
-		return apierrors.NewBadRequest("timestamps are not supported by this node yet")
-	}
-	tail := int64(-1)
-	if opts.TailLines != nil {
-		tail = *opts.TailLines
-	}
-	if opts.LimitBytes != nil {
-		w = &logLimit{w: w, left: *opts.LimitBytes}
-	}
-	err := containerLogs(ctx, rt, uid, container, opts.Follow, opts.Previous, tail, w)
-	if errors.Is(err, errLogLimit) {
-		return nil
-	}
-	return err
-}
-
-// errLogLimit stops a log read at limitBytes.
-var errLogLimit = errors.New("limitBytes reached")
-
-// logLimit passes on at most left bytes, then fails with errLogLimit.
-type logLimit struct {
-	w    io.Writer
-	left int64
-}
-
-func (l *logLimit) Write(p []byte) (int, error) {
-	if l.left <= 0 {
-		return 0, errLogLimit
-	}
-	cut := int64(len(p)) > l.left
-	if cut {
-		p = p[:l.left]
-	}
-	n, err := l.w.Write(p)
-	l.left -= int64(n)
-	if err == nil && cut {
-		err = errLogLimit
-	}
-	return n, err
-}
-
-// containerLogs writes a container's log, or its last tail lines (tail <
-// 0: all of it). A followed tail reads the log twice: once for the lines
-// to show, then following, skipping what the first read covered (the
-// log of one run only grows).
-func containerLogs(ctx context.Context, rt *runtime.Runtime, uid types.UID, container string, follow, previous bool, tail int64, w io.Writer) error {
-	if tail < 0 {
-		return rt.Logs(ctx, uid, container, follow, previous, w)
-	}
-	last := &tailBuffer{n: int(tail)}
-	if err := rt.Logs(ctx, uid, container, false, previous, last); err != nil {
-		return err
-	}
-	if _, err := w.Write(last.bytes()); err != nil {
-		return err
-	}
-	if !follow || previous {
-		return nil
-	}
-	return rt.Logs(ctx, uid, container, true, false, &skipWriter{w: w, skip: last.total})
 }
 
 func (ep *endpoint) exec(w http.ResponseWriter, r *http.Request) {
@@ -471,60 +396,4 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 		err = http.NewResponseController(l.w).Flush()
 	}
 	return n, err
-}
-
-// tailBuffer keeps the last n lines written to it, and counts every byte.
-type tailBuffer struct {
-	n     int
-	lines [][]byte // the last n complete lines, then a partial one
-	total int64
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	t.total += int64(n)
-	for len(p) > 0 {
-		if len(t.lines) == 0 || bytes.HasSuffix(t.lines[len(t.lines)-1], []byte("\n")) {
-			t.lines = append(t.lines, nil)
-		}
-		i := bytes.IndexByte(p, '\n') + 1
-		if i == 0 {
-			i = len(p)
-		}
-		t.lines[len(t.lines)-1] = append(t.lines[len(t.lines)-1], p[:i]...)
-		p = p[i:]
-		if len(t.lines) > t.n+1 {
-			t.lines = t.lines[len(t.lines)-t.n-1:]
-		}
-	}
-	return n, nil
-}
-
-func (t *tailBuffer) bytes() []byte {
-	lines := t.lines
-	// A last line still being written counts as a line, as kubelet's does.
-	if len(lines) > t.n {
-		lines = lines[len(lines)-t.n:]
-	}
-	return bytes.Join(lines, nil)
-}
-
-// skipWriter drops the first skip bytes written to it.
-type skipWriter struct {
-	w    io.Writer
-	skip int64
-}
-
-func (s *skipWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if s.skip >= int64(n) {
-		s.skip -= int64(n)
-		return n, nil
-	}
-	p = p[s.skip:]
-	s.skip = 0
-	if _, err := s.w.Write(p); err != nil {
-		return 0, err
-	}
-	return n, nil
 }
