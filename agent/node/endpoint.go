@@ -299,9 +299,11 @@ func (ep *endpoint) exec(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("input, output, error: %v", err)))
 		return
 	}
+	st := ep.streamer(rt, pod)
+	st.noStdin = !opts.Stdin
 	w, r, done := watchUpgrade(w, r)
 	defer done()
-	remotecommand.ServeExec(w, r, ep.streamer(rt, pod), pod.Name, string(pod.UID), r.PathValue("container"), cmd, opts,
+	remotecommand.ServeExec(w, r, st, pod.Name, string(pod.UID), r.PathValue("container"), cmd, opts,
 		streamIdleTimeout, streamCreationTimeout, remotecommand.SupportedStreamingProtocols)
 }
 
@@ -316,9 +318,11 @@ func (ep *endpoint) attach(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("input, output, error: %v", err)))
 		return
 	}
+	st := ep.streamer(rt, pod)
+	st.noStdin = !opts.Stdin
 	w, r, done := watchUpgrade(w, r)
 	defer done()
-	remotecommand.ServeAttach(w, r, ep.streamer(rt, pod), pod.Name, string(pod.UID), r.PathValue("container"), opts,
+	remotecommand.ServeAttach(w, r, st, pod.Name, string(pod.UID), r.PathValue("container"), opts,
 		streamIdleTimeout, streamCreationTimeout, remotecommand.SupportedStreamingProtocols)
 }
 

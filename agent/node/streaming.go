@@ -26,10 +26,22 @@ import (
 type streamer struct {
 	rt  *runtime.Runtime
 	log *slog.Logger
+	// noStdin: the client asked for no stdin. cri-streaming's WebSocket
+	// path hands over a stream for stdin even then, which the runtime
+	// must not take for one (attach refuses a stdin the container lacks).
+	noStdin bool
 }
 
 func (ep *endpoint) streamer(rt *runtime.Runtime, pod *corev1.Pod) *streamer {
 	return &streamer{rt: rt, log: ep.log.With("pod", pod.Namespace+"/"+pod.Name)}
+}
+
+// stdin is in, or nil when the client asked for none.
+func (s *streamer) stdin(in io.Reader) io.Reader {
+	if s.noStdin {
+		return nil
+	}
+	return in
 }
 
 // ExecInContainer runs cmd; a non-zero exit code comes back as a
@@ -38,7 +50,7 @@ func (ep *endpoint) streamer(rt *runtime.Runtime, pod *corev1.Pod) *streamer {
 func (s *streamer) ExecInContainer(ctx context.Context, _ string, uid string, container string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, _ time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sio := runtime.ExecIO{Stdin: in, TTY: tty, Resize: runtimeSizes(ctx, resize)}
+	sio := runtime.ExecIO{Stdin: s.stdin(in), TTY: tty, Resize: runtimeSizes(ctx, resize)}
 	// Output no one can receive any more means the client is gone: end the
 	// command rather than leave it blocked on a full pipe.
 	if out != nil {
@@ -64,7 +76,7 @@ func (s *streamer) ExecInContainer(ctx context.Context, _ string, uid string, co
 func (s *streamer) AttachContainer(ctx context.Context, _ string, uid string, container string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return s.rt.Attach(ctx, types.UID(uid), container, in, out, errOut, tty, runtimeSizes(ctx, resize))
+	return s.rt.Attach(ctx, types.UID(uid), container, s.stdin(in), out, errOut, tty, runtimeSizes(ctx, resize))
 }
 
 // PortForward copies between stream and port on the pod's loopback.

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	restclient "k8s.io/client-go/rest"
 
+	"github.com/skep-io/skep/agent/containerlog"
 	"github.com/skep-io/skep/agent/runtime"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/pki"
@@ -44,6 +45,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The runtime runs its log driver as this executable: run as that,
+	// the test binary is the driver.
+	containerlog.RunIfDriver()
 	// The shims of the tests' containerd daemonize: as a subreaper the
 	// test binary reaps them itself (labtest.ReapShims).
 	if err := labtest.BecomeSubreaper(); err != nil {

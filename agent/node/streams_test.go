@@ -30,12 +30,13 @@ import (
 
 // streamScript runs in the test pod: two web servers bound to the pod's
 // loopback only, reachable from the node by port forwarding alone, and a
-// server that answers with the length of what it read to the end.
+// server that answers with the length of what it read to the end. It
+// writes "tick" to its output while /tmp/tick exists, for attach.
 const streamScript = `echo started
 mkdir -p /www1 /www2 && echo one > /www1/index.html && echo two > /www2/index.html
 httpd -p 127.0.0.1:8080 -h /www1 && httpd -p 127.0.0.1:8081 -h /www2
 nc -ll -p 7000 -e wc -c &
-while true; do sleep 1; done`
+while true; do [ -e /tmp/tick ] && echo tick; sleep 0.2; done`
 
 // execURL is kubelet's exec URL for the test pod, as the API server's
 // proxy sends it.
@@ -294,6 +295,12 @@ func TestStreamingEndpoint(t *testing.T) {
 				t.Errorf("containerLogs?%s: %d %q; want 200 %q", query, code, body, want)
 			}
 		}
+		// kubelet's timestamps: RFC 3339 with nanoseconds, then a space.
+		code, body := env.get(t, env.cfg, "/containerLogs/default/web/c?timestamps=true&sinceSeconds=3600")
+		ts, line, _ := strings.Cut(body, " ")
+		if _, err := time.Parse(time.RFC3339Nano, ts); code != 200 || err != nil || line != "started\n" {
+			t.Errorf("containerLogs?timestamps=true&sinceSeconds=3600: %d %q; want 200 and one timestamped line", code, body)
+		}
 		for query, field := range map[string]string{
 			"tailLines=x":         "tailLines",
 			"tailLines=-1":        "tailLines",
@@ -309,6 +316,34 @@ func TestStreamingEndpoint(t *testing.T) {
 			st := decodeStatus(t, body)
 			if code != 400 || !strings.Contains(st.Message, field) {
 				t.Errorf("containerLogs?%s: %d %q; want 400 naming %s", query, code, st.Message, field)
+			}
+		}
+	})
+
+	t.Run("attach reads the container's output", func(t *testing.T) {
+		// After the logs test, which wants the log without ticks.
+		var out bytes.Buffer
+		touch := env.executors(t, false, false, "touch", "/tmp/tick")["spdy"]
+		if err := touch.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
+			t.Fatalf("touch /tmp/tick: %v %s", err, out.String())
+		}
+		q := url.Values{"output": {"1"}, "error": {"1"}, "podUID": {string(env.pod.UID)}}
+		u, _ := url.Parse(env.url + "/attach/default/web/c?" + q.Encode())
+		spdyAttach, err := remotecommand.NewSPDYExecutor(env.cfg, "POST", u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wsAttach, err := remotecommand.NewWebSocketExecutorForProtocols(env.cfg, "GET", u.String(), "v4.channel.k8s.io")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, ex := range map[string]remotecommand.Executor{"spdy": spdyAttach, "websocket": wsAttach} {
+			actx, stop := context.WithTimeout(ctx, 10*time.Second)
+			seen := &untilWriter{want: []byte("tick\n"), found: stop}
+			err := ex.StreamWithContext(actx, remotecommand.StreamOptions{Stdout: seen, Stderr: io.Discard})
+			stop()
+			if !seen.seen() {
+				t.Errorf("%s: attach output %q, err %v; want ticks", name, seen.buf.String(), err)
 			}
 		}
 	})
@@ -462,4 +497,28 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// untilWriter keeps what it is written and calls found once want shows.
+type untilWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	want  []byte
+	found func()
+}
+
+func (u *untilWriter) Write(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.buf.Write(p)
+	if bytes.Contains(u.buf.Bytes(), u.want) {
+		u.found()
+	}
+	return len(p), nil
+}
+
+func (u *untilWriter) seen() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return bytes.Contains(u.buf.Bytes(), u.want)
 }
