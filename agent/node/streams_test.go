@@ -322,10 +322,10 @@ func TestStreamingEndpoint(t *testing.T) {
 
 	t.Run("attach reads the container's output", func(t *testing.T) {
 		// After the logs test, which wants the log without ticks.
-		var out bytes.Buffer
+		var errOut bytes.Buffer
 		touch := env.executors(t, false, false, "touch", "/tmp/tick")["spdy"]
-		if err := touch.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
-			t.Fatalf("touch /tmp/tick: %v %s", err, out.String())
+		if err := touch.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard, Stderr: &errOut}); err != nil {
+			t.Fatalf("touch /tmp/tick: %v %s", err, errOut.String())
 		}
 		q := url.Values{"output": {"1"}, "error": {"1"}, "podUID": {string(env.pod.UID)}}
 		u, _ := url.Parse(env.url + "/attach/default/web/c?" + q.Encode())

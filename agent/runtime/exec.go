@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
@@ -49,6 +50,9 @@ func (r *Runtime) ExecWithIO(ctx context.Context, uid types.UID, container strin
 	return r.execTask(ctx, task.ID(), cmd, sio)
 }
 
+// execSetupTimeout bounds creating and starting an exec'd process.
+const execSetupTimeout = 30 * time.Second
+
 // execTask runs cmd as an extra process of the task of containerID.
 func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string, sio ExecIO) (int, error) {
 	if len(cmd) == 0 {
@@ -89,18 +93,28 @@ func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string
 		// One stream: the terminal's output, stdout and stderr merged.
 		opts = append(opts, cio.WithTerminal)
 	}
-	proc, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(opts...))
+	// Creating, waiting on and starting the process ignore ctx: a call
+	// cut short by ctx can leave a process behind in the shim that the
+	// caller no longer knows of (a Start canceled after runc started it
+	// runs on). Once started, ctx's end kills the process below; it is
+	// deleted in every case, also when ctx ends (a probe's timeout). A
+	// containerd that does not answer still fails the exec, in time.
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", containerID, err)
+	}
+	cleanupCtx := context.WithoutCancel(ctx)
+	setupCtx, cancelSetup := context.WithTimeout(cleanupCtx, execSetupTimeout)
+	defer cancelSetup()
+	proc, err := task.Exec(setupCtx, execID, &pspec, cio.NewCreator(opts...))
 	if err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", containerID, err)
 	}
-	// The process is deleted even when ctx ends (a probe's timeout).
-	cleanupCtx := context.WithoutCancel(ctx)
 	defer proc.Delete(cleanupCtx, containerd.WithProcessKill)
 	exited, err := proc.Wait(cleanupCtx)
 	if err != nil {
 		return -1, fmt.Errorf("exec in %s: wait: %w", containerID, err)
 	}
-	if err := proc.Start(ctx); err != nil {
+	if err := proc.Start(setupCtx); err != nil {
 		return -1, fmt.Errorf("exec in %s: start: %w", containerID, err)
 	}
 	finished := make(chan struct{})
