@@ -1,9 +1,8 @@
 package node
 
 import (
-	"bufio"
-	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -15,39 +14,67 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
+	"net/url"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cri-streaming/pkg/streaming/portforward"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
 	"github.com/skep-io/skep/agent/runtime"
+	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/pki"
 )
 
 // The agent's HTTPS endpoint is kubelet's port 10250: the API server
-// proxies container logs, commands in containers and image imports to it.
-// It listens on the node's InternalIP (--agent-port), with a serving
+// proxies container logs, commands in containers, attaching, port
+// forwarding and image imports to it, on kubelet's paths and with
+// kubelet's protocols, so the API server's upgrade-aware proxy and its
+// WebSocket-to-SPDY translation work as they do against a kubelet. It
+// listens on the node's InternalIP (--agent-port), with a serving
 // certificate the API server signed for that address, and answers only a
 // client presenting the API server's certificate (pki.APIServerClientName,
 // signed by the same node CA); anyone else gets 401.
 //
-//	GET  /containerLogs/NS/POD/CONTAINER?follow=&previous=&tailLines=&podUID=
-//	POST /exec/NS/POD/CONTAINER?command=...&stdin=&podUID=   (upgraded to client.ExecProtocol)
-//	POST /images                                             (an image archive as the body)
+//	GET      /containerLogs/NS/POD/CONTAINER?follow=&previous=&tailLines=&sinceSeconds=&sinceTime=&timestamps=&limitBytes=&podUID=
+//	GET|POST /exec/NS/POD/CONTAINER?command=...&input=1&output=1&error=1&tty=1&podUID=
+//	GET|POST /attach/NS/POD/CONTAINER?input=1&output=1&error=1&tty=1&podUID=
+//	GET|POST /portForward/NS/POD?podUID=   (SPDY: the port in each stream's headers; WebSocket: ?port=N...)
+//	POST     /images                       (an image archive as the body)
+//
+// exec, attach and portForward upgrade to SPDY/3.1 (remotecommand
+// v4..v1.channel.k8s.io, portforward.k8s.io) or to WebSocket
+// (v4.channel.k8s.io, v4.*.websocket.k8s.io), served by cri-streaming as
+// kubelet's streaming server does.
+
+const (
+	// streamIdleTimeout closes an upgraded connection that carried
+	// nothing for this long: kubelet's --streaming-connection-idle-timeout
+	// default.
+	streamIdleTimeout = 4 * time.Hour
+	// streamCreationTimeout bounds the wait for the client's streams after
+	// the upgrade.
+	streamCreationTimeout = remotecommand.DefaultStreamCreationTimeout
+)
 
 // endpoint serves the agent's HTTPS API.
 type endpoint struct {
 	node string
-	pods *client.Informer
+	pods podGetter
 	log  *slog.Logger
 	// rt is set once the pod host is up; until then requests get 503.
 	rt atomic.Pointer[runtime.Runtime]
+}
+
+// podGetter finds the node's pods: the agent's pod informer.
+type podGetter interface {
+	Get(namespace, name string) (api.Object, bool)
 }
 
 // listenEndpoint binds the agent's port on the node's address early, so
@@ -74,16 +101,22 @@ func (a *Agent) servingTLS(ctx context.Context) (*tls.Config, error) {
 	if err := a.hc.Do(ctx, http.MethodPost, client.ServingCertificatePath, client.ServingCertificateRequest{CSR: string(csr)}, &resp); err != nil {
 		return nil, fmt.Errorf("get a serving certificate for %s: %w", a.cfg.NodeIP, err)
 	}
+	return endpointTLS([]byte(resp.Certificate), []byte(resp.CA), key)
+}
+
+// endpointTLS is the endpoint's TLS config: the serving certificate and
+// its key, and the node CA that signs the API server's client certificate.
+func endpointTLS(certPEM, caPEM []byte, key crypto.Signer) (*tls.Config, error) {
 	kb, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("encode the serving key: %w", err)
 	}
-	cert, err := tls.X509KeyPair([]byte(resp.Certificate), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
+	cert, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
 	if err != nil {
 		return nil, permanent(fmt.Errorf("the serving certificate the API server signed: %w", err))
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(resp.CA)) {
+	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, permanent(errors.New("the API server sent no node CA with the serving certificate"))
 	}
 	return &tls.Config{
@@ -94,7 +127,9 @@ func (a *Agent) servingTLS(ctx context.Context) (*tls.Config, error) {
 		ClientCAs:  pool,
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"}, // exec hijacks the connection
+		// exec, attach and port forwarding hijack the connection, which
+		// HTTP/2 cannot give.
+		NextProtos: []string{"http/1.1"},
 	}, nil
 }
 
@@ -121,8 +156,11 @@ func (a *Agent) serveEndpoint(ctx context.Context, ln net.Listener, tlsCfg *tls.
 func (ep *endpoint) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", ep.logs)
-	mux.HandleFunc("POST /exec/{ns}/{pod}/{container}", ep.exec)
-	mux.HandleFunc("GET /exec/{ns}/{pod}/{container}", ep.exec)
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		mux.HandleFunc(method+" /exec/{ns}/{pod}/{container}", ep.exec)
+		mux.HandleFunc(method+" /attach/{ns}/{pod}/{container}", ep.attach)
+		mux.HandleFunc(method+" /portForward/{ns}/{pod}", ep.portForward)
+	}
 	mux.HandleFunc("POST /images", ep.importImage)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -157,6 +195,18 @@ func (ep *endpoint) target(r *http.Request) (*corev1.Pod, *runtime.Runtime, erro
 	return pod, rt, nil
 }
 
+// runningTarget is target for a request into a running container.
+func (ep *endpoint) runningTarget(r *http.Request) (*corev1.Pod, *runtime.Runtime, error) {
+	pod, rt, err := ep.target(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if container := r.PathValue("container"); !running(pod, container) {
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is not running", container, pod.Name))
+	}
+	return pod, rt, nil
+}
+
 func (ep *endpoint) logs(w http.ResponseWriter, r *http.Request) {
 	pod, rt, err := ep.target(r)
 	if err != nil {
@@ -164,18 +214,14 @@ func (ep *endpoint) logs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	container := r.PathValue("container")
-	q := r.URL.Query()
-	follow, _ := strconv.ParseBool(q.Get("follow"))
-	previous, _ := strconv.ParseBool(q.Get("previous"))
-	tail := int64(-1)
-	if v := q.Get("tailLines"); v != "" {
-		if tail, err = strconv.ParseInt(v, 10, 64); err != nil || tail < 0 {
-			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("tailLines=%q: must be a number >= 0", v)))
-			return
-		}
+	opts, err := parseLogOptions(r.URL.Query())
+	if err != nil {
+		writeStatus(w, apierrors.NewBadRequest(err.Error()))
+		return
 	}
+	opts.Container = container
 	out := &lazyWriter{w: w}
-	err = containerLogs(r.Context(), rt, pod.UID, container, follow, previous, tail, out)
+	err = rt.Logs(r.Context(), pod.UID, container, opts, out)
 	if err == nil {
 		if !out.started {
 			w.WriteHeader(http.StatusOK) // an empty log
@@ -187,7 +233,7 @@ func (ep *endpoint) logs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if errors.Is(err, runtime.ErrNotFound) {
-		if previous {
+		if opts.Previous {
 			err = apierrors.NewBadRequest(fmt.Sprintf("previous terminated container %q in pod %q not found", container, pod.Name))
 		} else {
 			err = apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is waiting to start", container, pod.Name))
@@ -196,119 +242,105 @@ func (ep *endpoint) logs(w http.ResponseWriter, r *http.Request) {
 	writeStatus(w, err)
 }
 
-// containerLogs writes a container's log, or its last tail lines (tail <
-// 0: all of it). A followed tail reads the log twice: once for the lines
-// to show, then following, skipping what the first read covered (the
-// log of one run only grows).
-func containerLogs(ctx context.Context, rt *runtime.Runtime, uid types.UID, container string, follow, previous bool, tail int64, w io.Writer) error {
-	if tail < 0 {
-		return rt.Logs(ctx, uid, container, &corev1.PodLogOptions{Follow: follow, Previous: previous}, w)
+// parseLogOptions reads a containerLogs query as kubelet does, refusing
+// what the API server's validation of PodLogOptions would refuse.
+func parseLogOptions(q url.Values) (*corev1.PodLogOptions, error) {
+	opts := &corev1.PodLogOptions{}
+	for name, field := range map[string]*bool{"follow": &opts.Follow, "previous": &opts.Previous, "timestamps": &opts.Timestamps} {
+		if v := q.Get(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s=%q: must be true or false", name, v)
+			}
+			*field = b
+		}
 	}
-	last := &tailBuffer{n: int(tail)}
-	if err := rt.Logs(ctx, uid, container, &corev1.PodLogOptions{Previous: previous}, last); err != nil {
-		return err
+	for _, p := range []struct {
+		name  string
+		field **int64
+		min   int64
+	}{{"tailLines", &opts.TailLines, 0}, {"sinceSeconds", &opts.SinceSeconds, 1}, {"limitBytes", &opts.LimitBytes, 1}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < p.min {
+			return nil, fmt.Errorf("%s=%q: must be a whole number >= %d", p.name, v, p.min)
+		}
+		*p.field = &n
 	}
-	if _, err := w.Write(last.bytes()); err != nil {
-		return err
+	if v := q.Get("sinceTime"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return nil, fmt.Errorf("sinceTime=%q: must be an RFC 3339 time, like 2006-01-02T15:04:05Z", v)
+		}
+		opts.SinceTime = &metav1.Time{Time: t}
 	}
-	if !follow || previous {
-		return nil
+	if opts.SinceSeconds != nil && opts.SinceTime != nil {
+		return nil, errors.New("sinceSeconds and sinceTime: at most one of them may be given")
 	}
-	return rt.Logs(ctx, uid, container, &corev1.PodLogOptions{Follow: true}, &skipWriter{w: w, skip: last.total})
+	return opts, nil
 }
 
 func (ep *endpoint) exec(w http.ResponseWriter, r *http.Request) {
+	pod, rt, err := ep.runningTarget(r)
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	cmd := r.URL.Query()["command"]
+	if len(cmd) == 0 {
+		writeStatus(w, apierrors.NewBadRequest("command: you must specify at least one command for the container"))
+		return
+	}
+	opts, err := remotecommand.NewOptions(r)
+	if err != nil {
+		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("input, output, error: %v", err)))
+		return
+	}
+	st := ep.streamer(rt, pod)
+	st.noStdin = !opts.Stdin
+	w, r, done := watchUpgrade(w, r)
+	defer done()
+	remotecommand.ServeExec(w, r, st, pod.Name, string(pod.UID), r.PathValue("container"), cmd, opts,
+		streamIdleTimeout, streamCreationTimeout, remotecommand.SupportedStreamingProtocols)
+}
+
+func (ep *endpoint) attach(w http.ResponseWriter, r *http.Request) {
+	pod, rt, err := ep.runningTarget(r)
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	opts, err := remotecommand.NewOptions(r)
+	if err != nil {
+		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("input, output, error: %v", err)))
+		return
+	}
+	st := ep.streamer(rt, pod)
+	st.noStdin = !opts.Stdin
+	w, r, done := watchUpgrade(w, r)
+	defer done()
+	remotecommand.ServeAttach(w, r, st, pod.Name, string(pod.UID), r.PathValue("container"), opts,
+		streamIdleTimeout, streamCreationTimeout, remotecommand.SupportedStreamingProtocols)
+}
+
+func (ep *endpoint) portForward(w http.ResponseWriter, r *http.Request) {
 	pod, rt, err := ep.target(r)
 	if err != nil {
 		writeStatus(w, err)
 		return
 	}
-	container := r.PathValue("container")
-	q := r.URL.Query()
-	cmd := q["command"]
-	withStdin, _ := strconv.ParseBool(q.Get("stdin"))
-	switch {
-	case len(cmd) == 0:
-		writeStatus(w, apierrors.NewBadRequest("you must specify at least one command for the container"))
-		return
-	case r.Header.Get("Upgrade") != client.ExecProtocol:
-		writeStatus(w, apierrors.NewBadRequest("exec needs the connection upgraded to "+client.ExecProtocol))
-		return
-	case !running(pod, container):
-		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is not running", container, pod.Name)))
-		return
-	}
-	conn, buf, err := http.NewResponseController(w).Hijack()
+	opts, err := portforward.NewV4Options(r)
 	if err != nil {
-		writeStatus(w, apierrors.NewInternalError(fmt.Errorf("take over the connection: %w", err)))
+		writeStatus(w, apierrors.NewBadRequest(err.Error()))
 		return
 	}
-	defer conn.Close()
-	fmt.Fprintf(buf, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", client.ExecProtocol)
-	if err := buf.Flush(); err != nil {
-		return
-	}
-	log := ep.log.With("pod", pod.Namespace+"/"+pod.Name, "container", container)
-	code, err := execStream(r.Context(), rt, pod.UID, container, cmd, withStdin, conn, buf.Reader)
-	if err != nil {
-		log.Info("exec failed", "command", cmd, "err", err)
-	} else {
-		log.Info("exec", "command", cmd, "exitCode", code)
-	}
-}
-
-// execStream runs cmd with its streams framed on conn (client.ExecProtocol)
-// and sends its exit status last. The command is killed when the client
-// goes away.
-func execStream(ctx context.Context, rt *runtime.Runtime, uid types.UID, container string, cmd []string, withStdin bool, conn net.Conn, in *bufio.Reader) (int, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var stdin io.Reader
-	stdinR, stdinW := io.Pipe()
-	if withStdin {
-		stdin = stdinR
-	}
-	// Frames from the client: stdin, and its going away.
-	go func() {
-		defer cancel()
-		for {
-			stream, payload, err := client.ReadFrame(in)
-			if err != nil {
-				stdinW.CloseWithError(fmt.Errorf("the client went away: %w", err))
-				return
-			}
-			if stream != client.StreamStdin {
-				continue
-			}
-			if len(payload) == 0 {
-				stdinW.Close()
-				continue
-			}
-			if _, err := stdinW.Write(payload); err != nil {
-				continue // the command stopped reading; drain until the client goes
-			}
-		}
-	}()
-	var mu sync.Mutex
-	out := func(stream byte) io.Writer {
-		return writerFunc(func(p []byte) (int, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			for chunk := range slices.Chunk(p, 32<<10) {
-				if err := client.WriteFrame(conn, stream, chunk); err != nil {
-					return 0, err
-				}
-			}
-			return len(p), nil
-		})
-	}
-	code, err := rt.Exec(ctx, uid, container, cmd, stdin, out(client.StreamStdout), out(client.StreamStderr))
-	stdinR.Close()
-	st, _ := json.Marshal(client.ExecStatus(code, err))
-	mu.Lock()
-	client.WriteFrame(conn, client.StreamStatus, st)
-	mu.Unlock()
-	return code, err
+	w, r, done := watchUpgrade(w, r)
+	defer done()
+	portforward.ServePortForward(w, r, ep.streamer(rt, pod), pod.Name, string(pod.UID), opts,
+		streamIdleTimeout, streamCreationTimeout, portforward.SupportedProtocols)
 }
 
 func (ep *endpoint) importImage(w http.ResponseWriter, r *http.Request) {
@@ -369,63 +401,3 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// tailBuffer keeps the last n lines written to it, and counts every byte.
-type tailBuffer struct {
-	n     int
-	lines [][]byte // the last n complete lines, then a partial one
-	total int64
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	t.total += int64(n)
-	for len(p) > 0 {
-		if len(t.lines) == 0 || bytes.HasSuffix(t.lines[len(t.lines)-1], []byte("\n")) {
-			t.lines = append(t.lines, nil)
-		}
-		i := bytes.IndexByte(p, '\n') + 1
-		if i == 0 {
-			i = len(p)
-		}
-		t.lines[len(t.lines)-1] = append(t.lines[len(t.lines)-1], p[:i]...)
-		p = p[i:]
-		if len(t.lines) > t.n+1 {
-			t.lines = t.lines[len(t.lines)-t.n-1:]
-		}
-	}
-	return n, nil
-}
-
-func (t *tailBuffer) bytes() []byte {
-	lines := t.lines
-	// A last line still being written counts as a line, as kubelet's does.
-	if len(lines) > t.n {
-		lines = lines[len(lines)-t.n:]
-	}
-	return bytes.Join(lines, nil)
-}
-
-// skipWriter drops the first skip bytes written to it.
-type skipWriter struct {
-	w    io.Writer
-	skip int64
-}
-
-func (s *skipWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if s.skip >= int64(n) {
-		s.skip -= int64(n)
-		return n, nil
-	}
-	p = p[s.skip:]
-	s.skip = 0
-	if _, err := s.w.Write(p); err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -24,7 +24,10 @@ import (
 // server.
 func FuzzEndpoint(f *testing.F) {
 	f.Add("GET", "/containerLogs/default/web/c", "follow=true&tailLines=10", "", true)
-	f.Add("POST", "/exec/default/web/c", "command=sh&stdin=true", "\x00\x00\x00\x00\x01x", true)
+	f.Add("GET", "/containerLogs/default/web/c", "sinceSeconds=0&sinceTime=x&limitBytes=-1&timestamps=maybe", "", true)
+	f.Add("POST", "/exec/default/web/c", "command=sh&input=1&output=1&tty=1", "", true)
+	f.Add("GET", "/attach/default/web/c", "output=1&error=1", "", true)
+	f.Add("POST", "/portForward/default/web", "port=8080&port=x", "", true)
 	f.Add("POST", "/images", "", "not a tar", true)
 	f.Add("GET", "/containerLogs/default/web/c", "tailLines=-1", "", false)
 	f.Add("GET", "/healthz", "", "", true)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
@@ -20,9 +21,25 @@ type TerminalSize struct {
 	Width, Height uint16
 }
 
+// ExecIO is where an exec'd process's streams go. With TTY the process
+// gets a terminal: its stdout and stderr both go to Stdout, and each size
+// on Resize (nil: none) resizes the terminal.
+type ExecIO struct {
+	Stdin          io.Reader // nil: none
+	Stdout, Stderr io.Writer // nil: discarded
+	TTY            bool
+	Resize         <-chan TerminalSize
+}
+
 // Exec runs cmd in a running container of the pod, with the container's
-// environment and working directory, and returns its exit code.
+// environment and working directory, and returns its exit code. The
+// process is killed and removed when ctx ends: no exec outlives its client.
 func (r *Runtime) Exec(ctx context.Context, uid types.UID, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	return r.ExecWithIO(ctx, uid, container, cmd, ExecIO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+// ExecWithIO is Exec with a terminal when sio asks for one.
+func (r *Runtime) ExecWithIO(ctx context.Context, uid types.UID, container string, cmd []string, sio ExecIO) (int, error) {
 	_, running, task, err := r.containerSnapshot(uid, container)
 	if err != nil {
 		return -1, err
@@ -30,11 +47,14 @@ func (r *Runtime) Exec(ctx context.Context, uid types.UID, container string, cmd
 	if !running || task == nil {
 		return -1, fmt.Errorf("exec in container %s of pod %s: container is not running", container, uid)
 	}
-	return r.execTask(ctx, task.ID(), cmd, stdin, stdout, stderr)
+	return r.execTask(ctx, task.ID(), cmd, sio)
 }
 
+// execSetupTimeout bounds creating and starting an exec'd process.
+const execSetupTimeout = 30 * time.Second
+
 // execTask runs cmd as an extra process of the task of containerID.
-func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string, sio ExecIO) (int, error) {
 	if len(cmd) == 0 {
 		return -1, errors.New("exec: no command")
 	}
@@ -53,7 +73,8 @@ func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string
 	}
 	pspec := *spec.Process
 	pspec.Args = cmd
-	pspec.Terminal = false
+	pspec.Terminal = sio.TTY
+	stdin, stdout, stderr := sio.Stdin, sio.Stdout, sio.Stderr
 	if stdout == nil {
 		stdout = io.Discard
 	}
@@ -67,26 +88,54 @@ func (r *Runtime) execTask(ctx context.Context, containerID string, cmd []string
 	if stdin != nil {
 		stdin = &eofNotifier{r: stdin, eof: sync.OnceFunc(func() { close(stdinEOF) })}
 	}
-	proc, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(
-		cio.WithStreams(stdin, stdout, stderr),
-		cio.WithFIFODir(filepath.Join(r.cfg.DataDir, "fifo")),
-	))
+	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(filepath.Join(r.cfg.DataDir, "fifo"))}
+	if sio.TTY {
+		// One stream: the terminal's output, stdout and stderr merged.
+		opts = append(opts, cio.WithTerminal)
+	}
+	// Creating, waiting on and starting the process ignore ctx: a call
+	// cut short by ctx can leave a process behind in the shim that the
+	// caller no longer knows of (a Start canceled after runc started it
+	// runs on). Once started, ctx's end kills the process below; it is
+	// deleted in every case, also when ctx ends (a probe's timeout). A
+	// containerd that does not answer still fails the exec, in time.
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", containerID, err)
+	}
+	cleanupCtx := context.WithoutCancel(ctx)
+	setupCtx, cancelSetup := context.WithTimeout(cleanupCtx, execSetupTimeout)
+	defer cancelSetup()
+	proc, err := task.Exec(setupCtx, execID, &pspec, cio.NewCreator(opts...))
 	if err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", containerID, err)
 	}
-	// The process is deleted even when ctx ends (a probe's timeout).
-	cleanupCtx := context.WithoutCancel(ctx)
 	defer proc.Delete(cleanupCtx, containerd.WithProcessKill)
 	exited, err := proc.Wait(cleanupCtx)
 	if err != nil {
 		return -1, fmt.Errorf("exec in %s: wait: %w", containerID, err)
 	}
-	if err := proc.Start(ctx); err != nil {
+	if err := proc.Start(setupCtx); err != nil {
 		return -1, fmt.Errorf("exec in %s: start: %w", containerID, err)
 	}
+	finished := make(chan struct{})
+	defer close(finished)
+	if sio.Resize != nil {
+		go func() {
+			for {
+				select {
+				case size, ok := <-sio.Resize:
+					if !ok {
+						return
+					}
+					// A resize racing the exit fails harmlessly.
+					proc.Resize(cleanupCtx, uint32(size.Width), uint32(size.Height))
+				case <-finished:
+					return
+				}
+			}
+		}()
+	}
 	if stdin != nil {
-		finished := make(chan struct{})
-		defer close(finished)
 		go func() {
 			select {
 			case <-stdinEOF:

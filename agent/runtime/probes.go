@@ -286,7 +286,7 @@ func (r *Runtime) probeOnce(ctx context.Context, p *corev1.Probe, target probeTa
 	defer cancel()
 	switch {
 	case p.Exec != nil:
-		code, err := r.execTask(ctx, target.containerID, p.Exec.Command, nil, io.Discard, io.Discard)
+		code, err := r.execTask(ctx, target.containerID, p.Exec.Command, ExecIO{})
 		if err != nil {
 			return err
 		}
