@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	apimachineryversion "k8s.io/apimachinery/pkg/version"
@@ -29,6 +30,7 @@ import (
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericfilters "k8s.io/apiserver/pkg/server/filters"
 	"k8s.io/apiserver/pkg/storage"
 	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
 	"k8s.io/apiserver/pkg/storage/names"
@@ -82,6 +84,9 @@ func (s *Server) genericServer(ctx context.Context) (http.Handler, error) {
 	// which count before it, are off.
 	gc.MaxRequestsInFlight, gc.MaxMutatingRequestsInFlight = 0, 0
 	gc.RequestTimeout = s.admit.limits.RequestTimeout
+	// Watches and the streams to agents last as long as they last: no
+	// request timeout, as kube-apiserver's (its server.go).
+	gc.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(sets.NewString("watch", "proxy"), streamSubresources)
 	gc.EnableProfiling = false
 	gc.BuildHandlerChainFunc = func(apiHandler http.Handler, c *genericapiserver.Config) http.Handler {
 		return genericapiserver.DefaultBuildHandlerChain(s.withLimits(apiHandler, codecs), c)
@@ -140,6 +145,11 @@ func (s *Server) installGroups(srv *genericapiserver.GenericAPIServer, st *store
 		if r.Kind == "Pod" {
 			m["pods/binding"] = &bindingREST{pods: rr}
 			m["pods/eviction"] = &evictionREST{pods: rr}
+			streams := podStreams{s: s}
+			m["pods/log"] = &podLogREST{streams}
+			m["pods/exec"] = &podExecREST{streams}
+			m["pods/attach"] = &podAttachREST{streams}
+			m["pods/portforward"] = &podPortForwardREST{streams}
 		}
 	}
 	for group, storage := range map[string]map[string]rest.Storage{
@@ -267,8 +277,12 @@ func (s *Server) withLimits(h http.Handler, codecs serializer.CodecFactory) http
 				return
 			}
 			verb = info.Verb
-			switch verb {
-			case "create", "update", "patch", "delete", "deletecollection":
+			switch {
+			case streamSubresources.Has(info.Subresource):
+				// A stream to an agent is held open like a watch, and
+				// counts against its credential as watches do.
+				verb = "watch"
+			case verb == "create", verb == "update", verb == "patch", verb == "delete", verb == "deletecollection":
 				verb = "write"
 			}
 		}

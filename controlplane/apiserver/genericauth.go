@@ -106,6 +106,10 @@ func requestAuthorizer() authorizer.Authorizer {
 		if !id.Joining && a.GetVerb() == "create" && selfReview(a) && isAuthenticated(a.GetUser()) {
 			return authorizer.DecisionAllow, "", nil // any user may ask what it may do
 		}
+		if streamSubresources.Has(a.GetSubresource()) {
+			return authorizer.DecisionDeny, fmt.Sprintf("%s may not %s %s/%s: only the admin reads logs, runs commands in pods, attaches to them, forwards their ports and reaches nodes' agents",
+				id, a.GetVerb(), a.GetResource(), a.GetSubresource()), nil
+		}
 		req, ok := requestOf(a)
 		if !ok {
 			return authorizer.DecisionDeny, fmt.Sprintf("%s may not %s %s", id, a.GetVerb(), a.GetResource()), nil

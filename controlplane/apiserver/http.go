@@ -56,11 +56,13 @@ func (s *Server) Handler(ctx context.Context) (http.Handler, error) {
 	// The CA is public: an agent fetches it before it trusts the server and
 	// checks it against the hash its join token carries, as k3s does.
 	mux.HandleFunc("/cacerts", func(w http.ResponseWriter, r *http.Request) { w.Write(s.caPEM) })
-	// Logs, exec and node proxy are skep's streams to agents (nodeaccess.go).
-	access := s.authenticated(s.serveAccessPath)
+	// nodes/NAME/proxy is skep's path to agents (nodeaccess.go); pods'
+	// logs, exec, attach and port-forward are the generic server's
+	// (podstreams.go).
+	nodeProxy := s.authenticated(s.serveNodeProxyPath)
 	streams := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := parseAccessPath(r.URL.Path); ok {
-			access.ServeHTTP(w, r)
+		if _, ok := parseNodeProxyPath(r.URL.Path); ok {
+			nodeProxy.ServeHTTP(w, r)
 			return
 		}
 		kube.ServeHTTP(w, r)
@@ -81,16 +83,16 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, Identi
 	})
 }
 
-// serveAccessPath serves logs, exec and node proxy.
-func (s *Server) serveAccessPath(w http.ResponseWriter, r *http.Request, id Identity) {
-	a, _ := parseAccessPath(r.URL.Path)
-	// Logs, exec and node proxy stream for as long as they last: no
-	// latency is observed for them, as for watches.
+// serveNodeProxyPath serves nodes/NAME/proxy.
+func (s *Server) serveNodeProxyPath(w http.ResponseWriter, r *http.Request, id Identity) {
+	a, _ := parseNodeProxyPath(r.URL.Path)
+	// A proxied request streams for as long as it lasts: no latency is
+	// observed for it, as for watches.
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	defer func() {
-		s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), a.resource(), strconv.Itoa(rec.code)).Inc()
+		s.metrics.requests.WithLabelValues(strings.ToLower(r.Method), "nodes/proxy", strconv.Itoa(rec.code)).Inc()
 	}()
-	if err := s.serveAccess(rec, r, id, a); err != nil {
+	if err := s.serveNodeProxy(rec, r, id, a); err != nil {
 		writeError(rec, refuseUnread(rec, r, err)) // refused before anything was proxied
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -232,122 +231,44 @@ func recordedAddresses(rec identityRecord) []netip.Addr {
 	return out
 }
 
-// accessPath is a parsed path of what the API server proxies to agents.
-type accessPath struct {
-	kind      string // "log", "exec" or "proxy"
-	namespace string
-	name      string // the pod, or the node for proxy
-	rest      string // proxy: the agent's path, starting with "/"
+// nodeProxyPath is a parsed /api/v1/nodes/NAME/proxy[/PATH]: a request
+// the API server sends on to that node's agent (an image import).
+type nodeProxyPath struct {
+	node string
+	rest string // the agent's path, starting with "/"
 }
 
-// parseAccessPath recognizes /api/v1/namespaces/NS/pods/NAME/{log,exec}
-// and /api/v1/nodes/NAME/proxy[/PATH].
-func parseAccessPath(path string) (accessPath, bool) {
-	p, ok := strings.CutPrefix(path, "/api/v1/")
+func parseNodeProxyPath(path string) (nodeProxyPath, bool) {
+	p, ok := strings.CutPrefix(path, "/api/v1/nodes/")
 	if !ok {
-		return accessPath{}, false
+		return nodeProxyPath{}, false
 	}
 	parts := strings.Split(p, "/")
-	switch {
-	case len(parts) == 5 && parts[0] == "namespaces" && parts[2] == "pods" && (parts[4] == "log" || parts[4] == "exec"):
-		return accessPath{kind: parts[4], namespace: parts[1], name: parts[3]}, true
-	case len(parts) >= 3 && parts[0] == "nodes" && parts[2] == "proxy":
-		return accessPath{kind: "proxy", name: parts[1], rest: "/" + strings.Join(parts[3:], "/")}, true
+	if len(parts) < 2 || parts[1] != "proxy" || parts[0] == "" {
+		return nodeProxyPath{}, false
 	}
-	return accessPath{}, false
+	return nodeProxyPath{node: parts[0], rest: "/" + strings.Join(parts[2:], "/")}, true
 }
 
-// resource is the resource and subresource, for errors and metrics.
-func (a accessPath) resource() string {
-	if a.kind == "proxy" {
-		return "nodes/proxy"
-	}
-	return "pods/" + a.kind
-}
-
-func (s *Server) serveAccess(w http.ResponseWriter, r *http.Request, id Identity, a accessPath) error {
-	pods, nodes := api.MustLookup("pods"), api.MustLookup("nodes")
-	res := pods
-	if a.kind == "proxy" {
-		res = nodes
-	}
+func (s *Server) serveNodeProxy(w http.ResponseWriter, r *http.Request, id Identity, a nodeProxyPath) error {
+	nodes := api.MustLookup("nodes")
 	if !id.Admin {
-		return apierrors.NewForbidden(gr(res), a.name, fmt.Errorf("%s may not use %s: only the admin reads logs, runs commands in pods and reaches nodes' agents", id, a.resource()))
+		return apierrors.NewForbidden(gr(nodes), a.node, fmt.Errorf("%s may not use nodes/proxy: only the admin reaches nodes' agents", id))
 	}
 	ctx := r.Context()
-	q := r.URL.Query()
-	var node string
-	target := &url.URL{Scheme: "https"}
-	switch a.kind {
-	case "log", "exec":
-		if a.kind == "log" && r.Method != http.MethodGet || a.kind == "exec" && r.Method != http.MethodPost && r.Method != http.MethodGet {
-			return apierrors.NewMethodNotSupported(gr(pods), r.Method)
-		}
-		obj, err := s.reg.get(ctx, pods, a.namespace, a.name)
-		if err != nil {
-			return err
-		}
-		pod := obj.(*corev1.Pod)
-		container, err := podContainer(pod, q.Get("container"))
-		if err != nil {
-			return err
-		}
-		if pod.Spec.NodeName == "" {
-			return apierrors.NewBadRequest(fmt.Sprintf("pod %s is not scheduled to a node yet: none of its containers has started", a.name))
-		}
-		node = pod.Spec.NodeName
-		agentQuery := url.Values{"podUID": {string(pod.UID)}}
-		if a.kind == "log" {
-			target.Path = "/containerLogs/" + a.namespace + "/" + a.name + "/" + container
-			for _, b := range []string{"follow", "previous"} {
-				if v := q.Get(b); v != "" {
-					if _, err := strconv.ParseBool(v); err != nil {
-						return apierrors.NewBadRequest(fmt.Sprintf("%s=%q: must be true or false", b, v))
-					}
-					agentQuery.Set(b, v)
-				}
-			}
-			if v := q.Get("tailLines"); v != "" {
-				if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
-					return apierrors.NewBadRequest(fmt.Sprintf("tailLines=%q: must be a number >= 0", v))
-				}
-				agentQuery.Set("tailLines", v)
-			}
-		} else {
-			if len(q["command"]) == 0 {
-				return apierrors.NewBadRequest("you must specify at least one command for the container (command=...)")
-			}
-			if !strings.EqualFold(r.Header.Get("Upgrade"), client.ExecProtocol) {
-				return apierrors.NewBadRequest(fmt.Sprintf("exec needs an HTTP/1.1 connection upgraded to %s (Connection: Upgrade, Upgrade: %s)", client.ExecProtocol, client.ExecProtocol))
-			}
-			target.Path = "/exec/" + a.namespace + "/" + a.name + "/" + container
-			agentQuery["command"] = q["command"]
-			if v := q.Get("stdin"); v != "" {
-				agentQuery.Set("stdin", v)
-			}
-		}
-		target.RawQuery = agentQuery.Encode()
-	case "proxy":
-		node = a.name
-		target.Path, target.RawQuery = a.rest, r.URL.RawQuery
-	}
-	obj, err := s.reg.get(ctx, nodes, "", node)
+	obj, err := s.reg.get(ctx, nodes, "", a.node)
 	if err != nil {
-		if apierrors.IsNotFound(err) && a.kind != "proxy" {
-			return apierrors.NewServiceUnavailable(fmt.Sprintf("pod %s is bound to node %s, which does not exist", a.name, node))
-		}
 		return err
 	}
 	host, err := agentAddress(obj.(*corev1.Node))
 	if err != nil {
 		return err
 	}
-	target.Host = host
-	transport, err := s.nodes.transport(ctx, node)
+	transport, err := s.nodes.transport(ctx, a.node)
 	if err != nil {
 		return apierrors.NewInternalError(err)
 	}
-	s.proxyToAgent(w, r, transport, node, target)
+	s.proxyToAgent(w, r, transport, a.node, &url.URL{Scheme: "https", Host: host, Path: a.rest, RawQuery: r.URL.RawQuery})
 	return nil
 }
 
@@ -398,8 +319,7 @@ func agentAddress(n *corev1.Node) (string, error) {
 }
 
 // proxyToAgent sends the request on to the agent and its answer back,
-// streaming both ways: a followed log as it grows, an image archive as it
-// is uploaded, and an upgraded exec connection for as long as it lasts.
+// streaming both ways: an image archive as it is uploaded.
 // The caller's bearer token does not go to the node.
 func (s *Server) proxyToAgent(w http.ResponseWriter, r *http.Request, transport http.RoundTripper, node string, target *url.URL) {
 	rp := &httputil.ReverseProxy{

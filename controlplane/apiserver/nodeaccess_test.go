@@ -93,19 +93,26 @@ func TestNodeAccessErrors(t *testing.T) {
 	}{
 		{"no token", httpClient(t, s, ""), "GET", "/api/v1/namespaces/default/pods/one/log", false, 401, nil},
 		{"a node's token: logs", node, "GET", "/api/v1/namespaces/default/pods/one/log", false, 403, []string{"system:node:node-a", "pods/log", "only the admin"}},
-		{"a node's token: exec", node, "POST", "/api/v1/namespaces/default/pods/one/exec?command=true", true, 403, []string{"pods/exec"}},
+		{"a node's token: exec", node, "POST", "/api/v1/namespaces/default/pods/one/exec?command=true", true, 403, []string{"pods/exec", "only the admin"}},
+		{"a node's token: attach", node, "POST", "/api/v1/namespaces/default/pods/one/attach?stdin=true", false, 403, []string{"pods/attach", "only the admin"}},
+		{"a node's token: port-forward", node, "POST", "/api/v1/namespaces/default/pods/one/portforward?ports=80", false, 403, []string{"pods/portforward", "only the admin"}},
 		{"a node's token: node proxy", node, "POST", "/api/v1/nodes/node-a/proxy/images", false, 403, []string{"nodes/proxy"}},
 		{"no such pod", admin, "GET", "/api/v1/namespaces/default/pods/nope/log", false, 404, []string{`pods "nope" not found`}},
-		{"not scheduled", admin, "GET", "/api/v1/namespaces/default/pods/pending/log", false, 400, []string{"pod pending is not scheduled to a node yet"}},
+		{"not scheduled", admin, "GET", "/api/v1/namespaces/default/pods/pending/log", false, 400, []string{"pod pending does not have a host assigned"}},
 		{"no container named, two exist", admin, "GET", "/api/v1/namespaces/default/pods/two/log", false, 400,
 			[]string{"a container name must be specified for pod two, choose one of: [a b]"}},
 		{"a container that does not exist", admin, "GET", "/api/v1/namespaces/default/pods/two/log?container=nope", false, 400,
 			[]string{"container nope is not valid for pod two", "choose one of: [a b]"}},
 		{"exec: a container that does not exist", admin, "POST", "/api/v1/namespaces/default/pods/one/exec?container=nope&command=true", true, 400,
 			[]string{"container nope is not valid for pod one", "[app]"}},
-		{"bad tailLines", admin, "GET", "/api/v1/namespaces/default/pods/one/log?tailLines=-3", false, 400, []string{"tailLines", ">= 0"}},
-		{"exec with no command", admin, "POST", "/api/v1/namespaces/default/pods/one/exec", true, 400, []string{"at least one command"}},
-		{"exec not upgraded", admin, "POST", "/api/v1/namespaces/default/pods/one/exec?command=true", false, 400, []string{"Upgrade: skep-exec/1"}},
+		{"bad tailLines", admin, "GET", "/api/v1/namespaces/default/pods/one/log?tailLines=-3", false, 422, []string{"tailLines", "must be greater than or equal to 0"}},
+		{"tailLines not a number", admin, "GET", "/api/v1/namespaces/default/pods/one/log?tailLines=many", false, 400, []string{`tailLines="many": must be an integer`}},
+		{"since twice", admin, "GET", "/api/v1/namespaces/default/pods/one/log?sinceSeconds=3&sinceTime=2026-01-02T03:04:05Z", false, 422, []string{"at most one of `sinceTime` or `sinceSeconds`"}},
+		{"sinceTime not a time", admin, "GET", "/api/v1/namespaces/default/pods/one/log?sinceTime=yesterday", false, 400, []string{`sinceTime="yesterday"`, "RFC 3339"}},
+		{"exec with no command", admin, "POST", "/api/v1/namespaces/default/pods/one/exec", false, 400, []string{"at least 1 command"}},
+		{"exec not upgraded", admin, "POST", "/api/v1/namespaces/default/pods/far/exec?command=true", false, 400, []string{"Upgrade request required"}},
+		{"port-forward to no port", admin, "POST", "/api/v1/namespaces/default/pods/far/portforward?ports=0", false, 400, []string{"0 is not a port"}},
+		{"port-forward to a port that is not a number", admin, "POST", "/api/v1/namespaces/default/pods/far/portforward?ports=http", false, 400, []string{`ports=["http"]`}},
 		{"logs by POST", admin, "POST", "/api/v1/namespaces/default/pods/one/log", false, 405, nil},
 		{"node with no address", admin, "GET", "/api/v1/namespaces/default/pods/one/log", false, 503, []string{"node node-a has no InternalIP"}},
 		{"bound to a node that does not exist", admin, "GET", "/api/v1/namespaces/default/pods/lost/log", false, 503, []string{"node node-x, which does not exist"}},
@@ -115,13 +122,22 @@ func TestNodeAccessErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var err error
 			if tc.upgrade {
-				// What `skep exec` sends; a refusal comes before the upgrade.
-				_, err = tc.c.Exec(ctx, "default", strings.Split(tc.path, "/")[6], execOptions(tc.path))
-			} else {
-				err = tc.c.Do(ctx, tc.method, tc.path, nil, nil)
+				// What `skep exec` sends (client-go's remotecommand): a
+				// refusal comes before the upgrade, and client-go reports
+				// it as kubectl prints it, not as a Status.
+				_, err := tc.c.Exec(ctx, "default", strings.Split(tc.path, "/")[6], execOptions(tc.path))
+				if err == nil || !strings.HasPrefix(err.Error(), "unable to upgrade connection: ") {
+					t.Fatalf("exec: got %v, want the refusal", err)
+				}
+				for _, m := range tc.mentions {
+					if !strings.Contains(err.Error(), m) {
+						t.Errorf("exec: %q does not mention %q", err, m)
+					}
+				}
+				return
 			}
+			err := tc.c.Do(ctx, tc.method, tc.path, nil, nil)
 			se, ok := err.(apierrors.APIStatus)
 			if !ok {
 				t.Fatalf("%s %s: got %v, want a Status error", tc.method, tc.path, err)
@@ -172,37 +188,21 @@ func TestAgentChannel(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	node := joinNode(t, s, "node-a", "127.0.0.1", int32(port))
 
-	ask := func(c *client.HTTP, ip string) (client.ServingCertificateResponse, []byte, error) {
-		csr, key, err := pki.NewServingRequest("node-a", []netip.Addr{netip.MustParseAddr(ip)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var resp client.ServingCertificateResponse
-		err = c.Do(ctx, http.MethodPost, client.ServingCertificatePath, client.ServingCertificateRequest{CSR: string(csr)}, &resp)
-		kb, _ := x509.MarshalPKCS8PrivateKey(key)
-		return resp, kb, err
+	ask := func(c *client.HTTP, ip string) error {
+		_, _, err := askServingCert(t, c, ip)
+		return err
 	}
-	if _, _, err := ask(node, "10.1.2.3"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "not an address of node node-a") {
+	if err := ask(node, "10.1.2.3"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "not an address of node node-a") {
 		t.Errorf("a serving certificate for another node's address: %v; want 403", err)
 	}
-	if _, _, err := ask(admin, "127.0.0.1"); !apierrors.IsForbidden(err) {
+	if err := ask(admin, "127.0.0.1"); !apierrors.IsForbidden(err) {
 		t.Errorf("the admin asked for a node's serving certificate: %v; want 403", err)
 	}
-	resp, keyDER, err := ask(node, "127.0.0.1")
-	if err != nil {
-		t.Fatalf("node-a asks for a serving certificate of its own address: %v", err)
-	}
-	cert, err := tls.X509KeyPair([]byte(resp.Certificate), pemBlock("PRIVATE KEY", keyDER))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM([]byte(resp.CA))
 
 	// The stand-in agent: it serves the API server's certificate only.
 	type seen struct{ path, query, auth, cn string }
 	got := make(chan seen, 1)
-	agent := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	startStandInAgent(t, node, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.TLS.PeerCertificates) == 0 {
 			http.Error(w, "who are you", http.StatusUnauthorized)
 			return
@@ -210,10 +210,6 @@ func TestAgentChannel(t *testing.T) {
 		got <- seen{r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"), r.TLS.PeerCertificates[0].Subject.CommonName}
 		io.WriteString(w, "line 1\nline 2\n")
 	}))
-	agent.Listener = ln
-	agent.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
-	agent.StartTLS()
-	t.Cleanup(agent.Close)
 
 	p := podOn("one", "node-a", "app")
 	created, err := admin.Create(ctx, pods, p)
@@ -221,7 +217,7 @@ func TestAgentChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	tail := int64(2)
-	rc, err := admin.Logs(ctx, "default", "one", client.LogOptions{Follow: true, TailLines: &tail})
+	rc, err := admin.Logs(ctx, "default", "one", &corev1.PodLogOptions{Follow: true, TailLines: &tail})
 	if err != nil {
 		t.Fatalf("logs through the API server: %v", err)
 	}
@@ -241,6 +237,41 @@ func TestAgentChannel(t *testing.T) {
 	if req.cn != pki.APIServerClientName {
 		t.Errorf("the API server presented %q; want %q", req.cn, pki.APIServerClientName)
 	}
+}
+
+// askServingCert has c ask for a serving certificate of node-a for ip,
+// as an agent does.
+func askServingCert(t *testing.T, c *client.HTTP, ip string) (client.ServingCertificateResponse, []byte, error) {
+	csr, key, err := pki.NewServingRequest("node-a", []netip.Addr{netip.MustParseAddr(ip)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp client.ServingCertificateResponse
+	err = c.Do(t.Context(), http.MethodPost, client.ServingCertificatePath, client.ServingCertificateRequest{CSR: string(csr)}, &resp)
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	return resp, kb, err
+}
+
+// startStandInAgent serves h on ln (127.0.0.1) as node-a's agent does:
+// with the serving certificate node (node-a's credential) gets for the
+// address, taking client certificates of the node CA.
+func startStandInAgent(t *testing.T, node *client.HTTP, ln net.Listener, h http.Handler) {
+	t.Helper()
+	resp, keyDER, err := askServingCert(t, node, "127.0.0.1")
+	if err != nil {
+		t.Fatalf("node-a asks for a serving certificate of its own address: %v", err)
+	}
+	cert, err := tls.X509KeyPair([]byte(resp.Certificate), pemBlock("PRIVATE KEY", keyDER))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(resp.CA))
+	agent := httptest.NewUnstartedServer(h)
+	agent.Listener = ln
+	agent.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	agent.StartTLS()
+	t.Cleanup(agent.Close)
 }
 
 func pemBlock(typ string, der []byte) []byte {

@@ -214,7 +214,7 @@ func TestAgentWithAnotherNodesCertificate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rc, err := admin.Logs(ctx, "default", "on-b", client.LogOptions{})
+	rc, err := admin.Logs(ctx, "default", "on-b", &corev1.PodLogOptions{})
 	if err == nil {
 		body, _ := io.ReadAll(rc)
 		rc.Close()
@@ -227,7 +227,7 @@ func TestAgentWithAnotherNodesCertificate(t *testing.T) {
 		t.Errorf("the API server sent %d requests for node-b to node-a's agent", reached.Load())
 	}
 	// The same agent, for its own node, answers.
-	rc, err = admin.Logs(ctx, "default", "on-a", client.LogOptions{})
+	rc, err = admin.Logs(ctx, "default", "on-a", &corev1.PodLogOptions{})
 	if err != nil {
 		t.Fatalf("logs of a pod on node-a: %v", err)
 	}

@@ -33,7 +33,8 @@ func newScheme() (*runtime.Scheme, serializer.CodecFactory, error) {
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, discoveryv1.AddToScheme, coordinationv1.AddToScheme,
 		autoscalingv1.AddToScheme, authorizationv1.AddToScheme, authenticationv1.AddToScheme, policyv1.AddToScheme,
-		addEventsV1, // the core Events' second view (eventsv1.go)
+		addEventsV1,             // the core Events' second view (eventsv1.go)
+		addPodOptionConversions, // the pod subresources' query options (podoptions.go)
 	} {
 		if err := add(scheme); err != nil {
 			return nil, serializer.CodecFactory{}, err

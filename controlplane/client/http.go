@@ -29,6 +29,7 @@ type HTTP struct {
 	// rotates its credential without restarting its informers.
 	token atomic.Pointer[string]
 	hc    *http.Client
+	caPEM []byte // for client-go's streaming clients (streams.go)
 }
 
 var _ Interface = (*HTTP)(nil)
@@ -50,7 +51,7 @@ func New(cfg Config) (*HTTP, error) {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	c := &HTTP{base: strings.TrimRight(cfg.Server, "/"), hc: &http.Client{Transport: tr}}
+	c := &HTTP{base: strings.TrimRight(cfg.Server, "/"), hc: &http.Client{Transport: tr}, caPEM: cfg.CAPEM}
 	c.SetToken(cfg.Token)
 	return c, nil
 }
