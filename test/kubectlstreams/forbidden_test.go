@@ -22,7 +22,7 @@ func (s *suite) testForbidden(t *testing.T) {
 	} {
 		t.Run(c.args[0], func(t *testing.T) {
 			t.Parallel()
-			r := s.run(t, "", append(c.args, as...)...)
+			r := s.run(t, "", append(as, c.args...)...)
 			if r.Err == nil || !strings.Contains(r.Stderr, "forbidden") || !strings.Contains(r.Stderr, `User "system:node:`+s.node+`"`) ||
 				!strings.Contains(r.Stderr, c.subresource) {
 				t.Errorf("kubectl %s as node %s: want refused as Forbidden for %s\n%s", c.args[0], s.node, c.subresource, r)
