@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	restclient "k8s.io/client-go/rest"
 	clientforward "k8s.io/client-go/tools/portforward"
 	clientcommand "k8s.io/client-go/tools/remotecommand"
@@ -23,6 +22,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/cri-streaming/pkg/streaming/portforward"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
 	kexec "k8s.io/utils/exec"
 
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
@@ -128,11 +128,11 @@ func TestPodStreams(t *testing.T) {
 				return nil, err
 			}
 			u, _ := url.Parse(podURL + "portforward")
-			return spdy.NewDialer(upgrader, &http.Client{Transport: rt}, "POST", u), nil
+			return spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, "POST", u), nil
 		},
 		"spdy over websocket": func() (httpstream.Dialer, error) {
 			u, _ := url.Parse(podURL + "portforward")
-			return clientforward.NewSPDYOverWebsocketDialer(u, cfg)
+			return clientforward.NewSPDYOverWebsocketDialerForStreaming(u, cfg)
 		},
 	}
 	for proto, newDialer := range dialers {
@@ -144,7 +144,7 @@ func TestPodStreams(t *testing.T) {
 			fctx, stop := context.WithCancel(ctx)
 			defer stop()
 			ready := make(chan struct{})
-			fw, err := clientforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:8080", "0:9090"}, ready, io.Discard, io.Discard)
+			fw, err := clientforward.NewOnAddressesForStreamingWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:8080", "0:9090"}, ready, io.Discard, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
