@@ -22,6 +22,8 @@ type Kubectl struct {
 	Config string
 	// Home is kubectl's $HOME, where it caches discovery.
 	Home string
+	// Env adds variables to kubectl's environment (EDITOR, another HOME).
+	Env []string
 }
 
 // NewKubectl is a Kubectl for the lab's admin. It fails the test when
@@ -39,7 +41,7 @@ func NewKubectl(t testing.TB, l *lab.Lab) *Kubectl {
 // while they last (port-forward, logs -f, a stream it kills).
 func (k *Kubectl) Command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", k.Config}, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+k.Home, "KUBECONFIG=")
+	cmd.Env = append(append(os.Environ(), "HOME="+k.Home, "KUBECONFIG="), k.Env...)
 	return cmd
 }
 
