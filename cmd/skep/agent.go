@@ -44,6 +44,7 @@ func agentCommand() *cli.Command {
 			&cli.BoolFlag{Name: "bpf-stats", Usage: "(metrics) keep the kernel's BPF run-time statistics on while the agent runs, so that " +
 				"skep_bpf_program_run_time_seconds_total and _runs_total grow: what each eBPF program costs per run. Counting adds two clock " +
 				"reads to every run (tens of ns), so it is off unless asked; `skep dataplane stats` turns it on for a window of its own"},
+			&cli.DurationFlag{Name: "full-sync-interval", Value: node.DefaultFullSyncInterval, Usage: "(dataplane) how often every Service is reconciled in full; in between only changed Services are written"},
 			&cli.BoolFlag{Name: "cleanup", Usage: "remove everything the agent made on this node (pods, containerd, pod network, programs, pins, links, chains), and exit"},
 		},
 		Action: func(c *cli.Context) error {
@@ -85,6 +86,10 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 		CgroupRoot: c.String("cgroup-root"), Interface: c.String("interface"), Logger: newLogger(),
 		LeaseDuration: c.Duration("node-lease-duration"), ImagesDir: c.String("images"), ContainerdAddress: c.String("containerd-address"), DNSUpstreams: c.StringSlice("dns-upstream"),
 		AgentPort: c.Int("agent-port"), MetricsAddr: c.String("metrics-bind-address"),
+		FullSyncInterval: c.Duration("full-sync-interval"),
+	}
+	if cfg.FullSyncInterval < time.Second {
+		return cfg, fmt.Errorf("--full-sync-interval %s: must be at least 1s", cfg.FullSyncInterval)
 	}
 	if cfg.AgentPort < 0 || cfg.AgentPort > 65535 {
 		return cfg, fmt.Errorf("--agent-port %d: must be 0 to 65535", cfg.AgentPort)
