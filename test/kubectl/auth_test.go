@@ -36,14 +36,14 @@ func TestAuth(t *testing.T) {
 	t.Run("discovery as another", func(t *testing.T) {
 		r := run{env: []string{"HOME=" + t.TempDir()}}.kubectl(t, "get", "pods", "-n", "default", "--as=someone")
 		want := `Error from server (Forbidden): pods is forbidden: User "someone" cannot list resource "pods" in API group "" in the namespace "default"`
-		if r.err == nil || !strings.Contains(r.stderr, want) {
+		if r.Err == nil || !strings.Contains(r.Stderr, want) {
 			t.Errorf("kubectl get pods as someone, with no discovery cache: want %q\n%s", want, r)
 		}
 	})
 	t.Run("can-i as another", func(t *testing.T) {
 		r := kubectl(t, "auth", "can-i", "create", "deployments", "--as=system:node:node-1", "--as-group=system:nodes")
 		// "no", then " - " and the authorizer's reason when it gives one.
-		if r.exitCode() != 1 || !strings.HasPrefix(r.stdout, "no") || !strings.Contains(r.stdout, "deployments") {
+		if r.ExitCode() != 1 || !strings.HasPrefix(r.Stdout, "no") || !strings.Contains(r.Stdout, "deployments") {
 			t.Errorf("kubectl auth can-i for a node: want \"no\" with the reason, and exit 1\n%s", r)
 		}
 		wantOutput(t, "yes\n", "auth", "can-i", "get", "nodes/node-1", "--as=system:node:node-1", "--as-group=system:nodes")

@@ -125,7 +125,7 @@ func TestGet(t *testing.T) {
 			t.Errorf("kubectl get pods -l app=web: %d pods, want 2:\n%s", n, out)
 		}
 		r := kubectl(t, "get", "pods", "-n", ns, "-l", "app=nothing")
-		if r.err != nil || r.stdout != "" || r.stderr != "No resources found in get namespace.\n" {
+		if r.Err != nil || r.Stdout != "" || r.Stderr != "No resources found in get namespace.\n" {
 			t.Errorf("kubectl get pods -l app=nothing: want \"No resources found in get namespace.\"\n%s", r)
 		}
 		out = mustKubectl(t, "get", "pods", "-n", ns, "-l", "app in (web,other),tier!=db", "-o", "name")
@@ -147,7 +147,7 @@ func TestGet(t *testing.T) {
 				t.Errorf("kubectl get pods --field-selector status.phase=Running: %d pods, want 2:\n%s", n, out)
 			}
 			r := kubectl(t, "get", "pods", "-n", ns, "--field-selector", "status.phase=Pending")
-			if r.err != nil || r.stdout != "" || r.stderr != "No resources found in get namespace.\n" {
+			if r.Err != nil || r.Stdout != "" || r.Stderr != "No resources found in get namespace.\n" {
 				t.Errorf("kubectl get pods --field-selector status.phase=Pending:\n%s", r)
 			}
 		})
@@ -175,14 +175,14 @@ func TestGet(t *testing.T) {
 			wantOutput(t, "configmap/"+n+" created\n", "create", "configmap", n, "-n", ns, "--from-literal=a=1")
 		}
 		r := kubectl(t, "get", "configmaps", "-n", ns, "-l", "!watched", "--chunk-size=1", "-o", "name", "-v=6")
-		if r.err != nil {
+		if r.Err != nil {
 			t.Fatalf("%s", r)
 		}
-		if r.stdout != "configmap/c1\nconfigmap/c2\nconfigmap/c3\n" {
-			t.Errorf("kubectl get configmaps --chunk-size=1 printed:\n%s", r.stdout)
+		if r.Stdout != "configmap/c1\nconfigmap/c2\nconfigmap/c3\n" {
+			t.Errorf("kubectl get configmaps --chunk-size=1 printed:\n%s", r.Stdout)
 		}
-		if !strings.Contains(r.stderr, "continue=") {
-			t.Errorf("kubectl get --chunk-size=1 did not page (no continue token in its requests):\n%s", r.stderr)
+		if !strings.Contains(r.Stderr, "continue=") {
+			t.Errorf("kubectl get --chunk-size=1 did not page (no continue token in its requests):\n%s", r.Stderr)
 		}
 	})
 

@@ -1,9 +1,7 @@
 package kubectl
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -151,9 +149,8 @@ func startServer(dir string) (*server, error) {
 func kubectlOnce(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+kubectlHome, "KUBECONFIG=")
-	out, err := cmd.Output()
+	k := labtest.Kubectl{Config: kubeconfig, Home: kubectlHome}
+	out, err := k.Command(ctx, args...).Output()
 	return string(out), err
 }
 
@@ -221,27 +218,7 @@ func (tb *mainTB) cleanup() {
 }
 
 // result is what one kubectl run printed.
-type result struct {
-	args           []string
-	stdout, stderr string
-	err            error
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("kubectl %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(r.args, " "), r.err, r.stdout, r.stderr)
-}
-
-// exitCode is kubectl's exit status, -1 when it did not exit by itself.
-func (r result) exitCode() int {
-	var ee *exec.ExitError
-	if errors.As(r.err, &ee) {
-		return ee.ExitCode()
-	}
-	if r.err != nil {
-		return -1
-	}
-	return 0
-}
+type result = labtest.KubectlResult
 
 // run is one kubectl command: stdin may be empty, env adds variables.
 type run struct {
@@ -253,19 +230,9 @@ func (o run) kubectl(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	full := append([]string{"--kubeconfig", kubeconfig}, args...)
-	cmd := exec.CommandContext(ctx, "kubectl", full...)
 	// No user's config or cache: discovery comes from the server.
-	cmd.Env = append(os.Environ(), "HOME="+kubectlHome, "KUBECONFIG=")
-	cmd.Env = append(cmd.Env, o.env...)
-	cmd.Stdin = strings.NewReader(o.stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("did not finish within %s: %w", commandTimeout, err)
-	}
-	return result{args: args, stdout: out.String(), stderr: errb.String(), err: err}
+	k := labtest.Kubectl{Config: kubeconfig, Home: kubectlHome, Env: o.env}
+	return k.Run(ctx, strings.NewReader(o.stdin), args...)
 }
 
 // kubectl runs kubectl with the admin config and returns what it printed.
@@ -279,10 +246,10 @@ func kubectl(t *testing.T, args ...string) result {
 func mustKubectl(t *testing.T, args ...string) string {
 	t.Helper()
 	r := kubectl(t, args...)
-	if r.err != nil {
+	if r.Err != nil {
 		t.Fatalf("%s", r)
 	}
-	return r.stdout
+	return r.Stdout
 }
 
 // wantOutput fails the test unless kubectl printed exactly want.
@@ -298,7 +265,7 @@ func wantOutput(t *testing.T, want string, args ...string) {
 func checkOutput(t *testing.T, want string, args ...string) {
 	t.Helper()
 	r := kubectl(t, args...)
-	if r.err != nil || r.stdout != want {
+	if r.Err != nil || r.Stdout != want {
 		t.Errorf("want %q printed\n%s", want, r)
 	}
 }
@@ -327,11 +294,11 @@ var spaces = regexp.MustCompile(`[ \t]+`)
 func wantFails(t *testing.T, phrases []string, args ...string) result {
 	t.Helper()
 	r := kubectl(t, args...)
-	if r.err == nil {
+	if r.Err == nil {
 		t.Errorf("kubectl %s succeeded; want it refused\n%s", strings.Join(args, " "), r)
 		return r
 	}
-	wantContains(t, "kubectl "+strings.Join(args, " ")+"'s error", r.stderr, phrases...)
+	wantContains(t, "kubectl "+strings.Join(args, " ")+"'s error", r.Stderr, phrases...)
 	return r
 }
 

@@ -25,10 +25,10 @@ func TestCordonDrain(t *testing.T) {
 	pod := strings.TrimSpace(mustKubectl(t, "get", "pods", "-n", ns, "-l", "app=dr", "-o", "name"))
 	// kubectl drain says what it evicts on stderr, what it did on stdout.
 	r := kubectl(t, "drain", drainNode, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=40s")
-	if r.err != nil {
+	if r.Err != nil {
 		t.Fatalf("%s", r)
 	}
-	wantContains(t, "kubectl drain", r.stdout+r.stderr, "node/"+drainNode+" cordoned\n", "evicting pod "+ns+"/"+strings.TrimPrefix(pod, "pod/")+"\n",
+	wantContains(t, "kubectl drain", r.Stdout+r.Stderr, "node/"+drainNode+" cordoned\n", "evicting pod "+ns+"/"+strings.TrimPrefix(pod, "pod/")+"\n",
 		pod+" evicted\n", "node/"+drainNode+" drained\n")
 	// The Deployment's new pod fits only the drained node: Pending.
 	out := mustKubectl(t, "get", "pods", "-n", ns, "-l", "app=dr", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.phase}{end}")
@@ -39,13 +39,13 @@ func TestCordonDrain(t *testing.T) {
 	// A pod no controller owns is not drained without --force.
 	wantOutput(t, "pod/bare created\n", "run", "bare", "-n", ns, "--image=skep/echo:v1", "--overrides", `{"spec":{"nodeName":"`+drainNode+`"}}`)
 	r = kubectl(t, "drain", drainNode, "--ignore-daemonsets", "--timeout=20s")
-	if r.err == nil || !strings.Contains(r.stderr, "cannot delete Pods that declare no controller (use --force to override): "+ns+"/bare") {
+	if r.Err == nil || !strings.Contains(r.Stderr, "cannot delete Pods that declare no controller (use --force to override): "+ns+"/bare") {
 		t.Errorf("kubectl drain of a node with a bare pod, without --force:\n%s", r)
 	}
 	r = kubectl(t, "drain", drainNode, "--ignore-daemonsets", "--force", "--timeout=40s")
-	if r.err != nil {
+	if r.Err != nil {
 		t.Fatalf("%s", r)
 	}
-	wantContains(t, "kubectl drain --force", r.stdout+r.stderr, "Warning: deleting Pods that declare no controller: "+ns+"/bare\n", "pod/bare evicted\n", "node/"+drainNode+" drained\n")
+	wantContains(t, "kubectl drain --force", r.Stdout+r.Stderr, "Warning: deleting Pods that declare no controller: "+ns+"/bare\n", "pod/bare evicted\n", "node/"+drainNode+" drained\n")
 	wantOutput(t, "node/"+drainNode+" uncordoned\n", "uncordon", drainNode)
 }

@@ -20,7 +20,7 @@ func TestScale(t *testing.T) {
 	wantFails(t, []string{"Expected replicas to be 5, was 3"}, "scale", "deployment/sc", "-n", ns, "--replicas=1", "--current-replicas=5")
 	wantOutput(t, "deployment.apps/sc scaled\n", "scale", "deployment/sc", "-n", ns, "--replicas=1", "--current-replicas=3")
 	eventually(t, 20*time.Second, func() string {
-		out := kubectl(t, "get", "pods", "-n", ns, "-l", "app=sc", "-o", "name").stdout
+		out := kubectl(t, "get", "pods", "-n", ns, "-l", "app=sc", "-o", "name").Stdout
 		if strings.Count(out, "pod/") != 1 {
 			return "after scaling to 1, the pods are:\n" + out
 		}
@@ -84,7 +84,7 @@ func TestWait(t *testing.T) {
 	}
 	wantOutput(t, "deployment.apps/wa condition met\n", "wait", "-n", ns, "--for=jsonpath={.status.readyReplicas}=2", "deployment/wa", "--timeout=20s")
 	r := kubectl(t, "wait", "-n", ns, "--for=condition=Nonexistent", "deployment/wa", "--timeout=1s")
-	if r.err == nil || !strings.Contains(r.stderr, "timed out waiting for the condition on deployments/wa") {
+	if r.Err == nil || !strings.Contains(r.Stderr, "timed out waiting for the condition on deployments/wa") {
 		t.Errorf("kubectl wait for a condition that never comes:\n%s", r)
 	}
 }
@@ -161,8 +161,8 @@ func TestDeleteCascade(t *testing.T) {
 	wantOutput(t, `deployment.apps "bg" deleted`+"\n", "delete", "deployment", "bg", "-n", ns, "--cascade=background")
 	eventually(t, 20*time.Second, func() string {
 		r := kubectl(t, "get", "replicasets,pods", "-n", ns, "-l", "app=bg", "-o", "name")
-		if r.stdout != "" {
-			return "after delete --cascade=background, still there:\n" + r.stdout
+		if r.Stdout != "" {
+			return "after delete --cascade=background, still there:\n" + r.Stdout
 		}
 		return ""
 	})
@@ -170,7 +170,7 @@ func TestDeleteCascade(t *testing.T) {
 	applyAvailable(t, ns, "fg", 1, "")
 	wantOutput(t, `deployment.apps "fg" deleted`+"\n", "delete", "deployment", "fg", "-n", ns, "--cascade=foreground")
 	eventually(t, 20*time.Second, func() string {
-		if out := kubectl(t, "get", "deployments,replicasets,pods", "-n", ns, "-l", "app=fg", "-o", "name").stdout; out != "" {
+		if out := kubectl(t, "get", "deployments,replicasets,pods", "-n", ns, "-l", "app=fg", "-o", "name").Stdout; out != "" {
 			return "after delete --cascade=foreground, still there:\n" + out
 		}
 		return ""

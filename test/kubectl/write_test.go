@@ -37,7 +37,7 @@ func TestCreateApply(t *testing.T) {
 			wantFails(t, []string{`unknown field "spec.template.spec.containers[0].imagePullPolicyy"`}, verb, "-f", badDep)
 		}
 		r := kubectl(t, "get", "configmap,deployment", "bad", "-n", ns)
-		if r.err == nil || !strings.Contains(r.stderr, `configmaps "bad" not found`) {
+		if r.Err == nil || !strings.Contains(r.Stderr, `configmaps "bad" not found`) {
 			t.Errorf("a refused manifest was written:\n%s", r)
 		}
 		// --validate=false sends the field and the server drops it.
@@ -114,15 +114,15 @@ func TestDiff(t *testing.T) {
 
 	changed := writeFile(t, "d2.yaml", configMap(ns, "d", "a: '2'"))
 	r := kubectl(t, "diff", "-f", changed)
-	if r.exitCode() != 1 {
-		t.Errorf("kubectl diff of a changed manifest: exit %d, want 1 (differences)\n%s", r.exitCode(), r)
+	if r.ExitCode() != 1 {
+		t.Errorf("kubectl diff of a changed manifest: exit %d, want 1 (differences)\n%s", r.ExitCode(), r)
 	}
-	wantContains(t, "kubectl diff", r.stdout, "-  a: \"1\"\n", "+  a: \"2\"\n", "/v1.ConfigMap."+ns+".d")
+	wantContains(t, "kubectl diff", r.Stdout, "-  a: \"1\"\n", "+  a: \"2\"\n", "/v1.ConfigMap."+ns+".d")
 	wantOutput(t, "1", "get", "configmap", "d", "-n", ns, "-o", "jsonpath={.data.a}")
 
 	// A new object diffs as all added.
 	r = kubectl(t, "diff", "-f", writeFile(t, "new.yaml", configMap(ns, "new", "z: '9'")))
-	if r.exitCode() != 1 || !strings.Contains(r.stdout, "+  name: new\n") {
+	if r.ExitCode() != 1 || !strings.Contains(r.Stdout, "+  name: new\n") {
 		t.Errorf("kubectl diff of a new object: want exit 1 and the object added\n%s", r)
 	}
 }
@@ -139,13 +139,13 @@ func TestEdit(t *testing.T) {
 	}
 	withEditor := run{env: []string{"EDITOR=" + editor, "KUBE_EDITOR="}}
 	r := withEditor.kubectl(t, "edit", "configmap", "ed", "-n", ns)
-	if r.err != nil || r.stdout != "configmap/ed edited\n" {
+	if r.Err != nil || r.Stdout != "configmap/ed edited\n" {
 		t.Errorf("kubectl edit: want \"configmap/ed edited\"\n%s", r)
 	}
 	wantOutput(t, "after", "get", "configmap", "ed", "-n", ns, "-o", "jsonpath={.data.a}")
 
 	r = withEditor.kubectl(t, "edit", "configmap", "ed", "-n", ns)
-	if r.err != nil || !strings.Contains(r.stdout+r.stderr, "Edit cancelled, no changes made.") {
+	if r.Err != nil || !strings.Contains(r.Stdout+r.Stderr, "Edit cancelled, no changes made.") {
 		t.Errorf("kubectl edit without a change: want \"Edit cancelled, no changes made.\"\n%s", r)
 	}
 
@@ -155,7 +155,7 @@ func TestEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = run{env: []string{"EDITOR=" + bad, "KUBE_EDITOR="}}.kubectl(t, "edit", "configmap", "ed", "-n", ns)
-	if r.err == nil || !strings.Contains(r.stderr, "A copy of your changes has been stored to") {
+	if r.Err == nil || !strings.Contains(r.Stderr, "A copy of your changes has been stored to") {
 		t.Errorf("kubectl edit renaming the object: want it refused with a copy kept\n%s", r)
 	}
 }
