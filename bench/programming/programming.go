@@ -214,10 +214,10 @@ func measure(ctx context.Context, cfg Config, mode string, services map[dataplan
 	// The heap is measured from here: whatever the dataplane allocates
 	// and keeps is its own state (services were made before).
 	base := liveHeap()
-	start := time.Now()
 	var (
 		dp     syncer
 		kernel func() error
+		start  time.Time // set by each mode after its place is made
 	)
 	switch mode {
 	case "ebpf":

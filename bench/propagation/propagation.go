@@ -334,6 +334,7 @@ func runTrial(ctx context.Context, cfg Config, t target, seq int) (res trialResu
 	}
 	res.service = since(start, seen)
 
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	moved := ep.(*corev1.Endpoints).DeepCopy()
 	moved.Subsets[0].Addresses[0].IP = second.String()
 	wait = t.expect(expectation{name: name, vip: vip, addr: second})
@@ -365,9 +366,12 @@ func service(name string, vip netip.Addr) *corev1.Service {
 	}
 }
 
+//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 func endpoints(name string, addr netip.Addr) *corev1.Endpoints {
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	return &corev1.Endpoints{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 		Subsets: []corev1.EndpointSubset{{
 			Addresses: []corev1.EndpointAddress{{IP: addr.String()}},
 			Ports:     []corev1.EndpointPort{{Port: 8080, Protocol: corev1.ProtocolTCP}},

@@ -111,6 +111,7 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	clusterIP := obj.(*corev1.Service).Spec.ClusterIP
 	var portNum int32
 	fmt.Sscan(port, &portNum)
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"}, Subsets: []corev1.EndpointSubset{{
 		Addresses: []corev1.EndpointAddress{{IP: "127.0.0.21"}, {IP: "127.0.0.22"}},
 		Ports:     []corev1.EndpointPort{{Port: portNum, Protocol: corev1.ProtocolTCP}},

@@ -254,6 +254,7 @@ func TestNodeFailure(t *testing.T) {
 			return nil
 		}
 		out := map[string]string{}
+		//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 		for _, s := range o.(*corev1.Endpoints).Subsets {
 			for _, a := range s.Addresses {
 				out[a.IP] = *a.NodeName
@@ -341,7 +342,9 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 	manual := serviceOf("manual")
 	manual.Spec.Selector = nil
 	mustCreate(t, c, servicesR, manual)
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write
 	mustCreate(t, c, endpointsR, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "manual"},
+		//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write
 		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "198.18.0.10"}}, Ports: []corev1.EndpointPort{{Name: "http", Port: 8080}}}}})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -366,6 +369,7 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 		if err != nil {
 			return err.Error()
 		}
+		//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 		if subsets := o.(*corev1.Endpoints).Subsets; len(subsets) != 1 || len(subsets[0].Addresses) != 10 {
 			return fmt.Sprintf("subsets %+v, want one with 10 ready addresses", subsets)
 		}
@@ -379,6 +383,7 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 		t.Fatalf("endpoints web was written %d times for 40 pod changes; want them batched", writes["web"])
 	}
 	o, err := c.Get(context.Background(), endpointsR, "default", "manual")
+	//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 	if err != nil || o.(*corev1.Endpoints).Subsets[0].Addresses[0].IP != "198.18.0.10" || writes["manual"] > 1 {
 		t.Fatalf("the user's Endpoints of a selector-less Service changed: %v, %v, %d writes", o, err, writes["manual"])
 	}
