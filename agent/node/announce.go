@@ -11,6 +11,7 @@ import (
 
 	"github.com/skep-io/skep/agent/network"
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
@@ -54,10 +55,8 @@ func (a *Agent) announceLoadBalancers(ctx context.Context, svcs, nodes *client.I
 func ownedAddresses(node string, svcs []*corev1.Service, nodes []*corev1.Node) []netip.Addr {
 	var ready []string
 	for _, n := range nodes {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				ready = append(ready, n.Name)
-			}
+		if conditions.NodeReady(n) {
+			ready = append(ready, n.Name)
 		}
 	}
 	if len(ready) == 0 {

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
@@ -45,7 +46,7 @@ func (a *Agent) watchRuntime(ctx context.Context, rt pinger, nodes *client.Infor
 			return
 		}
 		cached, ok := nodes.Get("", a.cfg.Name)
-		if ok && !needsWrite(readyCondition(cached.(*corev1.Node)), err) {
+		if ok && !needsWrite(conditions.NodeReadyCondition(cached.(*corev1.Node)), err) {
 			// The cache says nothing is to change: no request.
 		} else if werr := a.setRuntimeHealth(ctx, err); werr != nil && ctx.Err() == nil {
 			a.log.Warn("write the node's Ready condition", "err", werr)
@@ -67,7 +68,7 @@ func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
 			return err
 		}
 		n := obj.(*corev1.Node)
-		if !needsWrite(readyCondition(n), runtimeErr) {
+		if !needsWrite(conditions.NodeReadyCondition(n), runtimeErr) {
 			return nil
 		}
 		setReady(n, runtimeReadyCondition(runtimeErr))
@@ -105,7 +106,7 @@ func runtimeReadyCondition(runtimeErr error) corev1.NodeCondition {
 func setReady(n *corev1.Node, c corev1.NodeCondition) {
 	now := metav1.Now()
 	c.LastHeartbeatTime, c.LastTransitionTime = now, now
-	if cur := readyCondition(n); cur != nil {
+	if cur := conditions.NodeReadyCondition(n); cur != nil {
 		if cur.Status == c.Status {
 			c.LastTransitionTime = cur.LastTransitionTime
 		}
@@ -124,13 +125,4 @@ func needsWrite(cur *corev1.NodeCondition, runtimeErr error) bool {
 		return !ours
 	}
 	return cur == nil || ours
-}
-
-func readyCondition(n *corev1.Node) *corev1.NodeCondition {
-	for i := range n.Status.Conditions {
-		if n.Status.Conditions[i].Type == corev1.NodeReady {
-			return &n.Status.Conditions[i]
-		}
-	}
-	return nil
 }

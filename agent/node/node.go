@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
 )
@@ -166,7 +167,7 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		// A node stays Ready through an agent restart (its pods must not
 		// leave their Services); otherwise it is Ready only once its
 		// container runtime answers (watchRuntime), as a kubelet's is.
-		if cur := readyCondition(n); cur != nil && cur.Status == corev1.ConditionTrue {
+		if conditions.NodeReady(n) {
 			setReady(n, runtimeReadyCondition(nil))
 		} else {
 			setReady(n, runtimeReadyCondition(errRuntimeNotStarted))

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
@@ -22,7 +23,6 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/nodetest"
-	"github.com/skep-io/skep/controlplane/scheduler"
 )
 
 var deploymentRolloutStatus = deployment.RolloutStatus
@@ -106,7 +106,7 @@ func watchReady(t *testing.T, c client.Interface, app string) *readyWatcher {
 	count := func() {
 		n := 0
 		for _, o := range inf.List() {
-			if p := o.(*corev1.Pod); podstate.Active(p) && podstate.Ready(p) {
+			if p := o.(*corev1.Pod); podstate.Active(p) && conditions.PodReady(p) {
 				n++
 			}
 		}
@@ -225,7 +225,7 @@ func TestRecreate(t *testing.T) {
 	poll(t, 30*time.Second, func() string {
 		pods := activePods(t, c, "db")
 		for _, p := range pods {
-			if p.Spec.Containers[0].Image != "db:v2" || !podstate.Ready(p) {
+			if p.Spec.Containers[0].Image != "db:v2" || !conditions.PodReady(p) {
 				return "pod " + p.Name + " is not a ready db:v2 pod yet"
 			}
 		}
@@ -276,7 +276,7 @@ func TestNodeFailure(t *testing.T) {
 
 	poll(t, 10*time.Second, func() string {
 		o, _ := c.Get(context.Background(), nodesR, "", dead)
-		if n := o.(*corev1.Node); scheduler.NodeReady(n) {
+		if n := o.(*corev1.Node); conditions.NodeReady(n) {
 			return "node " + dead + " is still Ready"
 		}
 		for _, ip := range readyIPs() {
@@ -304,7 +304,7 @@ func TestNodeFailure(t *testing.T) {
 			if p.Spec.NodeName == dead {
 				return "pod " + p.Name + " was scheduled onto the dead node"
 			}
-			if podstate.Ready(p) {
+			if conditions.PodReady(p) {
 				ready++
 			}
 		}
@@ -321,7 +321,7 @@ func TestNodeFailure(t *testing.T) {
 	k.SetAlive(dead, true)
 	poll(t, 10*time.Second, func() string {
 		o, _ := c.Get(context.Background(), nodesR, "", dead)
-		if !scheduler.NodeReady(o.(*corev1.Node)) {
+		if !conditions.NodeReady(o.(*corev1.Node)) {
 			return "node " + dead + " is not Ready again"
 		}
 		return ""

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 )
@@ -185,7 +186,7 @@ func waitRolledOut(t *testing.T, c client.Interface, name string, replicas int, 
 		pods := activePods(t, c, name)
 		ready := 0
 		for _, p := range pods {
-			if podstate.Ready(p) {
+			if conditions.PodReady(p) {
 				ready++
 			}
 		}
