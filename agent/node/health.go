@@ -6,8 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientretry "k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
@@ -62,7 +62,8 @@ func (a *Agent) watchRuntime(ctx context.Context, rt pinger, nodes *client.Infor
 // setRuntimeHealth writes the Ready condition that follows from the
 // runtime's answer (runtimeErr nil: it answered).
 func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
-	for {
+	written := false
+	err := clientretry.RetryOnConflict(clientretry.DefaultRetry, func() error {
 		obj, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
 		if err != nil {
 			return err
@@ -73,18 +74,17 @@ func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
 		}
 		setReady(n, runtimeReadyCondition(runtimeErr))
 		_, err = a.c.UpdateStatus(ctx, nodesR, n)
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err == nil {
-			if runtimeErr != nil {
-				a.log.Warn("node not ready: container runtime down", "err", runtimeErr)
-			} else {
-				a.log.Info("node ready: container runtime answers")
-			}
-		}
+		written = err == nil
 		return err
+	})
+	if written {
+		if runtimeErr != nil {
+			a.log.Warn("node not ready: container runtime down", "err", runtimeErr)
+		} else {
+			a.log.Info("node ready: container runtime answers")
+		}
 	}
+	return err
 }
 
 // errRuntimeNotStarted is why a newly registered node is not Ready yet.

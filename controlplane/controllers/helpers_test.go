@@ -11,9 +11,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/api/conditions"
@@ -140,18 +140,15 @@ func getDeployment(t *testing.T, c client.Interface, name string) *appsv1.Deploy
 // conflicts with the controller's writes.
 func updateDeployment(t *testing.T, c client.Interface, name string, change func(d *appsv1.Deployment)) {
 	t.Helper()
-	for range 20 {
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		d := getDeployment(t, c, name)
 		change(d)
 		_, err := c.Update(context.Background(), deploymentsR, d)
-		if err == nil {
-			return
-		}
-		if !apierrors.IsConflict(err) {
-			t.Fatalf("update deployment %s: %v", name, err)
-		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("update deployment %s: %v", name, err)
 	}
-	t.Fatalf("update deployment %s: conflicts 20 times", name)
 }
 
 // activePods lists the pods of app that are not terminating.
