@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var (
@@ -82,23 +84,6 @@ func mustCreate(t *testing.T, c client.Interface, r *api.Resource, obj api.Objec
 		t.Fatalf("create %s %s: %v", r.Kind, obj.GetName(), err)
 	}
 	return out
-}
-
-// poll calls cond until it returns "" or the timeout passes; cond says
-// what it still waits for, which the failure reports.
-func poll(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -171,14 +156,14 @@ func activePods(t *testing.T, c client.Interface, app string) []*corev1.Pod {
 // every pod ready.
 func waitRolledOut(t *testing.T, c client.Interface, name string, replicas int, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, func() string {
+	testwait.For(t, timeout, 25*time.Millisecond, func() error {
 		d := getDeployment(t, c, name)
 		msg, done, err := deploymentRolloutStatus(d)
 		if err != nil {
 			t.Fatalf("rollout of %s: %v", name, err)
 		}
 		if !done {
-			return msg
+			return errors.New(msg)
 		}
 		pods := activePods(t, c, name)
 		ready := 0
@@ -188,8 +173,8 @@ func waitRolledOut(t *testing.T, c client.Interface, name string, replicas int, 
 			}
 		}
 		if len(pods) != replicas || ready != replicas {
-			return fmt.Sprintf("deployment %s: %d active pods, %d ready; want %d", name, len(pods), ready, replicas)
+			return fmt.Errorf("deployment %s: %d active pods, %d ready; want %d", name, len(pods), ready, replicas)
 		}
-		return ""
+		return nil
 	})
 }
