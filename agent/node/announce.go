@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/skep-io/skep/agent/network"
-	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
@@ -24,31 +23,13 @@ func (a *Agent) announceLoadBalancers(ctx context.Context, svcs, nodes *client.I
 	if a.cfg.Interface == "" {
 		return
 	}
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	h := client.Handlers{OnAdd: func(api.Object) { poke() }, OnUpdate: func(_, _ api.Object) { poke() }, OnDelete: func(api.Object) { poke() }}
-	svcs.AddHandlers(h)
-	nodes.AddHandlers(h)
-	if !client.WaitForSync(ctx, svcs, nodes) {
-		return
-	}
-	for {
+	syncOnChange(ctx, 30*time.Second, func() error {
 		mine := ownedAddresses(a.cfg.Name, typed[*corev1.Service](svcs.List()), typed[*corev1.Node](nodes.List()))
 		if err := network.AnnounceAddresses(a.cfg.Interface, mine); err != nil {
 			a.log.Warn("announce LoadBalancer addresses", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-time.After(30 * time.Second):
-		}
-	}
+		return nil // the next change or the 30 s resync tries again
+	}, svcs, nodes)
 }
 
 // ownedAddresses lists the LoadBalancer addresses node must announce.

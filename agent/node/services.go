@@ -67,44 +67,20 @@ func ebpfConfig(cfg Config, log *slog.Logger) ebpf.Config {
 }
 
 // syncServices keeps the dataplane carrying the cluster's Services until
-// ctx ends. It waits for both informers' first list, so a restart never
-// programs services from half the data, and collapses bursts of changes.
+// ctx ends, from both informers' first list on (syncOnChange), so a
+// restart never programs services from half the data.
 func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, slices *client.Informer) {
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	h := client.Handlers{OnAdd: func(api.Object) { poke() }, OnUpdate: func(_, _ api.Object) { poke() }, OnDelete: func(api.Object) { poke() }}
-	svcs.AddHandlers(h)
-	slices.AddHandlers(h)
-	if !client.WaitForSync(ctx, svcs, slices) {
-		return
-	}
-	resync := time.NewTicker(time.Minute)
-	defer resync.Stop()
-	for {
+	syncOnChange(ctx, time.Minute, func() error {
 		want := dataplane.FromKubernetes(typed[*corev1.Service](svcs.List()), typed[*discoveryv1.EndpointSlice](slices.List()), a.cfg.Name)
 		start := time.Now()
 		if err := dp.Sync(ctx, want); err != nil {
 			a.log.Error("sync dataplane", "services", len(want), "err", err)
-			time.AfterFunc(time.Second, poke)
-		} else {
-			a.metrics.observeSync(len(want), time.Since(start))
-			a.log.Debug("synced dataplane", "services", len(want), "took", time.Since(start))
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-resync.C:
-		}
-		// No waiting for a burst to settle: a change is programmed at once,
-		// and what arrives during a sync is taken in by the next one (kick
-		// holds one wake-up), so a burst costs a sync per sync's duration.
-	}
+		a.metrics.observeSync(len(want), time.Since(start))
+		a.log.Debug("synced dataplane", "services", len(want), "took", time.Since(start))
+		return nil
+	}, svcs, slices)
 }
 
 func typed[T any](objs []api.Object) []T {
