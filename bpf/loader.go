@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -135,8 +136,14 @@ func loadError(what string, err error) error {
 	var verr *ebpf.VerifierError
 	if errors.As(err, &verr) {
 		// %+w: the whole verifier log, where Error has only its last
-		// lines, and errors.As still finds it.
-		return fmt.Errorf("load %s: %+w", what, verr)
+		// lines, and errors.As still finds it. err's message is its
+		// context (which program) followed by verr's summary: keep the
+		// context, the log replaces the summary.
+		where, ok := strings.CutSuffix(err.Error(), verr.Error())
+		if !ok {
+			where = ""
+		}
+		return fmt.Errorf("load %s: %s%+w", what, where, verr)
 	}
 	return fmt.Errorf("load %s: %w", what, err)
 }

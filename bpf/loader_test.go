@@ -31,19 +31,30 @@ func openFDs(t *testing.T) int {
 	return len(fds)
 }
 
-// TestLoadErrorKeepsVerifierError: a program the verifier rejects gives an
-// error that errors.As finds the *ebpf.VerifierError in, and whose message
-// carries the whole log, not just its last lines.
+// TestLoadErrorKeepsVerifierError: a program the verifier rejects, loaded
+// from a collection as Load does, gives an error that errors.As finds the
+// *ebpf.VerifierError in, and whose message names the program and carries
+// the whole log, not just its last lines.
 func TestLoadErrorKeepsVerifierError(t *testing.T) {
-	// Exit without setting R0: the verifier refuses ("R0 !read_ok").
-	_, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.SchedCLS,
-		License:      "MIT",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R2, 1), asm.Mov.Imm(asm.R3, 2), asm.Return()},
-	})
+	spec := &ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{
+		// Exit without setting R0: the verifier refuses ("R0 !read_ok").
+		"bad_exit": {
+			Name:         "bad_exit",
+			Type:         ebpf.SchedCLS,
+			License:      "MIT",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R2, 1), asm.Mov.Imm(asm.R3, 2), asm.Return()},
+		},
+	}}
+	var objs struct {
+		Prog *ebpf.Program `ebpf:"bad_exit"`
+	}
+	err := spec.LoadAndAssign(&objs, nil)
 	var want *ebpf.VerifierError
 	if !errors.As(err, &want) {
-		t.Fatalf("NewProgram: %v, want a verifier error (needs root)", err)
+		if err == nil {
+			objs.Prog.Close()
+		}
+		t.Fatalf("load a program that exits without setting R0: %v, want a verifier error (needs root)", err)
 	}
 	err = loadError("tc programs", err)
 
@@ -54,6 +65,12 @@ func TestLoadErrorKeepsVerifierError(t *testing.T) {
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "load tc programs: ") {
 		t.Errorf("message %q does not say what failed to load", msg)
+	}
+	if !strings.Contains(msg, "program bad_exit: ") {
+		t.Errorf("message %q does not name the rejected program", msg)
+	}
+	if len(want.Log) < 2 {
+		t.Fatalf("verifier log has %d lines, want at least 2 to tell the whole log from its summary", len(want.Log))
 	}
 	for _, line := range want.Log {
 		if !strings.Contains(msg, line) {

@@ -114,9 +114,24 @@ static __always_inline int __sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	if (!backend_id)
 		backend_id = lb4_select_backend_id(&key, count);
 	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-	/* Slots are written before the count that exposes them and backends
-	 * before the slots that name them, so a miss here is a bug in the
-	 * agent; fail the call rather than send to the frontend address. */
+	if (!be) {
+		/* The agent writes slots before the count that exposes them and
+		 * backends before the slots that name them, and removes them in
+		 * the other order; but this call may have read the count, a slot
+		 * or an affinity a moment before the agent removed what it
+		 * named. Read the entry again and choose once more among what
+		 * the service holds now. */
+		svc = bpf_map_lookup_elem(&lb4_services, &key);
+		if (!svc)
+			return 0; /* the service went away meanwhile */
+		count = svc->count;
+		if (count == 0)
+			return -ECONNREFUSED;
+		backend_id = lb4_select_backend_id(&key, count);
+		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	}
+	/* A second miss is a bug in the agent: fail the call rather than
+	 * send to the frontend address. */
 	if (!be)
 		return -EHOSTUNREACH;
 	if (timeout)

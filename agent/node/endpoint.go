@@ -202,10 +202,10 @@ func (ep *endpoint) logs(w http.ResponseWriter, r *http.Request) {
 // log of one run only grows).
 func containerLogs(ctx context.Context, rt *runtime.Runtime, uid types.UID, container string, follow, previous bool, tail int64, w io.Writer) error {
 	if tail < 0 {
-		return rt.Logs(ctx, uid, container, follow, previous, w)
+		return rt.Logs(ctx, uid, container, &corev1.PodLogOptions{Follow: follow, Previous: previous}, w)
 	}
 	last := &tailBuffer{n: int(tail)}
-	if err := rt.Logs(ctx, uid, container, false, previous, last); err != nil {
+	if err := rt.Logs(ctx, uid, container, &corev1.PodLogOptions{Previous: previous}, last); err != nil {
 		return err
 	}
 	if _, err := w.Write(last.bytes()); err != nil {
@@ -214,7 +214,7 @@ func containerLogs(ctx context.Context, rt *runtime.Runtime, uid types.UID, cont
 	if !follow || previous {
 		return nil
 	}
-	return rt.Logs(ctx, uid, container, true, false, &skipWriter{w: w, skip: last.total})
+	return rt.Logs(ctx, uid, container, &corev1.PodLogOptions{Follow: true}, &skipWriter{w: w, skip: last.total})
 }
 
 func (ep *endpoint) exec(w http.ResponseWriter, r *http.Request) {

@@ -442,12 +442,19 @@ func (r *Runtime) startContainer(ctx context.Context, pw *podWorker, c *containe
 	r.event(pw.pod, c, corev1.EventTypeNormal, "Created", "Created container: %s", spec.Name)
 	r.trackContainer(pw.uid, id)
 	c.id = id
-	task, err := ctr.NewTask(ctx, cio.LogFile(r.logPath(pw.uid, c.name, c.attempt)))
+	ioc, undoIO, err := r.taskIO(pw.uid, spec, c.attempt)
+	var task containerd.Task
+	if err == nil {
+		if task, err = ctr.NewTask(ctx, ioc); err != nil {
+			undoIO()
+		}
+	}
 	if err == nil {
 		c.startedAt = time.Now()
 		err = task.Start(ctx)
 		if err != nil {
 			task.Delete(ctx, containerd.WithProcessKill)
+			undoIO()
 		}
 	}
 	if err != nil {
@@ -495,6 +502,11 @@ func (r *Runtime) containerSpec(pw *podWorker, spec *corev1.Container, img conta
 	opts = append(opts, oci.WithEnv(env))
 	if spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(spec.WorkingDir))
+	}
+	if spec.TTY {
+		// The shim gives the process a terminal; its output goes to the
+		// log as stdout (containerio.go).
+		opts = append(opts, oci.WithTTY)
 	}
 	for _, ns := range []specs.LinuxNamespaceType{specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace} {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{

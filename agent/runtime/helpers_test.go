@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/namespaces"
+	"github.com/skep-io/skep/agent/containerlog"
 	"github.com/skep-io/skep/lab/labtest"
 	"github.com/skep-io/skep/test/images"
 	"github.com/vishvananda/netlink"
@@ -35,6 +36,9 @@ import (
 var imageTars map[string]string
 
 func TestMain(m *testing.M) {
+	// The runtime links its log driver to this executable: run as that,
+	// the test binary is the driver.
+	containerlog.RunIfDriver()
 	// The shims of the tests' containerds daemonize: orphaned, they would
 	// become zombies of PID 1, which on some machines reaps them only
 	// seconds later. As a subreaper the test binary gets them and reaps

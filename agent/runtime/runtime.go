@@ -73,6 +73,10 @@ type Config struct {
 	ResolvConf func(pod *corev1.Pod) []byte
 	// Events records the pods' events (nil: none).
 	Events EventRecorder
+	// LogDriver is the binary that runs agent/containerlog's driver when
+	// started under containerlog.DriverName: its main calls
+	// containerlog.RunIfDriver first thing (default: this executable).
+	LogDriver string
 }
 
 // Defaults.

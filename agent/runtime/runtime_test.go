@@ -90,7 +90,7 @@ func TestTwoContainerPodBecomesReady(t *testing.T) {
 
 	// app2 read the file app1 wrote, and fetched it over localhost.
 	var logs bytes.Buffer
-	if err := r.Logs(t.Context(), pod.UID, "app2", false, false, &logs); err != nil {
+	if err := r.Logs(t.Context(), pod.UID, "app2", nil, &logs); err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
 	for _, want := range []string{"read: hello-from-app1", "fetched: hello-from-app1"} {
@@ -172,7 +172,7 @@ func TestFailingLivenessProbeRestartsContainer(t *testing.T) {
 		t.Errorf("container ID %s did not change on restart", s.ContainerID)
 	}
 	var prev bytes.Buffer
-	if err := r.Logs(t.Context(), pod.UID, "app", false, true, &prev); err != nil || prev.String() != "started\n" {
+	if err := r.Logs(t.Context(), pod.UID, "app", &corev1.PodLogOptions{Previous: true}, &prev); err != nil || prev.String() != "started\n" {
 		t.Errorf("previous logs %q (%v), want %q", prev.String(), err, "started\n")
 	}
 }
@@ -608,7 +608,7 @@ func TestLogsFollowUntilExit(t *testing.T) {
 	})
 	var out bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- r.Logs(t.Context(), pod.UID, "app", true, false, &out) }()
+	go func() { done <- r.Logs(t.Context(), pod.UID, "app", &corev1.PodLogOptions{Follow: true}, &out) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -620,7 +620,7 @@ func TestLogsFollowUntilExit(t *testing.T) {
 	if want := "line1\nline2\nline3\noops\n"; out.String() != want {
 		t.Errorf("followed logs %q, want %q", out.String(), want)
 	}
-	if err := r.Logs(t.Context(), pod.UID, "app", false, true, &out); !errors.Is(err, ErrNotFound) {
+	if err := r.Logs(t.Context(), pod.UID, "app", &corev1.PodLogOptions{Previous: true}, &out); !errors.Is(err, ErrNotFound) {
 		t.Errorf("previous logs of a container that never restarted: %v, want ErrNotFound", err)
 	}
 }

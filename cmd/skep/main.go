@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/skep-io/skep/agent/containerlog"
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,6 +17,8 @@ import (
 var version = "dev"
 
 func main() {
+	// The agent runs this binary as the containers' log driver too.
+	containerlog.RunIfDriver()
 	app := &cli.App{
 		Name:    "skep",
 		Usage:   "a small Kubernetes-style orchestrator with an eBPF service dataplane",
