@@ -66,6 +66,16 @@ type SockLb4SvcName struct {
 	Pad       [3]uint8
 }
 
+type SockSock4Peer struct {
+	_              structs.HostLayout
+	Cookie         uint64
+	BackendAddress uint32
+	Address        uint32
+	BackendPort    uint16
+	Port           uint16
+	Pad            uint32
+}
+
 type SockSock4RevnatKey struct {
 	_       structs.HostLayout
 	Cookie  uint64
@@ -92,6 +102,7 @@ const (
 	SockMapLb4Nodeips        = "lb4_nodeips"
 	SockMapLb4Services       = "lb4_services"
 	SockMapLb4SvcNames       = "lb4_svc_names"
+	SockMapSock4Peers        = "sock4_peers"
 	SockMapSock4Revnat       = "sock4_revnat"
 	SockProgSock4Connect     = "sock4_connect"
 	SockProgSock4Getpeername = "sock4_getpeername"
@@ -157,6 +168,7 @@ type SockMapSpecs struct {
 	Lb4Nodeips  *ebpf.MapSpec `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.MapSpec `ebpf:"lb4_services"`
 	Lb4SvcNames *ebpf.MapSpec `ebpf:"lb4_svc_names"`
+	Sock4Peers  *ebpf.MapSpec `ebpf:"sock4_peers"`
 	Sock4Revnat *ebpf.MapSpec `ebpf:"sock4_revnat"`
 }
 
@@ -192,6 +204,7 @@ type SockMaps struct {
 	Lb4Nodeips  *ebpf.Map `ebpf:"lb4_nodeips"`
 	Lb4Services *ebpf.Map `ebpf:"lb4_services"`
 	Lb4SvcNames *ebpf.Map `ebpf:"lb4_svc_names"`
+	Sock4Peers  *ebpf.Map `ebpf:"sock4_peers"`
 	Sock4Revnat *ebpf.Map `ebpf:"sock4_revnat"`
 }
 
@@ -203,6 +216,7 @@ func (m *SockMaps) Close() error {
 		m.Lb4Nodeips,
 		m.Lb4Services,
 		m.Lb4SvcNames,
+		m.Sock4Peers,
 		m.Sock4Revnat,
 	)
 }

@@ -10,6 +10,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -110,14 +111,29 @@ func (s *Service) ServingBackends() []Backend {
 
 // Dataplane programs services into the node's kernel.
 //
-// Sync is given the complete desired state every time; an implementation
-// remembers what it programmed and writes only the difference, so a change
-// of one service among thousands is a few writes. The first Sync after
-// start (or after a restart that found state left by an earlier run) must
-// converge without a window where a programmed service has no backends.
+// The desired state arrives in two ways. Sync is a full reconcile: it is
+// given the complete desired state and makes the kernel carry exactly that,
+// whatever it held before (at start, periodically, after an error). Apply
+// is an incremental change: it is given only the service ports that
+// changed, each with its new state or nil for a removed one, and writes
+// those ports' entries and nothing else, so one change among thousands of
+// services costs one service. One changed Service (all its ports) is one
+// Apply, the unit a per-Service change message (from informers or NATS)
+// carries.
+//
+// The first Sync after start (or after a restart that found state left by
+// an earlier run) must converge without a window where a programmed service
+// has no backends. After any sequence of Sync and Apply calls the kernel
+// holds what one Sync of the accumulated desired state would write.
 type Dataplane interface {
 	// Sync makes the dataplane carry exactly services.
 	Sync(ctx context.Context, services map[ServiceKey]*Service) error
+	// Apply changes the service ports in changed to their new state (nil:
+	// removed) and leaves every other port as it is. Apply before the
+	// first Sync returns ErrNeedFullSync; after a failed Sync or Apply the
+	// caller should Sync the complete state (Apply may also return
+	// ErrNeedFullSync when it cannot tell what the kernel holds).
+	Apply(ctx context.Context, changed map[ServiceKey]*Service) error
 	// Services reports what the dataplane holds now, read back from the
 	// kernel (maps or rules), for `skep dataplane services`.
 	Services(ctx context.Context) ([]Service, error)
@@ -127,3 +143,8 @@ type Dataplane interface {
 	// Cleanup removes everything the implementation ever made on this node.
 	Cleanup(ctx context.Context) error
 }
+
+// ErrNeedFullSync is returned by Apply when only a full Sync can go on:
+// none has been made yet, or a failed write left the kernel in a state the
+// dataplane cannot vouch for.
+var ErrNeedFullSync = errors.New("dataplane: a full sync is needed first")

@@ -23,7 +23,10 @@ func (a *Agent) announceLoadBalancers(ctx context.Context, svcs, nodes *client.I
 	if a.cfg.Interface == "" {
 		return
 	}
-	syncOnChange(ctx, 30*time.Second, func() error {
+	k := newKicker()
+	svcs.AddHandlers(k.handlers())
+	nodes.AddHandlers(k.handlers())
+	k.run(ctx, 30*time.Second, func(bool) error {
 		mine := ownedAddresses(a.cfg.Name, typed[*corev1.Service](svcs.List()), typed[*corev1.Node](nodes.List()))
 		if err := network.AnnounceAddresses(a.cfg.Interface, mine); err != nil {
 			a.log.Warn("announce LoadBalancer addresses", "err", err)

@@ -44,6 +44,12 @@ func (m *agentMetrics) observeSync(services int, took time.Duration) {
 	m.services.Set(float64(services))
 }
 
+// observeApply records an incremental sync, which knows only the changed
+// services, not how many there are.
+func (m *agentMetrics) observeApply(took time.Duration) {
+	m.syncDuration.Observe(took.Seconds())
+}
+
 // serveMetrics serves the agent's and the dataplane's metrics on
 // cfg.MetricsAddr until ctx ends. Metrics are not worth stopping the node
 // for: a failure to listen is logged.

@@ -66,8 +66,19 @@ type Config struct {
 	// MetricsAddr is where Prometheus metrics are served (plain HTTP,
 	// host:port); empty: not served.
 	MetricsAddr string
-	Logger      *slog.Logger
+	// FullSyncInterval is how often the dataplane is given every Service
+	// (a full reconcile) rather than only the changed ones, and how often
+	// the iptables and nftables modes rewrite all their rules; 0:
+	// DefaultFullSyncInterval.
+	FullSyncInterval time.Duration
+	Logger           *slog.Logger
 }
+
+// DefaultFullSyncInterval is how often a full reconcile runs unless
+// Config.FullSyncInterval says otherwise: every few minutes, as kube-proxy
+// does its full syncs, so that anything an incremental write missed is
+// corrected soon, while each change costs only its Service in between.
+const DefaultFullSyncInterval = 5 * time.Minute
 
 var (
 	nodesR    = api.MustLookup("nodes")

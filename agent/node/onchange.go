@@ -11,40 +11,50 @@ import (
 // retryFailedSync is how soon a sync that failed runs again.
 const retryFailedSync = time.Second
 
-// syncOnChange runs sync once the informers hold their first list (so a
-// restart never acts on half the data), then after each change to them
-// and at the latest resync after the last run, until ctx ends. There is
-// no waiting for a burst to settle: a change is acted on at once, and what
-// arrives during a run is taken in by the next one (one wake-up is held),
-// so a burst costs a run per run's duration. A run that fails is tried
-// again after retryFailedSync; sync reports its own errors.
-func syncOnChange(ctx context.Context, resync time.Duration, sync func() error, informers ...*client.Informer) {
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
+// kicker wakes a sync loop (run) when what it syncs from changed. It holds
+// one wake-up: any number of kicks during a run make one more run.
+type kicker chan struct{}
+
+func newKicker() kicker { return make(kicker, 1) }
+
+func (k kicker) kick() {
+	select {
+	case k <- struct{}{}:
+	default:
 	}
-	h := client.Handlers{OnAdd: func(api.Object) { poke() }, OnUpdate: func(_, _ api.Object) { poke() }, OnDelete: func(api.Object) { poke() }}
-	for _, inf := range informers {
-		inf.AddHandlers(h)
-	}
+}
+
+// handlers kick on every event of an informer.
+func (k kicker) handlers() client.Handlers {
+	return client.Handlers{OnAdd: func(api.Object) { k.kick() }, OnUpdate: func(_, _ api.Object) { k.kick() }, OnDelete: func(api.Object) { k.kick() }}
+}
+
+// run calls sync once the informers hold their first list (so a restart
+// never acts on half the data), then after each kick and every resync,
+// until ctx ends; sync's argument is true on the first run and when the
+// resync period brought the run. There is no waiting for a burst to
+// settle: a change is acted on at once, and what arrives during a run is
+// taken in by the next one, so a burst costs a run per run's duration. A
+// run that fails is tried again after retryFailedSync; sync reports its
+// own errors.
+func (k kicker) run(ctx context.Context, resync time.Duration, sync func(resync bool) error, informers ...*client.Informer) {
 	if !client.WaitForSync(ctx, informers...) {
 		return
 	}
-	timer := time.NewTimer(resync)
-	defer timer.Stop()
+	ticker := time.NewTicker(resync)
+	defer ticker.Stop()
+	resynced := true
 	for {
-		if err := sync(); err != nil {
-			time.AfterFunc(retryFailedSync, poke)
+		if err := sync(resynced); err != nil {
+			time.AfterFunc(retryFailedSync, k.kick)
 		}
-		timer.Reset(resync)
+		resynced = false
 		select {
 		case <-ctx.Done():
 			return
-		case <-kick:
-		case <-timer.C:
+		case <-k:
+		case <-ticker.C:
+			resynced = true
 		}
 	}
 }

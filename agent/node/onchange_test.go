@@ -18,11 +18,11 @@ import (
 	"github.com/skep-io/skep/internal/testwait"
 )
 
-// TestSyncOnChange checks the loop behind the dataplane sync and the
-// LoadBalancer announcements: a first run on the informer's full list, a
-// run after each change, a failed run tried again without a change, and
-// nothing more once ctx ends.
-func TestSyncOnChange(t *testing.T) {
+// TestKickerRun checks the loop behind the dataplane sync and the
+// LoadBalancer announcements: a first run, a resync, on the informer's
+// full list, a run after each change, a failed run tried again without a
+// change, and nothing more once ctx ends.
+func TestKickerRun(t *testing.T) {
 	c := apiservertest.Start(t)
 	configmaps := api.MustLookup("configmaps")
 	create := func(name string) {
@@ -39,9 +39,9 @@ func TestSyncOnChange(t *testing.T) {
 	go inf.Run(ctx)
 
 	type run struct {
-		objects int
-		at      time.Time
-		failed  bool
+		objects        int
+		at             time.Time
+		failed, resync bool
 	}
 	var mu sync.Mutex
 	var runs []run
@@ -49,10 +49,12 @@ func TestSyncOnChange(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		syncOnChange(ctx, time.Hour, func() error {
+		k := newKicker()
+		inf.AddHandlers(k.handlers())
+		k.run(ctx, time.Hour, func(resync bool) error {
 			mu.Lock()
 			defer mu.Unlock()
-			r := run{objects: len(inf.List()), at: time.Now(), failed: failNext}
+			r := run{objects: len(inf.List()), at: time.Now(), failed: failNext, resync: resync}
 			runs = append(runs, r)
 			failNext = false
 			if r.failed {
@@ -76,6 +78,11 @@ func TestSyncOnChange(t *testing.T) {
 		}
 	}
 	testwait.For(t, 5*time.Second, 10*time.Millisecond, lastSaw(1))
+	mu.Lock()
+	if !runs[0].resync {
+		t.Error("the first run was not told it is a full one")
+	}
+	mu.Unlock()
 
 	create("after")
 	testwait.For(t, 5*time.Second, 10*time.Millisecond, lastSaw(2))
@@ -87,7 +94,10 @@ func TestSyncOnChange(t *testing.T) {
 	testwait.For(t, 5*time.Second, 10*time.Millisecond, lastSaw(3))
 	mu.Lock()
 	var failedAt, retriedAt time.Time
-	for _, r := range runs {
+	for i, r := range runs {
+		if i > 0 && r.resync {
+			t.Errorf("run %d was told it is a resync within the hour", i)
+		}
 		if r.failed {
 			failedAt = r.at
 		} else if !failedAt.IsZero() && retriedAt.IsZero() {
@@ -106,6 +116,34 @@ func TestSyncOnChange(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("syncOnChange still running 5s after its ctx ended")
+		t.Fatal("run still running 5s after its ctx ended")
 	}
+}
+
+// TestKickerResyncs checks a run comes every resync period without a
+// change, told so.
+func TestKickerResyncs(t *testing.T) {
+	c := apiservertest.Start(t)
+	inf := client.NewInformer(c, api.MustLookup("configmaps"), client.InformerOptions{Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go inf.Run(ctx)
+	var mu sync.Mutex
+	resyncs := 0
+	go newKicker().run(ctx, 20*time.Millisecond, func(resync bool) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if resync {
+			resyncs++
+		}
+		return nil
+	}, inf)
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if resyncs < 3 {
+			return fmt.Errorf("%d full runs, want the first and two resyncs", resyncs)
+		}
+		return nil
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/dataplane/iptables"
 	"github.com/skep-io/skep/agent/dataplane/nftables"
+	"github.com/skep-io/skep/agent/dataplane/servicetracker"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 )
@@ -46,10 +47,10 @@ func (a *Agent) newDataplane(ctx context.Context) (dataplane.Dataplane, error) {
 	switch mode {
 	case "iptables":
 		return iptables.New(ctx, iptables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR,
-			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log})
+			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log, FullSyncInterval: a.cfg.FullSyncInterval})
 	case "nftables":
 		return nftables.New(ctx, nftables.Config{NodeName: a.cfg.Name, NodeIPs: ebpfCfg.NodeIPs, ClusterCIDR: a.cfg.ClusterCIDR,
-			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log})
+			ServiceCIDRs: ebpfCfg.ServiceCIDRs, Logger: a.log, FullSyncInterval: a.cfg.FullSyncInterval})
 	}
 	return ebpf.New(ctx, ebpfCfg)
 }
@@ -67,18 +68,62 @@ func ebpfConfig(cfg Config, log *slog.Logger) ebpf.Config {
 }
 
 // syncServices keeps the dataplane carrying the cluster's Services until
-// ctx ends, from both informers' first list on (syncOnChange), so a
-// restart never programs services from half the data.
+// ctx ends. It waits for both informers' first list, so a restart never
+// programs services from half the data, then makes a full sync; after
+// that, each event marks its Service changed, and only the changed
+// Services are compiled and applied. A full sync comes again every
+// cfg.FullSyncInterval and after a failed write.
 func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, slices *client.Informer) {
-	syncOnChange(ctx, time.Minute, func() error {
-		want := dataplane.FromKubernetes(typed[*corev1.Service](svcs.List()), typed[*discoveryv1.EndpointSlice](slices.List()), a.cfg.Name)
+	k := newKicker()
+	tr := servicetracker.New(a.cfg.Name, k.kick)
+	svcs.AddHandlers(client.Handlers{
+		OnAdd:    func(o api.Object) { tr.ServiceChanged(o.(*corev1.Service)) },
+		OnUpdate: func(_, o api.Object) { tr.ServiceChanged(o.(*corev1.Service)) },
+		OnDelete: func(o api.Object) { tr.ServiceDeleted(o.GetNamespace(), o.GetName()) },
+	})
+	slices.AddHandlers(client.Handlers{
+		OnAdd:    func(o api.Object) { tr.SliceChanged(o.(*discoveryv1.EndpointSlice)) },
+		OnUpdate: func(_, o api.Object) { tr.SliceChanged(o.(*discoveryv1.EndpointSlice)) },
+		OnDelete: func(o api.Object) { tr.SliceDeleted(o.GetNamespace(), o.GetName()) },
+	})
+	every := a.cfg.FullSyncInterval
+	if every <= 0 {
+		every = DefaultFullSyncInterval
+	}
+	full := true
+	k.run(ctx, every, func(resync bool) error {
+		full = full || resync
 		start := time.Now()
-		if err := dp.Sync(ctx, want); err != nil {
-			a.log.Error("sync dataplane", "services", len(want), "err", err)
+		var (
+			err   error
+			count int
+			kind  = "partial"
+		)
+		if full {
+			kind = "full"
+			want := tr.All()
+			count = len(want)
+			err = dp.Sync(ctx, want)
+		} else if changed := tr.Changes(); len(changed) > 0 {
+			count = len(changed)
+			err = dp.Apply(ctx, changed)
+		}
+		if err != nil {
+			a.log.Error("sync dataplane", "kind", kind, "services", count, "err", err)
+			// What the kernel holds is uncertain; only a full sync
+			// can say.
+			full = true
 			return err
 		}
-		a.metrics.observeSync(len(want), time.Since(start))
-		a.log.Debug("synced dataplane", "services", len(want), "took", time.Since(start))
+		if count > 0 {
+			if full {
+				a.metrics.observeSync(count, time.Since(start))
+			} else {
+				a.metrics.observeApply(time.Since(start))
+			}
+			a.log.Debug("synced dataplane", "kind", kind, "services", count, "took", time.Since(start))
+		}
+		full = false
 		return nil
 	}, svcs, slices)
 }

@@ -38,6 +38,10 @@ func TestRun(t *testing.T) {
 		{"iptables sync_s", 1e-3, 30},
 		{"ebpf change_ms", 1e-3, 5000},
 		{"iptables change_ms", 1e-2, 5000},
+		// The incremental change writes three entries, whatever N.
+		{"ebpf apply_ms", 1e-4, 5},
+		{"iptables apply_ms", 1e-2, 5000},
+		{"nftables apply_ms", 1e-2, 5000},
 		{"ebpf heap_MiB", 1e-3, 100},
 		{"iptables heap_MiB", 1e-4, 100},
 		{"ebpf bpf_map_MiB", 0.1, 4096},

@@ -189,7 +189,11 @@ func (cl *cluster) dataplane(ctx context.Context, rep *report.Report) error {
 			if err != nil {
 				return err
 			}
-			return cl.measure(ctx, rep, "dataplane", v.name, n, round, targets, "", netns, cl.lab.Cgroup(clientNode), clientNode)
+			var bpfNodes []string
+			if v.mode == "ebpf" {
+				bpfNodes = []string{clientNode, backendNode}
+			}
+			return cl.measure(ctx, rep, "dataplane", v.name, n, round, targets, "", netns, cl.lab.Cgroup(clientNode), clientNode, bpfNodes)
 		})
 		if err != nil {
 			return fmt.Errorf("with N=%d: %w", n, err)
@@ -201,13 +205,15 @@ func (cl *cluster) dataplane(ctx context.Context, rep *report.Report) error {
 // measure runs the crr and then the rr load for one variant and records
 // what they measured. parent is the cgroup the load generator runs below
 // (its CPU time is the "client" CPU); source, when set, is its address.
+// bpfNodes are the nodes (in eBPF mode) whose programs' costs per run are
+// read over the same window.
 func (cl *cluster) measure(ctx context.Context, rep *report.Report, bench, variant string, n, round int,
-	targets []string, source, netns, parent, where string) error {
+	targets []string, source, netns, parent, where string, bpfNodes []string) error {
 	for _, kind := range []string{LoadCRR, LoadRR} {
 		spec := LoadSpec{Kind: kind, Targets: targets, Source: source, Concurrency: cl.cfg.Concurrency,
 			Warmup: cl.cfg.Warmup, Duration: cl.cfg.Duration, Timeout: 3 * time.Second,
 			Cgroups:       map[string]string{"client": parent, "lab": cl.labCgroup()},
-			ReuseTimeWait: kind == LoadCRR}
+			ReuseTimeWait: kind == LoadCRR, BPFNodes: bpfNodes}
 		res, err := cl.runLoad(ctx, netns, parent, spec)
 		if err != nil {
 			return err
@@ -232,12 +238,31 @@ func (cl *cluster) measure(ctx context.Context, rep *report.Report, bench, varia
 		add("client_cpu_us", "µs/"+per, res.CPUPer("client"))
 		add("lab_cpu_us", "µs/"+per, res.CPUPer("lab"))
 		add("errors", "count", float64(res.Errors))
+		var costs []string
+		for _, prog := range bpfPrograms {
+			c, ok := res.BPF[prog]
+			if !ok || c.Runs == 0 {
+				continue
+			}
+			add("bpf_"+prog+"_ns", "ns/run", c.NsPerRun())
+			if res.Completed > 0 {
+				add("bpf_"+prog+"_runs", "runs/"+per, float64(c.Runs)/float64(res.Completed))
+			}
+			costs = append(costs, fmt.Sprintf("%s %.0fns×%.1f", prog, c.NsPerRun(), float64(c.Runs)/float64(max(res.Completed, 1))))
+		}
+		if len(costs) > 0 {
+			cl.progress("N=%d round %d %-16s %s bpf per run × runs per %s: %s", n, round, variant, kind, per, strings.Join(costs, ", "))
+		}
 		cl.progress("N=%d round %d %-16s %s %8.0f/s p50 %6.0fµs p99 %6.0fµs cpu %s %5.1fµs lab %5.1fµs/%s errors %d%s",
 			n, round, variant, kind, res.Rate(), res.P50, res.P99, where, res.CPUPer("client"), res.CPUPer("lab"), per, res.Errors,
 			firstErrorNote(res))
 	}
 	return nil
 }
+
+// bpfPrograms are the programs whose costs the benchmarks report, in the
+// order they meet a connection.
+var bpfPrograms = []string{"sock4_connect", "sock4_sendmsg", "sock4_recvmsg", "sock4_getpeername", "tc4_ingress", "tc4_egress"}
 
 func firstErrorNote(res LoadResult) string {
 	if res.FirstError == "" {
@@ -263,6 +288,10 @@ func dataplaneNotes(cfg Config) []string {
 			"context, this kernel has no IRQ time accounting), *lab* of the whole lab (server, both nodes). Each path has its own "+
 			"client pod (source address), and the client closes first, so no 4-tuple is reused across paths and modes (TIME_WAIT, PAWS).",
 			cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Rounds),
+		"**bpf_<program>_ns** is what the kernel counted for an eBPF program over the same window (bpf_stats: run_time_ns / run_cnt, " +
+			"statistics enabled for the whole run, eBPF-mode variants only), and **bpf_<program>_runs** how often it ran per connection " +
+			"or request; both nodes' programs summed. sock4_connect runs once per connect on the client's node; tc4_ingress and tc4_egress " +
+			"run for every packet crossing either node's external interface.",
 		"In iptables mode a new connection meets KUBE-SERVICES twice: on the client's node (OUTPUT or PREROUTING), where the " +
 			"measured Service's rule ends the walk, and on the backend's node (PREROUTING), where the destination is already a pod " +
 			"IP that matches no rule, so the walk goes to the end whatever the Service's place. kube-proxy's chains hook there too. " +

@@ -14,7 +14,9 @@
 // counts as the node's. It measures connections per second with one
 // request per connection (crr), requests per second on kept-alive
 // connections (rr), their latency, and the CPU time of given cgroups over
-// its measured window. Samples go into a bench/report Report.
+// its measured window, and, in eBPF mode, what the kernel counted for each
+// of the nodes' eBPF programs over the same window (bpf_stats: ns per run
+// and runs per connection). Samples go into a bench/report Report.
 //
 // All traffic stays inside the lab's namespaces: pod IPs, ClusterIPs and
 // the nodes' addresses on the lab's bridge.

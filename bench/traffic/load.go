@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/bench/report"
 )
 
@@ -63,6 +64,15 @@ type LoadSpec struct {
 	// 60 s in TIME_WAIT (the client closes first, so TIME_WAIT is on the
 	// client's side only).
 	ReuseTimeWait bool `json:"reuseTimeWait,omitempty"`
+	// BPFNodes are lab nodes in eBPF mode whose programs' run-time
+	// counters (the kernel's bpf_stats, read through the links pinned
+	// under ebpf.DefaultPinRoot) are read at the window's edges, as the
+	// CPU time is. The load generator enables BPF statistics for its
+	// whole run.
+	BPFNodes []string `json:"bpfNodes,omitempty"`
+	// BPFPinRoot is where the nodes' pin directories are;
+	// ebpf.DefaultPinRoot, where the lab's agents pin, when empty.
+	BPFPinRoot string `json:"bpfPinRoot,omitempty"`
 }
 
 // LoadResult is what one run measured in its window.
@@ -87,6 +97,23 @@ type LoadResult struct {
 	// CPU is, per cgroup of the spec, the CPU time spent in the window, in
 	// microseconds.
 	CPU map[string]float64 `json:"cpuUs,omitempty"`
+	// BPF is, per program (sock4_connect, tc4_ingress...), what the
+	// kernel counted in the window, summed over the spec's BPFNodes.
+	BPF map[string]ProgramCost `json:"bpf,omitempty"`
+}
+
+// ProgramCost is what one eBPF program ran in a window.
+type ProgramCost struct {
+	RunTimeNs float64 `json:"runTimeNs"`
+	Runs      uint64  `json:"runs"`
+}
+
+// NsPerRun is the mean cost of one run; 0 when it never ran.
+func (c ProgramCost) NsPerRun() float64 {
+	if c.Runs == 0 {
+		return 0
+	}
+	return c.RunTimeNs / float64(c.Runs)
 }
 
 // Rate is completions per second of the window.
@@ -176,6 +203,14 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 		}
 	}
 
+	if len(spec.BPFNodes) > 0 {
+		stop, err := ebpf.EnableStats()
+		if err != nil {
+			return LoadResult{}, err
+		}
+		defer stop.Close()
+	}
+
 	start := time.Now()
 	winStart := start.Add(spec.Warmup)
 	winEnd := winStart.Add(spec.Duration)
@@ -186,6 +221,7 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 	// CPU time is read by a timer at the window's edges, not by the
 	// workers, so that every run reads it the same way.
 	var cpuStart, cpuEnd map[string]float64
+	var bpfStart, bpfEnd map[string]ProgramCost
 	var cpuErr error
 	cpuDone := make(chan struct{})
 	go func() {
@@ -204,10 +240,16 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 		if cpuStart, cpuErr = readCPU(spec.Cgroups); cpuErr != nil {
 			return
 		}
+		if bpfStart, cpuErr = readBPF(spec.BPFPinRoot, spec.BPFNodes); cpuErr != nil {
+			return
+		}
 		if cpuErr = at(winEnd); cpuErr != nil {
 			return
 		}
-		cpuEnd, cpuErr = readCPU(spec.Cgroups)
+		if cpuEnd, cpuErr = readCPU(spec.Cgroups); cpuErr != nil {
+			return
+		}
+		bpfEnd, cpuErr = readBPF(spec.BPFPinRoot, spec.BPFNodes)
 	}()
 
 	var (
@@ -290,6 +332,15 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 		res.CPU = map[string]float64{}
 		for name := range spec.Cgroups {
 			res.CPU[name] = cpuEnd[name] - cpuStart[name]
+		}
+	}
+	if len(spec.BPFNodes) > 0 {
+		res.BPF = map[string]ProgramCost{}
+		for name, end := range bpfEnd {
+			begin := bpfStart[name]
+			if end.Runs >= begin.Runs {
+				res.BPF[name] = ProgramCost{RunTimeNs: end.RunTimeNs - begin.RunTimeNs, Runs: end.Runs - begin.Runs}
+			}
 		}
 	}
 	return res, nil
@@ -401,6 +452,25 @@ func (w *worker) exchange() error {
 	}
 	w.rd.Discard(length)
 	return nil
+}
+
+// readBPF reads the run-time counters of the nodes' programs, summed per
+// program over the nodes.
+func readBPF(pinRoot string, nodes []string) (map[string]ProgramCost, error) {
+	out := map[string]ProgramCost{}
+	for _, node := range nodes {
+		stats, err := ebpf.ReadProgramStats(ebpf.Config{NodeName: node, PinRoot: pinRoot})
+		if err != nil {
+			return nil, fmt.Errorf("read the eBPF programs' counters of node %s: %w", node, err)
+		}
+		for _, s := range stats {
+			c := out[s.Name]
+			c.RunTimeNs += float64(s.RunTime.Nanoseconds())
+			c.Runs += s.RunCount
+			out[s.Name] = c
+		}
+	}
+	return out, nil
 }
 
 // readCPU reads usage_usec from each cgroup's cpu.stat (cgroup2 keeps it

@@ -3,17 +3,24 @@ package traffic
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/ebpf"
 )
 
 // echoServer answers as the echo image does, on loopback.
-func echoServer(t *testing.T) string {
+func echoServer(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,7 +36,7 @@ func echoServer(t *testing.T) string {
 }
 
 // ownCgroup is the cgroup2 directory of this process.
-func ownCgroup(t *testing.T) string {
+func ownCgroup(t testing.TB) string {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
@@ -141,5 +148,132 @@ func TestRunLoadInterrupted(t *testing.T) {
 	_, err := RunLoad(ctx, LoadSpec{Kind: LoadCRR, Targets: []string{addr}, Concurrency: 1, Duration: 10 * time.Second})
 	if err == nil || time.Since(start) > 2*time.Second {
 		t.Errorf("an interrupted load returned %v after %s: want an error, at once", err, time.Since(start))
+	}
+}
+
+// balancedSelf gives tb an eBPF dataplane of its own (node "bench", a
+// pin root and a cgroup of its own) and moves this process into the
+// balanced cgroup until tb ends, so that RunLoad's connects go through the
+// socket programs. It returns the dataplane and its pin root.
+func balancedSelf(tb testing.TB) (*ebpf.Dataplane, string) {
+	tb.Helper()
+	home := ownCgroup(tb)
+	cg, err := os.MkdirTemp("/sys/fs/cgroup/unified", "skep-traffic-test-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pinRoot, err := os.MkdirTemp("/sys/fs/bpf", "skep-traffic-test-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := ebpf.Config{NodeName: "bench", PinRoot: pinRoot, CgroupPath: cg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d, err := ebpf.New(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("new ebpf dataplane: %v", err)
+	}
+	tb.Cleanup(func() {
+		d.Close()
+		if err := ebpf.Cleanup(cfg); err != nil {
+			tb.Errorf("cleanup: %v", err)
+		}
+		os.Remove(pinRoot)
+	})
+	// Back before the cleanup above runs, so that the cgroup can go.
+	self := []byte(strconv.Itoa(os.Getpid()))
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), self, 0o644); err != nil {
+		tb.Fatalf("join cgroup %s: %v", cg, err)
+	}
+	tb.Cleanup(func() {
+		if err := os.WriteFile(filepath.Join(home, "cgroup.procs"), self, 0o644); err != nil {
+			tb.Errorf("back to cgroup %s: %v", home, err)
+		}
+		if err := os.Remove(cg); err != nil {
+			tb.Errorf("remove cgroup: %v", err)
+		}
+	})
+	return d, pinRoot
+}
+
+// TestRunLoadBPFCosts runs a crr load from a cgroup an eBPF dataplane
+// balances: the result carries what sock4_connect cost per run in the
+// window, a run per connection.
+func TestRunLoadBPFCosts(t *testing.T) {
+	addr := echoServer(t)
+	_, pinRoot := balancedSelf(t)
+	res, err := RunLoad(context.Background(), LoadSpec{Kind: LoadCRR, Targets: []string{addr}, Concurrency: 1,
+		Warmup: 50 * time.Millisecond, Duration: 300 * time.Millisecond, Timeout: time.Second,
+		BPFNodes: []string{"bench"}, BPFPinRoot: pinRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.BPF["sock4_connect"]
+	t.Logf("completed %d; sock4_connect %d runs, %.0f ns/run", res.Completed, c.Runs, c.NsPerRun())
+	// The counters are read a moment after the window's edges, as the
+	// CPU time is: a connection that completed at the window's start may
+	// have connected before the first reading.
+	if res.Completed < 10 || c.Runs*10 < uint64(res.Completed)*9 || c.Runs > uint64(res.Completed)*11/10 || c.NsPerRun() <= 0 {
+		t.Errorf("%d connections, sock4_connect %d runs of %.0f ns: want a run of some ns per connection", res.Completed, c.Runs, c.NsPerRun())
+	}
+	if _, ok := res.BPF["tc4_ingress"]; ok {
+		t.Errorf("tc4_ingress reported for a dataplane without an interface: %v", res.BPF)
+	}
+}
+
+// BenchmarkCRRProgramCost is the traffic benchmarks' crr load (a Go HTTP
+// client, a connection per request) on loopback, from a balanced cgroup,
+// to an echo server directly and through a ClusterIP: what the socket
+// programs cost per run under a real load, where the rest of each
+// connection's work leaves the caches colder than a tight connect loop
+// does.
+//
+//	go test -p 1 -run '^$' -bench CRRProgramCost -benchtime 1x ./bench/traffic/
+func BenchmarkCRRProgramCost(b *testing.B) {
+	for _, tc := range []struct{ name, target string }{
+		{"direct", ""},
+		{"clusterip", "10.96.0.10:80"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			addr := netip.MustParseAddrPort(echoServer(b))
+			d, pinRoot := balancedSelf(b)
+			key := dataplane.ServiceKey{Namespace: "default", Name: "echo", Port: "http", Protocol: dataplane.TCP}
+			svc := &dataplane.Service{Key: key, ClusterIP: netip.MustParseAddr("10.96.0.10"), Port: 80,
+				Backends: []dataplane.Backend{{Addr: addr.Addr(), Port: addr.Port(), Ready: true, Local: true, NodeName: "bench"}}}
+			if err := d.Sync(context.Background(), map[dataplane.ServiceKey]*dataplane.Service{key: svc}); err != nil {
+				b.Fatalf("Sync: %v", err)
+			}
+			target := tc.target
+			if target == "" {
+				target = addr.String()
+			}
+			var total map[string]ProgramCost
+			var completed int64
+			var window float64
+			for b.Loop() {
+				res, err := RunLoad(context.Background(), LoadSpec{Kind: LoadCRR, Targets: []string{target}, Concurrency: 2,
+					Warmup: 200 * time.Millisecond, Duration: 2 * time.Second, Timeout: time.Second,
+					BPFNodes: []string{"bench"}, BPFPinRoot: pinRoot})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Errors > 0 {
+					b.Fatalf("%d errors, first: %s", res.Errors, res.FirstError)
+				}
+				completed += res.Completed
+				window += res.Window
+				if total == nil {
+					total = map[string]ProgramCost{}
+				}
+				for name, c := range res.BPF {
+					t := total[name]
+					t.RunTimeNs += c.RunTimeNs
+					t.Runs += c.Runs
+					total[name] = t
+				}
+			}
+			b.ReportMetric(float64(completed)/window, "conn/s")
+			for _, name := range []string{"sock4_connect", "sock4_getpeername"} {
+				b.ReportMetric(total[name].NsPerRun(), strings.TrimPrefix(name, "sock4_")+"-ns/run")
+			}
+		})
 	}
 }

@@ -118,8 +118,12 @@ func (cl *cluster) nodePort(ctx context.Context, rep *report.Report) error {
 				entry := cl.lab.NodeIP(cl.node(v.entry))
 				targets = []string{net.JoinHostPort(entry.String(), strconv.Itoa(int(nodePort)))}
 			}
+			var bpfNodes []string
+			if v.mode == "ebpf" {
+				bpfNodes = []string{cl.node(1), cl.node(2)}
+			}
 			return cl.measure(ctx, rep, "nodeport", v.name, n, round, targets, sourceOf[v.name], clientNetns,
-				cl.lab.Cgroup(lab.ClientName), lab.ClientName)
+				cl.lab.Cgroup(lab.ClientName), lab.ClientName, bpfNodes)
 		})
 		if err != nil {
 			return fmt.Errorf("with N=%d: %w", n, err)
@@ -196,5 +200,8 @@ func nodePortNotes(cfg Config) []string {
 			"nodes mostly runs as softirq in the sender's context, so much of the entry node's work lands here), *lab* of the "+
 			"whole lab. Each path has a source address of its own on the client, and the client closes first.",
 			cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Rounds),
+		"**bpf_<program>_ns** is what the kernel counted for an eBPF program of the nodes over the same window (bpf_stats: " +
+			"run_time_ns / run_cnt, eBPF-mode variants only), **bpf_<program>_runs** how often it ran per connection or request, " +
+			"both nodes summed: tc4_ingress and tc4_egress translate NodePort traffic on the nodes' external interfaces, per packet.",
 	}
 }

@@ -79,11 +79,13 @@ func benchSync(c *cli.Context) error {
 	defer stop()
 	rep := newBenchReport("skep-bench sync: programming N services of 2 backends", modes[0])
 	rep.NName = "services"
-	rep.LogY = []string{programming.MetricSync, programming.MetricChange}
+	rep.LogY = []string{programming.MetricSync, programming.MetricChange, programming.MetricApply}
 	rep.Notes = []string{
 		"sync_s: a cold start to every service programmed (ebpf: load and attach the programs, write the maps; " +
 			"iptables: kube-proxy's rule layout in one iptables-restore; nftables: kube-proxy's nftables layout in one nft transaction), each mode in a fresh pin directory or network namespace. " +
-			"change_ms: the sync after one service's backend changed among N (the middle one). " +
+			"change_ms: the sync after one service's backend changed among N (the middle one), given the whole desired state (Sync). " +
+			"apply_ms: the same change given as the one changed Service (Apply), as the agent programs changes: eBPF writes that Service's map entries only, " +
+			"iptables and nftables make kube-proxy's partial sync (the changed Service's chains, plus the dispatch chains or elements); the median of 11. " +
 			"heap_MiB: Go heap the dataplane keeps after both syncs. bpf_map_MiB: memory the kernel charges for the node's eBPF maps (memlock in map info): the LRU maps " +
 			"(conntrack, affinity, reverse NAT) are preallocated to capacity, the service, backend and name maps grow with their entries. " +
 			"iptables_rules: rules in the namespace after the syncs. " +

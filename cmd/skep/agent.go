@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/skep-io/skep/agent/dataplane"
+	"github.com/skep-io/skep/agent/dataplane/ebpf"
 	"github.com/skep-io/skep/agent/node"
 )
 
@@ -40,6 +41,10 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "metrics-bind-address", Value: "127.0.0.1:10249", Usage: "(metrics) where Prometheus metrics are served over HTTP, as kube-proxy's; empty: not served"},
 			&cli.IntFlag{Name: "agent-port", Value: 10250, Usage: "(node) port of the agent's HTTPS endpoint on --node-ip, where the API server reads logs, runs exec and imports images; 0: any free port, published in the Node's status"},
 			&cli.DurationFlag{Name: "node-lease-duration", Value: 40 * time.Second, Usage: "(node) how long the node's Lease lasts unrenewed; it is renewed every quarter of it"},
+			&cli.BoolFlag{Name: "bpf-stats", Usage: "(metrics) keep the kernel's BPF run-time statistics on while the agent runs, so that " +
+				"skep_bpf_program_run_time_seconds_total and _runs_total grow: what each eBPF program costs per run. Counting adds two clock " +
+				"reads to every run (tens of ns), so it is off unless asked; `skep dataplane stats` turns it on for a window of its own"},
+			&cli.DurationFlag{Name: "full-sync-interval", Value: node.DefaultFullSyncInterval, Usage: "(dataplane) how often every Service is reconciled in full; in between only changed Services are written"},
 			&cli.BoolFlag{Name: "cleanup", Usage: "remove everything the agent made on this node (pods, containerd, pod network, programs, pins, links, chains), and exit"},
 		},
 		Action: func(c *cli.Context) error {
@@ -54,6 +59,16 @@ func agentCommand() *cli.Command {
 			}
 			if cfg.Server == "" {
 				return fmt.Errorf("--server is required: the API server's URL, https://HOST:6443")
+			}
+			if c.Bool("bpf-stats") {
+				if cfg.Dataplane != "ebpf" {
+					return fmt.Errorf("--bpf-stats counts the eBPF programs' costs: it needs --dataplane ebpf, not %s", cfg.Dataplane)
+				}
+				stop, err := ebpf.EnableStats()
+				if err != nil {
+					return fmt.Errorf("--bpf-stats: %w", err)
+				}
+				defer stop.Close()
 			}
 			a, err := node.New(ctx, cfg)
 			if err != nil {
@@ -71,6 +86,10 @@ func agentConfigFrom(c *cli.Context) (node.Config, error) {
 		CgroupRoot: c.String("cgroup-root"), Interface: c.String("interface"), Logger: newLogger(),
 		LeaseDuration: c.Duration("node-lease-duration"), ImagesDir: c.String("images"), ContainerdAddress: c.String("containerd-address"), DNSUpstreams: c.StringSlice("dns-upstream"),
 		AgentPort: c.Int("agent-port"), MetricsAddr: c.String("metrics-bind-address"),
+		FullSyncInterval: c.Duration("full-sync-interval"),
+	}
+	if cfg.FullSyncInterval < time.Second {
+		return cfg, fmt.Errorf("--full-sync-interval %s: must be at least 1s", cfg.FullSyncInterval)
 	}
 	if cfg.AgentPort < 0 || cfg.AgentPort > 65535 {
 		return cfg, fmt.Errorf("--agent-port %d: must be 0 to 65535", cfg.AgentPort)

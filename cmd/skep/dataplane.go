@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -41,8 +42,84 @@ func dataplaneCommand() *cli.Command {
 				}
 				return printDataplane(c.App.Writer, mode, svcs, conns)
 			},
+		}, {
+			Name: "stats",
+			Usage: "what each eBPF program of this node costs per run, from the kernel's own counters (run_time_ns / run_cnt): " +
+				"enables BPF statistics for --window, reads the programs before and after, and shows the difference",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "node-name", Usage: "the node whose pins to read; default the hostname"},
+				&cli.DurationFlag{Name: "window", Value: 5 * time.Second, Usage: "how long to count; 0: show the totals the kernel counted so far, " +
+					"while statistics were enabled by others (kernel.bpf_stats_enabled=1, the agent's --bpf-stats)"},
+			},
+			Action: func(c *cli.Context) error {
+				node := c.String("node-name")
+				if node == "" {
+					hn, _ := os.Hostname()
+					node = strings.ToLower(hn)
+				}
+				if c.Duration("window") < 0 {
+					return fmt.Errorf("--window %s: must be 0 or positive", c.Duration("window"))
+				}
+				stats, err := readProgramStats(c.Context, node, c.Duration("window"))
+				if err != nil {
+					return err
+				}
+				return printProgramStats(c.App.Writer, stats, c.Duration("window"))
+			},
 		}},
 	}
+}
+
+// readProgramStats reads the counters of node's programs; with a window,
+// it enables BPF statistics for that long and returns what they counted in
+// it.
+func readProgramStats(ctx context.Context, node string, window time.Duration) ([]ebpf.ProgramStats, error) {
+	cfg := ebpf.Config{NodeName: node}
+	if _, err := os.Stat(filepath.Join(ebpf.DefaultPinRoot, node)); err != nil {
+		return nil, fmt.Errorf("no eBPF dataplane of node %s here: %s does not exist (is the agent running with --dataplane ebpf --node-name %s?)",
+			node, filepath.Join(ebpf.DefaultPinRoot, node), node)
+	}
+	if window == 0 {
+		return ebpf.ReadProgramStats(cfg)
+	}
+	stop, err := ebpf.EnableStats()
+	if err != nil {
+		return nil, err
+	}
+	defer stop.Close()
+	before, err := ebpf.ReadProgramStats(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-time.After(window):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	after, err := ebpf.ReadProgramStats(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return ebpf.SubStats(after, before), nil
+}
+
+// printProgramStats writes one line per program: runs, the mean cost of a
+// run, and the total.
+func printProgramStats(w interface{ Write([]byte) (int, error) }, stats []ebpf.ProgramStats, window time.Duration) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	over := "since loaded, while statistics were enabled"
+	if window > 0 {
+		over = "in " + window.String()
+	}
+	fmt.Fprintf(tw, "PROGRAM\tRUNS (%s)\tNS/RUN\tTOTAL\n", over)
+	for _, s := range stats {
+		per := "-"
+		if s.RunCount > 0 {
+			per = fmt.Sprintf("%.0f", s.NsPerRun())
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", s.Name, s.RunCount, per, s.RunTime)
+	}
+	return tw.Flush()
 }
 
 // connCounts are the new connections the dataplane counted per backend of

@@ -61,3 +61,36 @@ func BenchmarkSyncOneChange10000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplyOneChange10000 and 30000 change the backends of one service
+// among N by Apply, given only that service: the cost must not grow with N.
+func BenchmarkApplyOneChange10000(b *testing.B) { benchmarkApplyOneChange(b, 10000) }
+func BenchmarkApplyOneChange30000(b *testing.B) { benchmarkApplyOneChange(b, 30000) }
+
+func benchmarkApplyOneChange(b *testing.B, n int) {
+	cfg := testConfig(b)
+	d := newDataplane(b, cfg)
+	svcs := dataplanetest.Services(n)
+	if err := d.Sync(b.Context(), svcs); err != nil {
+		b.Fatalf("Sync: %v", err)
+	}
+	key := dataplanetest.Key(n / 2)
+	orig := svcs[key]
+	changed := *orig
+	changed.Backends = append([]dataplane.Backend{}, orig.Backends...)
+	changed.Backends[1].Addr = netip.MustParseAddr("10.246.0.42")
+	i := 0
+	for b.Loop() {
+		next := orig
+		if i%2 == 0 {
+			next = &changed
+		}
+		i++
+		if err := d.Apply(b.Context(), map[dataplane.ServiceKey]*dataplane.Service{key: next}); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		if d.lastWrites != 3 {
+			b.Fatalf("one-backend change wrote %d entries, want 3", d.lastWrites)
+		}
+	}
+}

@@ -96,7 +96,15 @@ type Dataplane struct {
 	// synced is set by the first successful Sync; until then, and while
 	// resync is set, a Sync is a full one.
 	synced bool
-	// lastWrites counts the map writes of the last Sync.
+	// desired is the desired state as the last Sync gave it and Applys
+	// changed it: what a full plan plans when a partial one cannot
+	// decide alone.
+	desired map[dataplane.ServiceKey]*dataplane.Service
+	// index finds each service's entries in state, and counts the claims
+	// on each frontend, so that Apply touches only the changed services;
+	// built by a full sync, kept by Apply, nil when state moved without it.
+	index *stateIndex
+	// lastWrites counts the map writes of the last Sync or Apply.
 	lastWrites int
 
 	metrics *metrics

@@ -62,6 +62,9 @@ func runClient(raw string) int {
 	if spec.Mode == "udp-hold" {
 		return holdUDP(spec, enc)
 	}
+	if spec.Mode == "tcp-hold" {
+		return holdTCP(spec, enc)
+	}
 	for i := 0; i < spec.Count; i++ {
 		if i > 0 {
 			time.Sleep(spec.Pause)
@@ -100,6 +103,32 @@ func holdUDP(spec clientSpec, enc *json.Encoder) int {
 	enc.Encode(exchange())
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	enc.Encode(exchange())
+	return 0
+}
+
+// holdTCP keeps one TCP connection: it reports getpeername, waits for a
+// line on stdin, and reports getpeername again.
+func holdTCP(spec clientSpec, enc *json.Encoder) int {
+	ap := netip.MustParseAddrPort(spec.Addr)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return 1
+	}
+	defer unix.Close(fd)
+	if err := connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		enc.Encode(clientResult{Err: errName(err)})
+		return 0
+	}
+	peer := func() clientResult {
+		sa, err := unix.Getpeername(fd)
+		if err != nil {
+			return clientResult{Err: errName(err)}
+		}
+		return clientResult{Peer: sockaddrString(sa)}
+	}
+	enc.Encode(peer())
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	enc.Encode(peer())
 	return 0
 }
 

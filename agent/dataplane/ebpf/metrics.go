@@ -24,6 +24,7 @@ type metrics struct {
 	syncDuration *prometheus.HistogramVec
 	syncErrors   prometheus.Counter
 	maps         *mapCollector
+	programs     *programCollector
 }
 
 func newMetrics(d *Dataplane) *metrics {
@@ -50,6 +51,16 @@ func newMetrics(d *Dataplane) *metrics {
 				"Entries each eBPF map of the node can hold; the LRU maps evict their oldest beyond it.", []string{"map"}, labels),
 		},
 	}
+	m.programs = &programCollector{
+		d: d,
+		runTime: prometheus.NewDesc("skep_bpf_program_run_time_seconds_total",
+			"Time each attached eBPF program of the node ran, as the kernel counts it (run_time_ns); it grows only "+
+				"while BPF statistics are enabled (kernel.bpf_stats_enabled=1 or the agent's --bpf-stats). Divided by "+
+				"skep_bpf_program_runs_total over the same window: the cost of one run.", []string{"program"}, labels),
+		runs: prometheus.NewDesc("skep_bpf_program_runs_total",
+			"Runs of each attached eBPF program of the node counted by the kernel (run_cnt), while BPF statistics are enabled.",
+			[]string{"program"}, labels),
+	}
 	// Both kinds are there from the start: a dashboard sees zero syncs
 	// rather than no series.
 	m.syncDuration.WithLabelValues(syncFull)
@@ -64,12 +75,18 @@ func newMetrics(d *Dataplane) *metrics {
 //	skep_dataplane_sync_errors_total                               counter
 //	skep_dataplane_map_entries{map}                                gauge
 //	skep_dataplane_map_capacity{map}                               gauge
+//	skep_bpf_program_run_time_seconds_total{program}               counter
+//	skep_bpf_program_runs_total{program}                           counter
 //
 // map is services, backends, affinity, conntrack or revnat; the entries
-// are counted in the kernel at each scrape. Every series carries
+// are counted in the kernel at each scrape. program is the C name of an
+// attached program (sock4_connect, sock4_sendmsg, sock4_recvmsg,
+// sock4_getpeername, tc4_ingress, tc4_egress); its counters are the
+// kernel's, read at each scrape, and grow only while BPF statistics are
+// enabled. Every series carries
 // dataplane="ebpf". After Close the map gauges are absent.
 func (d *Dataplane) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{d.metrics.syncDuration, d.metrics.syncErrors, d.metrics.maps}
+	return []prometheus.Collector{d.metrics.syncDuration, d.metrics.syncErrors, d.metrics.maps, d.metrics.programs}
 }
 
 // mapCollector counts the entries of the maps when scraped: the LRU maps
@@ -100,6 +117,41 @@ func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(n), m.name)
 		ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(m.m.MaxEntries()), m.name)
 	}
+}
+
+// programCollector reads the kernel's counters of the attached programs
+// when scraped. A restarted agent loads new programs, whose counters
+// start from zero: Prometheus sees a counter reset, as for any restart.
+type programCollector struct {
+	d             *Dataplane
+	runTime, runs *prometheus.Desc
+}
+
+func (c *programCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.runTime
+	ch <- c.runs
+}
+
+func (c *programCollector) Collect(ch chan<- prometheus.Metric) {
+	stats, err := c.d.ProgramStats()
+	if err != nil {
+		if c.d.closed() {
+			return
+		}
+		ch <- prometheus.NewInvalidMetric(c.runTime, err)
+		return
+	}
+	for _, s := range stats {
+		ch <- prometheus.MustNewConstMetric(c.runTime, prometheus.CounterValue, s.RunTime.Seconds(), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.runs, prometheus.CounterValue, float64(s.RunCount), s.Name)
+	}
+}
+
+// closed reports whether Close ran.
+func (d *Dataplane) closed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.objs == nil
 }
 
 // countedMap is a map whose entries the metrics count.

@@ -171,6 +171,13 @@ func netnsOfCgroup(path string) ([]*os.File, error) {
 // serving backend shares an address and port with: connected sockets to
 // them must be moved to a backend that is.
 func stalePeers(removed map[uint32]bpf.LB4Backend, remaining map[uint32]bpf.LB4Backend) []bpf.SockTermKey {
+	udp := false
+	for _, b := range removed {
+		udp = udp || b.Proto == protoNumber("UDP")
+	}
+	if !udp {
+		return nil // the common case costs nothing, whatever remains
+	}
 	live := map[bpf.SockTermKey]bool{}
 	for _, b := range remaining {
 		if b.Proto == protoNumber("UDP") && b.Flags&bpf.BackendFlagServing != 0 {

@@ -194,103 +194,128 @@ func (st *mapState) plan(services map[dataplane.ServiceKey]*dataplane.Service, l
 	for id, b := range st.backends {
 		backendIDs[backendIdent{b.SvcId, b.Address, b.Port}] = id
 	}
+	p := planner{want: want, svcIDs: svcIDs, backendIDs: backendIDs, log: log}
+	for _, key := range plannedKeys(services) {
+		p.add(key, services[key])
+	}
+	return want
+}
 
-	// Sorted, so that two services claiming one frontend resolve the same
-	// way every time.
+// plannedKeys are the keys of the services that are programmed (IPv4,
+// not headless), sorted, so that two services claiming one frontend
+// resolve the same way every time and new ids are handed out in the same
+// order whether a service arrives in a full or a partial sync.
+func plannedKeys(services map[dataplane.ServiceKey]*dataplane.Service) []dataplane.ServiceKey {
 	keys := make([]dataplane.ServiceKey, 0, len(services))
 	for k, s := range services {
-		if s != nil && s.ClusterIP.Is4() {
+		if planned(s) {
 			keys = append(keys, k)
 		}
 	}
 	slices.SortFunc(keys, compareKeys)
+	return keys
+}
 
-	type slotBackend struct {
-		id    uint32
-		local bool
+// planned reports whether a service is programmed at all.
+func planned(s *dataplane.Service) bool { return s != nil && s.ClusterIP.Is4() }
+
+// planner adds services to a planned state, one at a time.
+type planner struct {
+	want *mapState
+	// svcIDs and backendIDs are the ids already given: a service or a
+	// backend found there keeps its id; new ones take the next from want.
+	svcIDs     map[bpf.LB4SvcName]uint32
+	backendIDs map[backendIdent]uint32
+	log        *slog.Logger
+	serving    []slotBackend // scratch
+}
+
+type slotBackend struct {
+	id    uint32
+	local bool
+}
+
+// add plans one service: its name, backends, entries and slots.
+func (p *planner) add(key dataplane.ServiceKey, s *dataplane.Service) {
+	want := p.want
+	proto := protoNumber(key.Protocol)
+	name := svcName(key)
+	id, ok := p.svcIDs[name]
+	if !ok {
+		id = want.nextSvcID
+		want.nextSvcID++
 	}
-	var serving []slotBackend
-	for _, key := range keys {
-		s := services[key]
-		proto := protoNumber(key.Protocol)
-		name := svcName(key)
-		id, ok := svcIDs[name]
+	want.names[id] = name
+
+	serving := p.serving[:0]
+	defer func() { p.serving = serving }()
+	for _, b := range s.Backends {
+		if !b.Addr.Is4() {
+			continue
+		}
+		ident := backendIdent{id, bpf.NativeEndianAddr(b.Addr.As4()), bpf.NativeEndianPort(b.Port)}
+		bid, ok := p.backendIDs[ident]
 		if !ok {
-			id = want.nextSvcID
-			want.nextSvcID++
+			bid = want.nextBackendID
+			want.nextBackendID++
+			p.backendIDs[ident] = bid
 		}
-		want.names[id] = name
-
-		serving = serving[:0]
-		for _, b := range s.Backends {
-			if !b.Addr.Is4() {
-				continue
-			}
-			ident := backendIdent{id, bpf.NativeEndianAddr(b.Addr.As4()), bpf.NativeEndianPort(b.Port)}
-			bid, ok := backendIDs[ident]
-			if !ok {
-				bid = want.nextBackendID
-				want.nextBackendID++
-				backendIDs[ident] = bid
-			}
-			if _, dup := want.backends[bid]; dup {
-				continue
-			}
-			var flags uint8
-			if b.Local {
-				flags |= bpf.BackendFlagLocal
-			}
-			if b.Serving() {
-				flags |= bpf.BackendFlagServing
-				serving = append(serving, slotBackend{bid, b.Local})
-			}
-			want.backends[bid] = bpf.LB4Backend{Address: ident.addr, Port: ident.port, Proto: proto, Flags: flags, SvcId: id}
+		if _, dup := want.backends[bid]; dup {
+			continue
 		}
-		// Local backends first: externalTrafficPolicy Local picks among
-		// slots 1..local_count. By id within each group, so that a
-		// backend added later lands at the end and moves no other slot.
-		slices.SortFunc(serving, func(a, b slotBackend) int {
-			if a.local != b.local {
-				if a.local {
-					return -1
-				}
-				return 1
-			}
-			return cmp.Compare(a.id, b.id)
-		})
-		serving = serving[:min(len(serving), 0xffff)]
-		var localCount uint16
-		for _, b := range serving {
-			if b.local {
-				localCount++
-			}
+		var flags uint8
+		if b.Local {
+			flags |= bpf.BackendFlagLocal
 		}
-		affinity := uint32(0)
-		if s.AffinityTimeout > 0 {
-			affinity = uint32(max((s.AffinityTimeout+time.Second-1)/time.Second, 1))
+		if b.Serving() {
+			flags |= bpf.BackendFlagServing
+			serving = append(serving, slotBackend{bid, b.Local})
 		}
-
-		for _, fe := range frontendsOf(s) {
-			k0 := fe.key(proto, 0)
-			if other, taken := want.services[k0]; taken {
-				log.Warn("frontend claimed by two services, keeping the first",
-					"service", key.String(), "other", serviceKeyOf(want.names[other.SvcId]).String(),
-					"frontend", fmt.Sprintf("%v:%d", fe.addr, fe.port))
-				continue
+		want.backends[bid] = bpf.LB4Backend{Address: ident.addr, Port: ident.port, Proto: proto, Flags: flags, SvcId: id}
+	}
+	// Local backends first: externalTrafficPolicy Local picks among
+	// slots 1..local_count. By id within each group, so that a
+	// backend added later lands at the end and moves no other slot.
+	slices.SortFunc(serving, func(a, b slotBackend) int {
+		if a.local != b.local {
+			if a.local {
+				return -1
 			}
-			want.services[k0] = bpf.LB4Service{
-				SvcId:           id,
-				AffinityTimeout: affinity,
-				Count:           uint16(len(serving)),
-				LocalCount:      localCount,
-				Flags:           fe.flags,
-			}
-			for i, b := range serving {
-				want.services[fe.key(proto, uint16(i+1))] = bpf.LB4Service{BackendId: b.id, SvcId: id}
-			}
+			return 1
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	serving = serving[:min(len(serving), 0xffff)]
+	var localCount uint16
+	for _, b := range serving {
+		if b.local {
+			localCount++
 		}
 	}
-	return want
+	affinity := uint32(0)
+	if s.AffinityTimeout > 0 {
+		affinity = uint32(max((s.AffinityTimeout+time.Second-1)/time.Second, 1))
+	}
+
+	for _, fe := range frontendsOf(s) {
+		k0 := fe.key(proto, 0)
+		if other, taken := want.services[k0]; taken {
+			p.log.Warn("frontend claimed by two services, keeping the first",
+				"service", key.String(), "other", serviceKeyOf(want.names[other.SvcId]).String(),
+				"frontend", fmt.Sprintf("%v:%d", fe.addr, fe.port))
+			continue
+		}
+		want.services[k0] = bpf.LB4Service{
+			SvcId:           id,
+			AffinityTimeout: affinity,
+			Count:           uint16(len(serving)),
+			LocalCount:      localCount,
+			Flags:           fe.flags,
+		}
+		for i, b := range serving {
+			want.services[fe.key(proto, uint16(i+1))] = bpf.LB4Service{BackendId: b.id, SvcId: id}
+		}
+	}
 }
 
 func compareKeys(a, b dataplane.ServiceKey) int {

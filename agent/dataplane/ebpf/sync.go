@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
@@ -141,7 +142,7 @@ func (c *change) apply(m lbMaps) error {
 
 // Sync makes the maps carry exactly services, writing only what differs
 // from what they hold. A failed write leaves the maps partly updated but
-// never inconsistent; the next Sync reads them back and converges.
+// never inconsistent; the next Sync or Apply reads them back and converges.
 func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]*dataplane.Service) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -161,6 +162,17 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 	if d.objs == nil {
 		return errors.New("sync ebpf dataplane: closed")
 	}
+	// The caller may reuse its map; Apply changes this copy.
+	d.desired = maps.Clone(services)
+	if d.desired == nil {
+		d.desired = map[dataplane.ServiceKey]*dataplane.Service{}
+	}
+	return d.syncFull(ctx, start)
+}
+
+// syncFull plans every service of d.desired and writes the difference to
+// what the maps hold (read back first when a write failed). Caller holds mu.
+func (d *Dataplane) syncFull(ctx context.Context, start time.Time) error {
 	if d.resync {
 		st, err := loadMapState(d.maps())
 		if err != nil {
@@ -170,13 +182,23 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 		st.nextBackendID = max(st.nextBackendID, d.state.nextBackendID)
 		d.state, d.resync = st, false
 	}
-	want := d.state.plan(services, d.log)
+	d.index = nil
+	want := d.state.plan(d.desired, d.log)
 	c := diffState(d.state, want)
 	if err := c.apply(d.maps()); err != nil {
 		d.resync = true
 		return fmt.Errorf("sync ebpf dataplane: %w", err)
 	}
 	d.state = want
+	d.index = indexState(want, d.desired)
+	d.afterWrite(ctx, c, start)
+	return nil
+}
+
+// afterWrite does what follows a successful write of c: forget removed
+// backends, terminate UDP sockets of backends that stopped serving, count
+// and log. Caller holds mu.
+func (d *Dataplane) afterWrite(ctx context.Context, c *change, start time.Time) {
 	d.lastWrites = c.writes()
 	if len(c.removedBackend) > 0 {
 		if err := d.forgetBackends(ctx, c.removedBackend); err != nil {
@@ -185,18 +207,17 @@ func (d *Dataplane) Sync(ctx context.Context, services map[dataplane.ServiceKey]
 			d.log.Warn("purge state of removed backends", "error", err)
 		}
 	}
-	if gone := union(c.removedBackend, c.unservedBackend); len(gone) > 0 {
-		if peers := stalePeers(gone, want.backends); d.term != nil && len(peers) > 0 {
+	if gone := union(c.removedBackend, c.unservedBackend); len(gone) > 0 && d.term != nil {
+		if peers := stalePeers(gone, d.state.backends); len(peers) > 0 {
 			if err := d.term.terminate(ctx, d.cfg.CgroupPath, peers); err != nil {
 				d.log.Warn("terminate UDP sockets of backends no longer serving", "error", err)
 			}
 		}
 	}
 	if n := c.writes(); n > 0 {
-		d.log.Info("synced services", "services", len(want.names), "writes", n,
+		d.log.Info("synced services", "services", len(d.state.names), "writes", n,
 			"removed_backends", len(c.removedBackend), "duration", time.Since(start))
 	}
-	return nil
 }
 
 // forgetBackends drops affinity and conntrack entries that name removed

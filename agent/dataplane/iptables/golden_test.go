@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"flag"
 	"net/netip"
 	"strings"
 	"testing"
@@ -24,6 +25,8 @@ var (
 	services        = golden.Services
 	overallServices = golden.OverallServices
 )
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/partial-apply.golden from the generator")
 
 func goldenProxier() *Proxier {
 	return newProxier(Config{NodeName: "node-1", ClusterCIDR: netip.MustParsePrefix("10.0.0.0/8")}, runner{})
@@ -119,4 +122,41 @@ func TestLargeClusterDropsComments(t *testing.T) {
 			t.Errorf("payload lacks %q:\n%s", want, got)
 		}
 	}
+}
+
+// TestGoldenPartialApply is the restore input of a partial sync made from
+// a change set (Apply): a Local NodePort/LoadBalancer service loses one of
+// its endpoints, and another service is removed. Only the first's chains
+// (SVC, SVL, EXT, its SEPs) are rewritten, the removed one's are deleted,
+// the entry chains (KUBE-SERVICES, KUBE-NODEPORTS, ...) are written whole;
+// the third service's chains do not appear.
+func TestGoldenPartialApply(t *testing.T) {
+	p := goldenProxier()
+	ext := &dataplane.Service{Key: key("ns1", "ext"), ClusterIP: addr("172.30.0.41"), Port: 80, NodePort: 30080,
+		LoadBalancerIPs: []netip.Addr{addr("1.2.3.4")}, ExternalPolicyLocal: true,
+		Backends: []dataplane.Backend{ready("10.180.0.1", true), ready("10.180.1.1", false)}}
+	gone := &dataplane.Service{Key: key("ns2", "gone"), ClusterIP: addr("172.30.0.42"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.180.0.2", false)}}
+	other := &dataplane.Service{Key: key("ns3", "other"), ClusterIP: addr("172.30.0.43"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.180.0.3", false)}}
+
+	// As after a first full sync.
+	p.tracker.Update(services(ext, gone, other))
+	snap := p.tracker.Snapshot()
+	pl := p.layout.generate(request{services: snap.Services, comments: true})
+	p.programmed = pl.active
+	p.tracker.Applied(snap)
+
+	ext2 := *ext
+	ext2.Backends = ext.Backends[:1]
+	p.tracker.Apply(map[dataplane.ServiceKey]*dataplane.Service{ext.Key: &ext2, gone.Key: nil})
+	snap = p.tracker.Snapshot()
+	if len(snap.Changes) != 2 || len(snap.Services) != 2 {
+		t.Fatalf("changes = %v over %d services, want ext and gone over 2", snap.Changes, len(snap.Services))
+	}
+	data, _, err := p.buildPayload(t.Context(), snap, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "partial-apply.golden", data, *updateGolden)
 }

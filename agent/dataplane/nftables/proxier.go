@@ -161,6 +161,13 @@ func (p *Proxier) Sync(ctx context.Context, services map[dataplane.ServiceKey]*d
 	return p.loop.Sync(ctx, services)
 }
 
+// Apply records a change of some service ports (nil: removed) and returns
+// once a write carrying it has been made: a partial sync of those
+// services' chains, unless a full one is due.
+func (p *Proxier) Apply(ctx context.Context, changed map[dataplane.ServiceKey]*dataplane.Service) error {
+	return p.loop.Apply(ctx, changed)
+}
+
 // table is what the sync loop writes with: the Proxier, with the methods
 // of proxier.Dataplane and proxier.Housekeeper kept out of its exported API.
 type table struct{ *Proxier }

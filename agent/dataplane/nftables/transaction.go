@@ -362,6 +362,11 @@ func (st *state) claim(tx *transaction, k dataplane.ServiceKey, r serviceRules, 
 		default:
 			tx.conflicts = append(tx.conflicts, id)
 			st.contested[id] = true
+			// A partial sync leaves the element with its owner; a full
+			// one gives it to the first in name order, which k may be.
+			if released != nil && slices.ContainsFunc(es.owners, func(o dataplane.ServiceKey) bool { return compareKeys(k, o) < 0 }) {
+				tx.wantFullSync = true
+			}
 			continue
 		}
 		st.elements[id] = &elemState{value: e.value, comment: e.comment, owners: []dataplane.ServiceKey{k}}
@@ -387,11 +392,13 @@ func (st *state) dueStaleChains(cutoff time.Time) []string {
 // so that equal input gives an equal transaction.
 func sortedKeys[V any](services map[dataplane.ServiceKey]V) []dataplane.ServiceKey {
 	keys := slices.Collect(maps.Keys(services))
-	slices.SortFunc(keys, func(a, b dataplane.ServiceKey) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
-			cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
-	})
+	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+func compareKeys(a, b dataplane.ServiceKey) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
 }
 
 func sortedIDs(m map[elemID]bool) []elemID {

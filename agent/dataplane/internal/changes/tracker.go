@@ -5,6 +5,7 @@ package changes
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -28,6 +29,10 @@ type Tracker struct {
 	desired map[dataplane.ServiceKey]*dataplane.Service // the latest full state given to Update
 	pending map[dataplane.ServiceKey]Change
 	gen     uint64 // counts Updates; a sync carries every Update up to the gen it took
+	// shared is set when Snapshot handed desired out: the next Apply
+	// copies it before changing it, so a sync reading its Snapshot never
+	// sees it move.
+	shared bool
 }
 
 func NewTracker() *Tracker {
@@ -67,6 +72,46 @@ func (t *Tracker) Update(services map[dataplane.ServiceKey]*dataplane.Service) u
 		}
 	}
 	t.desired = desired
+	t.shared = false
+	return t.gen
+}
+
+// Apply records a change of some service ports (nil: removed), leaving the
+// others as the last Update or Apply left them, and returns its
+// generation. Its cost is that of the changed ports, plus one copy of the
+// desired state per sync at most.
+func (t *Tracker) Apply(changed map[dataplane.ServiceKey]*dataplane.Service) uint64 {
+	norm := make(map[dataplane.ServiceKey]*dataplane.Service, len(changed))
+	for k, s := range changed {
+		if s == nil || !s.ClusterIP.IsValid() {
+			norm[k] = nil // removed, or headless: never programmed
+			continue
+		}
+		norm[k] = normalize(s)
+	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.gen++
+	if t.shared {
+		t.desired = maps.Clone(t.desired)
+		t.shared = false
+	}
+	for k, cur := range norm {
+		old, ok := t.desired[k]
+		if serviceEqual(old, cur) {
+			continue
+		}
+		if cur == nil {
+			if !ok {
+				continue
+			}
+			delete(t.desired, k)
+		} else {
+			t.desired[k] = cur
+		}
+		t.record(k, cur)
+	}
 	return t.gen
 }
 
@@ -97,6 +142,7 @@ func (t *Tracker) Snapshot() Snapshot {
 	for k, c := range t.pending {
 		changes[k] = c
 	}
+	t.shared = true
 	return Snapshot{Services: t.desired, Changes: changes, Gen: t.gen}
 }
 

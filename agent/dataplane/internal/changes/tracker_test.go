@@ -112,3 +112,38 @@ func TestStaleUDPFlows(t *testing.T) {
 		t.Errorf("TCP change: filters = %+v, want none", got)
 	}
 }
+
+// TestTrackerApply: a change set changes only its ports, a change back to
+// what is programmed cancels out, a removal of an unknown port is nothing,
+// and a Snapshot handed out before never moves.
+func TestTrackerApply(t *testing.T) {
+	a := &dataplane.Service{Key: key("ns1", "a"), ClusterIP: addr("10.96.0.1"), Port: 80,
+		Backends: []dataplane.Backend{ready("10.244.0.1", false)}}
+	b := &dataplane.Service{Key: key("ns1", "b"), ClusterIP: addr("10.96.0.2"), Port: 80}
+	aChanged := *a
+	aChanged.Backends = []dataplane.Backend{ready("10.244.0.3", false)}
+
+	tr := NewTracker()
+	tr.Update(services(a, b))
+	first := tr.Snapshot()
+	tr.Applied(first)
+
+	gen := tr.Apply(map[dataplane.ServiceKey]*dataplane.Service{a.Key: &aChanged, key("ns1", "never"): nil})
+	snap := tr.Snapshot()
+	if snap.Gen != gen || len(snap.Changes) != 1 || snap.Changes[a.Key].Current.Backends[0].Addr != addr("10.244.0.3") {
+		t.Fatalf("after Apply of a: changes %v (gen %d, want %d), want a alone", snap.Changes, snap.Gen, gen)
+	}
+	if len(snap.Services) != 2 || first.Services[a.Key].Backends[0].Addr != addr("10.244.0.1") {
+		t.Errorf("desired %v; the earlier snapshot's a now %v", snap.Services, first.Services[a.Key])
+	}
+
+	// b removed, a changed back: the change of a cancels out.
+	tr.Apply(map[dataplane.ServiceKey]*dataplane.Service{a.Key: a, b.Key: nil})
+	last := tr.Snapshot()
+	if _, ok := last.Changes[b.Key]; len(last.Changes) != 1 || !ok || last.Changes[b.Key].Current != nil {
+		t.Fatalf("after removing b and undoing a: changes %v, want b removed alone", last.Changes)
+	}
+	if _, ok := snap.Services[b.Key]; !ok || len(last.Services) != 1 {
+		t.Errorf("the removal of b moved the earlier snapshot (%d services) or left b in the new one (%d)", len(snap.Services), len(last.Services))
+	}
+}

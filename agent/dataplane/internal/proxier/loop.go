@@ -161,6 +161,21 @@ func (l *Loop) Sync(ctx context.Context, services map[dataplane.ServiceKey]*data
 	return l.waiters.Wait(ctx, gen, l.stopped, l.cfg.Closed)
 }
 
+// Apply records a change of some service ports (nil: removed) and returns
+// once a write carrying it has been made (or failed). The write is a
+// partial one unless a full sync is due. Before the first Sync there is no
+// complete state to change: it returns dataplane.ErrNeedFullSync.
+func (l *Loop) Apply(ctx context.Context, changed map[dataplane.ServiceKey]*dataplane.Service) error {
+	select {
+	case <-l.inited:
+	default:
+		return dataplane.ErrNeedFullSync
+	}
+	gen := l.tracker.Apply(changed)
+	l.poke()
+	return l.waiters.Wait(ctx, gen, l.stopped, l.cfg.Closed)
+}
+
 func (l *Loop) poke() {
 	select {
 	case l.kick <- struct{}{}:
@@ -295,6 +310,11 @@ func (l *Loop) syncOnce(ctx context.Context) error {
 		l.cfg.Logger.Warn("clear stale UDP conntrack entries", "err", err)
 	} else if n > 0 {
 		l.cfg.Logger.Debug("deleted stale UDP conntrack entries", "count", n)
+	}
+	if res.FullSyncAgain {
+		// The write is not what the state asks for yet; those waiting for
+		// it are answered by the full sync that follows at once.
+		return nil
 	}
 	l.waiters.Publish(snap.Gen, nil)
 	return nil
