@@ -175,10 +175,10 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) error {
 type measurement struct {
 	sync, change time.Duration
 	apply        time.Duration // median of applyRepeats incremental changes
-	heap         uint64 // bytes of Go heap the dataplane holds
-	kernelBytes  uint64 // eBPF: map memory the kernel charges
-	rules        int    // iptables, nftables: rules in the namespace
-	elements     int    // nftables: map and set elements
+	heap         uint64        // bytes of Go heap the dataplane holds
+	kernelBytes  uint64        // eBPF: map memory the kernel charges
+	rules        int           // iptables, nftables: rules in the namespace
+	elements     int           // nftables: map and set elements
 }
 
 func (m measurement) kernelNote(mode string) string {
