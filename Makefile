@@ -54,8 +54,12 @@ _out/bin/helm4: _out/helm/$(HELM4_VERSION)/helm
 images: build ## the test images as OCI tarballs under _out/images
 	$(GO) run ./test/images/build -out $(CURDIR)/_out/images
 
+# staticcheck at a pinned release, built from the Go module proxy.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 test: deps build helm ## every test: unit, BPF, containerd, end to end
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 

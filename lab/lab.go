@@ -19,6 +19,7 @@ import (
 
 	"github.com/skep-io/skep/agent/dataplane"
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
@@ -320,10 +321,8 @@ func (l *Lab) readiness(ctx context.Context, c *client.HTTP) (ready, notReady []
 	if err == nil {
 		for _, o := range objs {
 			n := o.(*corev1.Node)
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					isReady[n.Name] = true
-				}
+			if conditions.NodeReady(n) {
+				isReady[n.Name] = true
 			}
 		}
 	}

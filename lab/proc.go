@@ -27,12 +27,7 @@ func command(ctx context.Context, netns, cgroup string, argv []string) (*exec.Cm
 	if netns != "" {
 		argv = append([]string{"nsenter", "--net=" + netnsPath(netns), "--"}, argv...)
 	}
-	var cmd *exec.Cmd
-	if ctx != nil {
-		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
-	} else {
-		cmd = exec.Command(argv[0], argv[1:]...)
-	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	fd, err := os.Open(cgroup)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open cgroup %s: %w", cgroup, err)
@@ -51,7 +46,8 @@ func daemon(netns, cgroup string, argv, env []string, logPath string) (p *proc, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
-	cmd, fd, err := command(nil, netns, cgroup, argv)
+	// A daemon outlives every context of this process.
+	cmd, fd, err := command(context.Background(), netns, cgroup, argv)
 	if err != nil {
 		logf.Close()
 		return nil, nil, err

@@ -9,6 +9,8 @@ import (
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/skep-io/skep/controlplane/api/conditions"
 )
 
 // The names served under the cluster domain follow the Kubernetes DNS
@@ -288,7 +290,7 @@ func (s *Server) hostRecords(svc *corev1.Service, host string) nameRecords {
 		if pod == nil || pod.Namespace != svc.Namespace || pod.Spec.Hostname != host || pod.Spec.Subdomain != svc.Name {
 			continue
 		}
-		if !podReady(pod) && !svc.Spec.PublishNotReadyAddresses {
+		if !conditions.PodReady(pod) && !svc.Spec.PublishNotReadyAddresses {
 			continue
 		}
 		for _, a := range podIPs(pod) {
@@ -428,15 +430,6 @@ func podIPs(pod *corev1.Pod) []netip.Addr {
 		add(ip.IP)
 	}
 	return out
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // dash spells an address as one DNS label: 10.244.1.5 is 10-244-1-5 and

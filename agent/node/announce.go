@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/skep-io/skep/agent/network"
-	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
@@ -23,41 +23,24 @@ func (a *Agent) announceLoadBalancers(ctx context.Context, svcs, nodes *client.I
 	if a.cfg.Interface == "" {
 		return
 	}
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	h := client.Handlers{OnAdd: func(api.Object) { poke() }, OnUpdate: func(_, _ api.Object) { poke() }, OnDelete: func(api.Object) { poke() }}
-	svcs.AddHandlers(h)
-	nodes.AddHandlers(h)
-	if !client.WaitForSync(ctx, svcs, nodes) {
-		return
-	}
-	for {
+	k := newKicker()
+	svcs.AddHandlers(k.handlers())
+	nodes.AddHandlers(k.handlers())
+	k.run(ctx, 30*time.Second, func(bool) error {
 		mine := ownedAddresses(a.cfg.Name, typed[*corev1.Service](svcs.List()), typed[*corev1.Node](nodes.List()))
 		if err := network.AnnounceAddresses(a.cfg.Interface, mine); err != nil {
 			a.log.Warn("announce LoadBalancer addresses", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-time.After(30 * time.Second):
-		}
-	}
+		return nil // the next change or the 30 s resync tries again
+	}, svcs, nodes)
 }
 
 // ownedAddresses lists the LoadBalancer addresses node must announce.
 func ownedAddresses(node string, svcs []*corev1.Service, nodes []*corev1.Node) []netip.Addr {
 	var ready []string
 	for _, n := range nodes {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				ready = append(ready, n.Name)
-			}
+		if conditions.NodeReady(n) {
+			ready = append(ready, n.Name)
 		}
 	}
 	if len(ready) == 0 {

@@ -6,9 +6,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientretry "k8s.io/client-go/util/retry"
 
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
@@ -45,7 +46,7 @@ func (a *Agent) watchRuntime(ctx context.Context, rt pinger, nodes *client.Infor
 			return
 		}
 		cached, ok := nodes.Get("", a.cfg.Name)
-		if ok && !needsWrite(readyCondition(cached.(*corev1.Node)), err) {
+		if ok && !needsWrite(conditions.NodeReadyCondition(cached.(*corev1.Node)), err) {
 			// The cache says nothing is to change: no request.
 		} else if werr := a.setRuntimeHealth(ctx, err); werr != nil && ctx.Err() == nil {
 			a.log.Warn("write the node's Ready condition", "err", werr)
@@ -61,29 +62,29 @@ func (a *Agent) watchRuntime(ctx context.Context, rt pinger, nodes *client.Infor
 // setRuntimeHealth writes the Ready condition that follows from the
 // runtime's answer (runtimeErr nil: it answered).
 func (a *Agent) setRuntimeHealth(ctx context.Context, runtimeErr error) error {
-	for {
+	written := false
+	err := clientretry.RetryOnConflict(clientretry.DefaultRetry, func() error {
 		obj, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
 		if err != nil {
 			return err
 		}
 		n := obj.(*corev1.Node)
-		if !needsWrite(readyCondition(n), runtimeErr) {
+		if !needsWrite(conditions.NodeReadyCondition(n), runtimeErr) {
 			return nil
 		}
 		setReady(n, runtimeReadyCondition(runtimeErr))
 		_, err = a.c.UpdateStatus(ctx, nodesR, n)
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err == nil {
-			if runtimeErr != nil {
-				a.log.Warn("node not ready: container runtime down", "err", runtimeErr)
-			} else {
-				a.log.Info("node ready: container runtime answers")
-			}
-		}
+		written = err == nil
 		return err
+	})
+	if written {
+		if runtimeErr != nil {
+			a.log.Warn("node not ready: container runtime down", "err", runtimeErr)
+		} else {
+			a.log.Info("node ready: container runtime answers")
+		}
 	}
+	return err
 }
 
 // errRuntimeNotStarted is why a newly registered node is not Ready yet.
@@ -105,7 +106,7 @@ func runtimeReadyCondition(runtimeErr error) corev1.NodeCondition {
 func setReady(n *corev1.Node, c corev1.NodeCondition) {
 	now := metav1.Now()
 	c.LastHeartbeatTime, c.LastTransitionTime = now, now
-	if cur := readyCondition(n); cur != nil {
+	if cur := conditions.NodeReadyCondition(n); cur != nil {
 		if cur.Status == c.Status {
 			c.LastTransitionTime = cur.LastTransitionTime
 		}
@@ -124,13 +125,4 @@ func needsWrite(cur *corev1.NodeCondition, runtimeErr error) bool {
 		return !ours
 	}
 	return cur == nil || ours
-}
-
-func readyCondition(n *corev1.Node) *corev1.NodeCondition {
-	for i := range n.Status.Conditions {
-		if n.Status.Conditions[i].Type == corev1.NodeReady {
-			return &n.Status.Conditions[i]
-		}
-	}
-	return nil
 }

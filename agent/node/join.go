@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/pki"
 )
 
 // credentials gets and keeps the agent's node credential, as a kubelet
@@ -51,7 +52,7 @@ func (c *credentials) password() (string, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return "", permanent(fmt.Errorf("read the node password: %w", err))
 	}
-	p, err := pki.RandomToken()
+	p, err := newPassword()
 	if err != nil {
 		return "", err
 	}
@@ -65,6 +66,15 @@ func (c *credentials) password() (string, error) {
 		return "", fmt.Errorf("write the node password: %w", err)
 	}
 	return p, nil
+}
+
+// newPassword is a node password: 24 random bytes, hex.
+func newPassword() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // obtain returns a working credential: the stored one renewed, or a new
@@ -190,7 +200,7 @@ func fetchCA(ctx context.Context, server, joinToken, caFile string) ([]byte, err
 		}
 		return ca, nil
 	}
-	pin := pki.SplitJoinToken(joinToken)
+	pin := client.JoinTokenCAHash(joinToken)
 	if pin == "" {
 		return nil, permanent(errors.New("the join token pins no CA (it does not start with K10<hash>::); pass --ca"))
 	}
@@ -210,7 +220,7 @@ func fetchCA(ctx context.Context, server, joinToken, caFile string) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("fetch the CA from %s: %w", server, err)
 	}
-	if got := pki.CAHash(ca); got != pin {
+	if got := client.CAHash(ca); got != pin {
 		return nil, permanent(fmt.Errorf("the CA of %s has hash %s, but the join token pins %s: wrong server or wrong token", server, got, pin))
 	}
 	return ca, nil

@@ -20,8 +20,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientretry "k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
 )
@@ -159,17 +161,19 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		Addresses:   []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.cfg.NodeIP.String()}, {Type: corev1.NodeHostName, Address: hostname}},
 		NodeInfo:    corev1.NodeSystemInfo{KubeletVersion: "skep", OperatingSystem: "linux", Architecture: runtime.GOARCH, ContainerRuntimeVersion: "containerd"},
 	}
-	for {
+	var posted *corev1.Node
+	err := clientretry.RetryOnConflict(clientretry.DefaultRetry, func() error {
 		cur, err := a.c.Get(ctx, nodesR, "", a.cfg.Name)
 		if apierrors.IsNotFound(err) {
 			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.Name, Labels: map[string]string{"kubernetes.io/hostname": a.cfg.Name}}}
 			if _, err := a.c.Create(ctx, nodesR, n); err != nil && !apierrors.IsAlreadyExists(err) {
-				return nil, fmt.Errorf("register node %s: %w", a.cfg.Name, err)
+				return fmt.Errorf("register node %s: %w", a.cfg.Name, err)
 			}
-			continue // the status is a subresource: post it on the next turn
+			// The status is a subresource: post it on the node just made.
+			cur, err = a.c.Get(ctx, nodesR, "", a.cfg.Name)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read node %s: %w", a.cfg.Name, err)
+			return fmt.Errorf("read node %s: %w", a.cfg.Name, err)
 		}
 		n := cur.(*corev1.Node)
 		n.Status.Capacity, n.Status.Allocatable, n.Status.Addresses, n.Status.NodeInfo = status.Capacity, status.Allocatable, status.Addresses, status.NodeInfo
@@ -177,20 +181,19 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		// A node stays Ready through an agent restart (its pods must not
 		// leave their Services); otherwise it is Ready only once its
 		// container runtime answers (watchRuntime), as a kubelet's is.
-		if cur := readyCondition(n); cur != nil && cur.Status == corev1.ConditionTrue {
+		if conditions.NodeReady(n) {
 			setReady(n, runtimeReadyCondition(nil))
 		} else {
 			setReady(n, runtimeReadyCondition(errRuntimeNotStarted))
 		}
 		obj, err := a.c.UpdateStatus(ctx, nodesR, n)
-		if apierrors.IsConflict(err) {
-			continue
-		}
 		if err != nil {
-			return nil, fmt.Errorf("post status of node %s: %w", a.cfg.Name, err)
+			return fmt.Errorf("post status of node %s: %w", a.cfg.Name, err)
 		}
-		return obj.(*corev1.Node), nil
-	}
+		posted = obj.(*corev1.Node)
+		return nil
+	})
+	return posted, err
 }
 
 // keepLease renews the node's Lease in kube-node-lease until ctx ends; the

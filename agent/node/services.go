@@ -74,14 +74,8 @@ func ebpfConfig(cfg Config, log *slog.Logger) ebpf.Config {
 // Services are compiled and applied. A full sync comes again every
 // cfg.FullSyncInterval and after a failed write.
 func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, slices *client.Informer) {
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	tr := servicetracker.New(a.cfg.Name, poke)
+	k := newKicker()
+	tr := servicetracker.New(a.cfg.Name, k.kick)
 	svcs.AddHandlers(client.Handlers{
 		OnAdd:    func(o api.Object) { tr.ServiceChanged(o.(*corev1.Service)) },
 		OnUpdate: func(_, o api.Object) { tr.ServiceChanged(o.(*corev1.Service)) },
@@ -92,17 +86,13 @@ func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, 
 		OnUpdate: func(_, o api.Object) { tr.SliceChanged(o.(*discoveryv1.EndpointSlice)) },
 		OnDelete: func(o api.Object) { tr.SliceDeleted(o.GetNamespace(), o.GetName()) },
 	})
-	if !client.WaitForSync(ctx, svcs, slices) {
-		return
-	}
 	every := a.cfg.FullSyncInterval
 	if every <= 0 {
 		every = DefaultFullSyncInterval
 	}
-	resync := time.NewTicker(every)
-	defer resync.Stop()
 	full := true
-	for {
+	k.run(ctx, every, func(resync bool) error {
+		full = full || resync
 		start := time.Now()
 		var (
 			err   error
@@ -123,29 +113,19 @@ func (a *Agent) syncServices(ctx context.Context, dp dataplane.Dataplane, svcs, 
 			// What the kernel holds is uncertain; only a full sync
 			// can say.
 			full = true
-			time.AfterFunc(time.Second, poke)
-		} else if count > 0 {
+			return err
+		}
+		if count > 0 {
 			if full {
 				a.metrics.observeSync(count, time.Since(start))
 			} else {
 				a.metrics.observeApply(time.Since(start))
 			}
-			full = false
 			a.log.Debug("synced dataplane", "kind", kind, "services", count, "took", time.Since(start))
-		} else {
-			full = false
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-resync.C:
-			full = true
-		}
-		// No waiting for a burst to settle: a change is programmed at once,
-		// and what arrives during a sync is taken in by the next one (kick
-		// holds one wake-up), so a burst costs a sync per sync's duration.
-	}
+		full = false
+		return nil
+	}, svcs, slices)
 }
 
 func typed[T any](objs []api.Object) []T {

@@ -109,8 +109,7 @@ func (n *testNetwork) Setup(ctx context.Context, podID, netnsPath string) (netip
 	if err := h.LinkSetUp(lo); err != nil {
 		return netip.Addr{}, err
 	}
-	eth, err := h.LinkByName("eth0")
-	if err == nil {
+	if _, err := h.LinkByName("eth0"); err == nil {
 		return addr, nil // set up before (an adoption)
 	}
 	// A veth pair with both ends in the pod's namespace (this kernel has
@@ -118,7 +117,8 @@ func (n *testNetwork) Setup(ctx context.Context, podID, netnsPath string) (netip
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0-peer"}); err != nil {
 		return netip.Addr{}, fmt.Errorf("add eth0: %w", err)
 	}
-	if eth, err = h.LinkByName("eth0"); err != nil {
+	eth, err := h.LinkByName("eth0")
+	if err != nil {
 		return netip.Addr{}, err
 	}
 	ipnet, _ := netlink.ParseIPNet(addr.String() + "/16")
@@ -468,8 +468,6 @@ func nsCtx(t *testing.T) context.Context {
 }
 
 func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(strings.TrimSpace(s), v) }
-
-func itoa(i int) string { return fmt.Sprint(i) }
 
 // listPods calls ListPods until it succeeds (containerd may be restarting)
 // or 10s passed.

@@ -14,8 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/bench/report"
+	"github.com/skep-io/skep/bench/setup"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
@@ -56,9 +55,6 @@ type Config struct {
 	ImagesDir string
 	// LabNodes is the size of the lab; 0: no pod start latency.
 	LabNodes int
-	// LabName names the lab; default "skep-bench". LabDir holds its state;
-	// default lab.DirFor(LabName).
-	LabName, LabDir string
 	// Pods is how many pods one round starts on the lab; default 50.
 	Pods int
 	// Rate is how many pods are created per second; default 5.
@@ -70,11 +66,9 @@ type Config struct {
 	// `skep server --no-fsync`; by default every write is synced, as
 	// `skep server` does.
 	NoFsync bool
-	Rounds  int // default 3
-	// Timeout bounds one round of either trial; default 5 minutes.
-	Timeout  time.Duration
-	Progress io.Writer
-	Logger   *slog.Logger
+	// Options: the lab, the rounds; Timeout bounds one round of either
+	// trial, default 5 minutes.
+	setup.Options
 }
 
 func (c *Config) setDefaults() error {
@@ -86,9 +80,7 @@ func (c *Config) setDefaults() error {
 			return errors.New("no images directory for the lab's nodes (it must hold skep/echo; make images writes _out/images)")
 		}
 	}
-	if c.LabName == "" {
-		c.LabName = "skep-bench"
-	}
+	c.SetDefaults(5 * time.Minute)
 	if c.Pods == 0 {
 		c.Pods = 50
 	}
@@ -104,18 +96,6 @@ func (c *Config) setDefaults() error {
 	if c.LabNodes == 0 && c.SchedulerNodes <= 0 {
 		return errors.New("nothing to measure: no lab and no scheduler trial")
 	}
-	if c.Rounds == 0 {
-		c.Rounds = 3
-	}
-	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Minute
-	}
-	if c.Progress == nil {
-		c.Progress = io.Discard
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
 	return nil
 }
 
@@ -130,17 +110,10 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 	var l *lab.Lab
 	var c *client.HTTP
 	if cfg.LabNodes > 0 {
-		fmt.Fprintf(cfg.Progress, "pods: bringing up lab %s with %d nodes\n", cfg.LabName, cfg.LabNodes)
-		l, err = lab.Up(ctx, lab.Config{Name: cfg.LabName, Dir: cfg.LabDir, Nodes: cfg.LabNodes, Binary: cfg.Binary,
-			ImagesDir: cfg.ImagesDir, Logger: cfg.Logger})
-		if err != nil {
-			return fmt.Errorf("bring up lab %s: %w", cfg.LabName, err)
+		if l, err = cfg.UpLab(ctx, Bench, lab.Config{Nodes: cfg.LabNodes, Binary: cfg.Binary, ImagesDir: cfg.ImagesDir}); err != nil {
+			return err
 		}
-		defer func() {
-			if derr := l.Down(context.WithoutCancel(ctx)); derr != nil {
-				err = errors.Join(err, fmt.Errorf("take lab %s down: %w", l.Name(), derr))
-			}
-		}()
+		defer setup.DownLab(ctx, l, &err)
 		if c, err = l.Client(); err != nil {
 			return err
 		}

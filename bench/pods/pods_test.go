@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/skep-io/skep/bench/report"
+	"github.com/skep-io/skep/bench/setup"
 	"github.com/skep-io/skep/lab/labtest"
 )
 
@@ -27,10 +28,10 @@ func TestRun(t *testing.T) {
 	var progress bytes.Buffer
 	name := labtest.Name("bpods")
 	cfg := Config{
-		Binary: skepBinary, ImagesDir: imagesDir, LabNodes: 1, LabName: name,
-		LabDir: filepath.Join(os.TempDir(), "skep-lab-"+name),
-		Pods:   3, Rate: 10, SchedulerNodes: 20, SchedulerPods: 200, Rounds: 1,
-		Timeout: 2 * time.Minute, Progress: &progress,
+		Binary: skepBinary, ImagesDir: imagesDir, LabNodes: 1,
+		Pods: 3, Rate: 10, SchedulerNodes: 20, SchedulerPods: 200,
+		Options: setup.Options{LabName: name, LabDir: filepath.Join(os.TempDir(), "skep-lab-"+name), Rounds: 1,
+			Timeout: 2 * time.Minute, Progress: &progress},
 	}
 	rep := &report.Report{}
 	if err := Run(t.Context(), cfg, rep); err != nil {

@@ -175,10 +175,10 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) error {
 type measurement struct {
 	sync, change time.Duration
 	apply        time.Duration // median of applyRepeats incremental changes
-	heap         uint64 // bytes of Go heap the dataplane holds
-	kernelBytes  uint64 // eBPF: map memory the kernel charges
-	rules        int    // iptables, nftables: rules in the namespace
-	elements     int    // nftables: map and set elements
+	heap         uint64        // bytes of Go heap the dataplane holds
+	kernelBytes  uint64        // eBPF: map memory the kernel charges
+	rules        int           // iptables, nftables: rules in the namespace
+	elements     int           // nftables: map and set elements
 }
 
 func (m measurement) kernelNote(mode string) string {
@@ -228,10 +228,10 @@ func measure(ctx context.Context, cfg Config, mode string, services map[dataplan
 	// The heap is measured from here: whatever the dataplane allocates
 	// and keeps is its own state (services were made before).
 	base := liveHeap()
-	start := time.Now()
 	var (
 		dp     syncer
 		kernel func() error
+		start  time.Time // set by each mode after its place is made
 	)
 	switch mode {
 	case "ebpf":

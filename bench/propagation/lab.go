@@ -12,6 +12,7 @@ import (
 	ciliumebpf "github.com/cilium/ebpf"
 
 	"github.com/skep-io/skep/agent/dataplane/ebpf"
+	"github.com/skep-io/skep/bench/setup"
 	"github.com/skep-io/skep/bpf"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
@@ -27,10 +28,9 @@ type labTarget struct {
 }
 
 func startLab(ctx context.Context, cfg Config) (*labTarget, error) {
-	l, err := lab.Up(ctx, lab.Config{Name: cfg.LabName, Dir: cfg.LabDir, Nodes: cfg.LabNodes, Binary: cfg.Binary, Dataplane: "ebpf",
-		Logger: cfg.Logger})
+	l, err := cfg.UpLab(ctx, Bench, lab.Config{Nodes: cfg.LabNodes, Binary: cfg.Binary, Dataplane: "ebpf"})
 	if err != nil {
-		return nil, fmt.Errorf("bring up lab %s: %w", cfg.LabName, err)
+		return nil, err
 	}
 	t := &labTarget{l: l, trk: newTracker(len(l.Nodes()))}
 	if t.c, err = l.Client(); err != nil {
@@ -54,15 +54,13 @@ func startLab(ctx context.Context, cfg Config) (*labTarget, error) {
 	return t, nil
 }
 
-func (t *labTarget) close(ctx context.Context) error {
+func (t *labTarget) close(ctx context.Context) (err error) {
 	for _, p := range t.probes {
 		p.close()
 	}
 	t.probes = nil
-	if err := t.l.Down(ctx); err != nil {
-		return fmt.Errorf("take lab %s down: %w", t.l.Name(), err)
-	}
-	return nil
+	setup.DownLab(ctx, t.l, &err)
+	return err
 }
 
 func (t *labTarget) variant() string          { return VariantLab }

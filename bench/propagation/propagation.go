@@ -21,8 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
@@ -34,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/skep-io/skep/bench/report"
+	"github.com/skep-io/skep/bench/setup"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
 )
@@ -91,18 +90,12 @@ type Config struct {
 	NATSServer string
 	// LabNodes is the size of the lab; 0: no lab.
 	LabNodes int
-	// LabName names the lab; default "skep-bench". LabDir holds its state,
-	// data and logs; default lab.DirFor(LabName).
-	LabName, LabDir string
-	Rounds          int // default 3
-	// Timeout bounds each step of a trial (every node carrying the
-	// change); default 60s.
-	Timeout time.Duration
 	// WorkDir holds the simulated agents' server data; default a
 	// temporary directory, removed at the end.
-	WorkDir  string
-	Progress io.Writer
-	Logger   *slog.Logger
+	WorkDir string
+	// Options: the lab, the rounds; Timeout bounds each step of a trial
+	// (every node carrying the change), default 60s.
+	setup.Options
 }
 
 func (c *Config) setDefaults() error {
@@ -131,21 +124,7 @@ func (c *Config) setDefaults() error {
 	if len(c.Agents) == 0 && c.LabNodes == 0 {
 		return errors.New("nothing to measure: no simulated agents and no lab")
 	}
-	if c.LabName == "" {
-		c.LabName = "skep-bench"
-	}
-	if c.Rounds == 0 {
-		c.Rounds = 3
-	}
-	if c.Timeout == 0 {
-		c.Timeout = time.Minute
-	}
-	if c.Progress == nil {
-		c.Progress = io.Discard
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	c.SetDefaults(time.Minute)
 	return nil
 }
 
@@ -158,7 +137,6 @@ func Run(ctx context.Context, cfg Config, rep *report.Report) (err error) {
 	}
 	var labNodes *labTarget
 	if cfg.LabNodes > 0 {
-		fmt.Fprintf(cfg.Progress, "propagation: bringing up lab %s with %d nodes\n", cfg.LabName, cfg.LabNodes)
 		if labNodes, err = startLab(ctx, cfg); err != nil {
 			return err
 		}
@@ -334,6 +312,7 @@ func runTrial(ctx context.Context, cfg Config, t target, seq int) (res trialResu
 	}
 	res.service = since(start, seen)
 
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	moved := ep.(*corev1.Endpoints).DeepCopy()
 	moved.Subsets[0].Addresses[0].IP = second.String()
 	wait = t.expect(expectation{name: name, vip: vip, addr: second})
@@ -365,9 +344,12 @@ func service(name string, vip netip.Addr) *corev1.Service {
 	}
 }
 
+//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 func endpoints(name string, addr netip.Addr) *corev1.Endpoints {
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	return &corev1.Endpoints{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 		Subsets: []corev1.EndpointSubset{{
 			Addresses: []corev1.EndpointAddress{{IP: addr.String()}},
 			Ports:     []corev1.EndpointPort{{Port: 8080, Protocol: corev1.ProtocolTCP}},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/skep-io/skep/bench/report"
+	"github.com/skep-io/skep/bench/setup"
 	"github.com/skep-io/skep/lab/labtest"
 )
 
@@ -39,8 +40,8 @@ func TestRun(t *testing.T) {
 	labtest.BecomeSubreaper()
 	var progress bytes.Buffer
 	cfg := Config{
-		Binary: skepBinary, Agents: []int{5}, LabNodes: 1, LabName: labtest.Name("bprop"), Rounds: 1,
-		Timeout: 30 * time.Second, WorkDir: t.TempDir(), Progress: &progress,
+		Binary: skepBinary, Agents: []int{5}, LabNodes: 1, WorkDir: t.TempDir(),
+		Options: setup.Options{LabName: labtest.Name("bprop"), Rounds: 1, Timeout: 30 * time.Second, Progress: &progress},
 	}
 	// Short: containerd's socket path below it must stay under 108 bytes.
 	cfg.LabDir = filepath.Join(os.TempDir(), "skep-lab-"+cfg.LabName)

@@ -184,6 +184,7 @@ func (s *simulated) expect(want expectation) func(context.Context, time.Duration
 			}
 		}
 		obj, ok := a.endpoints.Get(namespace, want.name)
+		//lint:ignore SA1019 the simulated agent reads Endpoints; the real agent reads the EndpointSlices mirrored from them
 		return ok && hasAddress(obj.(*corev1.Endpoints), want.addr.String())
 	})
 	return func(ctx context.Context, timeout time.Duration) ([]time.Time, error) {
@@ -194,6 +195,7 @@ func (s *simulated) expect(want expectation) func(context.Context, time.Duration
 	}
 }
 
+//lint:ignore SA1019 the simulated agent reads Endpoints; the real agent reads the EndpointSlices mirrored from them
 func hasAddress(ep *corev1.Endpoints, ip string) bool {
 	for _, ss := range ep.Subsets {
 		for _, a := range ss.Addresses {
@@ -210,7 +212,6 @@ func hasAddress(ep *corev1.Endpoints, ip string) bool {
 type lastError struct {
 	mu   sync.Mutex
 	last string
-	with []slog.Attr
 }
 
 func (h *lastError) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }

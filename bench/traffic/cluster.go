@@ -26,6 +26,7 @@ import (
 	"github.com/skep-io/skep/agent/dataplane/iptables"
 	"github.com/skep-io/skep/agent/dataplane/nftables"
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/lab"
 )
@@ -272,7 +273,7 @@ func (cl *cluster) waitPods(ctx context.Context, selector string, count int, tim
 			for _, o := range objs {
 				p := o.(*corev1.Pod)
 				states = append(states, fmt.Sprintf("%s %s on %s", p.Name, p.Status.Phase, p.Spec.NodeName))
-				if podReady(p) && p.Status.PodIP != "" {
+				if conditions.PodReady(p) && p.Status.PodIP != "" {
 					ready = append(ready, p)
 				}
 			}
@@ -292,15 +293,6 @@ func (cl *cluster) waitPods(ctx context.Context, selector string, count int, tim
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // podNetns is the network namespace of a pod on a node, as

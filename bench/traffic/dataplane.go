@@ -196,7 +196,7 @@ func (cl *cluster) dataplane(ctx context.Context, rep *report.Report) error {
 			return cl.measure(ctx, rep, "dataplane", v.name, n, round, targets, "", netns, cl.lab.Cgroup(clientNode), clientNode, bpfNodes)
 		})
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("with N=%d: %w", n, err)
 		}
 	}
 	return nil

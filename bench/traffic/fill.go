@@ -74,15 +74,18 @@ func fillerService(i int) *corev1.Service {
 	}
 }
 
+//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 func fillerEndpoints(i int) *corev1.Endpoints {
 	var addrs []corev1.EndpointAddress
 	for _, a := range fillerBackends(i) {
 		addrs = append(addrs, corev1.EndpointAddress{IP: a.String()})
 	}
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	return &corev1.Endpoints{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Endpoints"},
 		ObjectMeta: metav1.ObjectMeta{Name: fillerName(i), Namespace: namespace,
 			Labels: map[string]string{"skep.io/bench": "filler"}},
+		//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 		Subsets: []corev1.EndpointSubset{{
 			Addresses: addrs,
 			Ports:     []corev1.EndpointPort{{Name: "http", Port: echoPort, Protocol: corev1.ProtocolTCP}},

@@ -184,23 +184,9 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 	if err := spec.check(); err != nil {
 		return LoadResult{}, err
 	}
-	dialer := net.Dialer{Timeout: spec.Timeout}
-	if spec.Source != "" {
-		ip := net.ParseIP(spec.Source)
-		if ip == nil {
-			return LoadResult{}, fmt.Errorf("load source %q: not an IP address", spec.Source)
-		}
-		dialer.LocalAddr = &net.TCPAddr{IP: ip}
-		// Bind the address only: the port is picked at connect time, per
-		// destination, so TIME_WAIT ports of one destination do not use
-		// up the ports of another.
-		dialer.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-			})
-			return errors.Join(err, serr)
-		}
+	dialer, err := spec.dialer()
+	if err != nil {
+		return LoadResult{}, err
 	}
 
 	if len(spec.BPFNodes) > 0 {
@@ -220,36 +206,12 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 
 	// CPU time is read by a timer at the window's edges, not by the
 	// workers, so that every run reads it the same way.
-	var cpuStart, cpuEnd map[string]float64
-	var bpfStart, bpfEnd map[string]ProgramCost
+	var edges windowEdges
 	var cpuErr error
 	cpuDone := make(chan struct{})
 	go func() {
 		defer close(cpuDone)
-		at := func(t time.Time) error {
-			select {
-			case <-time.After(time.Until(t)):
-				return nil
-			case <-parent.Done():
-				return fmt.Errorf("load interrupted: %w", parent.Err())
-			}
-		}
-		if cpuErr = at(winStart); cpuErr != nil {
-			return
-		}
-		if cpuStart, cpuErr = readCPU(spec.Cgroups); cpuErr != nil {
-			return
-		}
-		if bpfStart, cpuErr = readBPF(spec.BPFPinRoot, spec.BPFNodes); cpuErr != nil {
-			return
-		}
-		if cpuErr = at(winEnd); cpuErr != nil {
-			return
-		}
-		if cpuEnd, cpuErr = readCPU(spec.Cgroups); cpuErr != nil {
-			return
-		}
-		bpfEnd, cpuErr = readBPF(spec.BPFPinRoot, spec.BPFNodes)
+		edges, cpuErr = spec.readEdges(parent, winStart, winEnd)
 	}()
 
 	var (
@@ -331,19 +293,81 @@ func RunLoad(ctx context.Context, spec LoadSpec) (LoadResult, error) {
 	if len(spec.Cgroups) > 0 {
 		res.CPU = map[string]float64{}
 		for name := range spec.Cgroups {
-			res.CPU[name] = cpuEnd[name] - cpuStart[name]
+			res.CPU[name] = edges.cpuEnd[name] - edges.cpuStart[name]
 		}
 	}
 	if len(spec.BPFNodes) > 0 {
 		res.BPF = map[string]ProgramCost{}
-		for name, end := range bpfEnd {
-			begin := bpfStart[name]
+		for name, end := range edges.bpfEnd {
+			begin := edges.bpfStart[name]
 			if end.Runs >= begin.Runs {
 				res.BPF[name] = ProgramCost{RunTimeNs: end.RunTimeNs - begin.RunTimeNs, Runs: end.Runs - begin.Runs}
 			}
 		}
 	}
 	return res, nil
+}
+
+// dialer is how the load's connections are made: from spec.Source, when
+// given, with the port left to the connect.
+func (s *LoadSpec) dialer() (net.Dialer, error) {
+	dialer := net.Dialer{Timeout: s.Timeout}
+	if s.Source == "" {
+		return dialer, nil
+	}
+	ip := net.ParseIP(s.Source)
+	if ip == nil {
+		return dialer, fmt.Errorf("load source %q: not an IP address", s.Source)
+	}
+	dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	// Bind the address only: the port is picked at connect time, per
+	// destination, so TIME_WAIT ports of one destination do not use up the
+	// ports of another.
+	dialer.Control = func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+		})
+		return errors.Join(err, serr)
+	}
+	return dialer, nil
+}
+
+// windowEdges are the cgroups' CPU times and the BPF programs' costs at
+// the start and the end of the measured window.
+type windowEdges struct {
+	cpuStart, cpuEnd map[string]float64
+	bpfStart, bpfEnd map[string]ProgramCost
+}
+
+// readEdges waits for the window's start and end and reads the CPU times
+// and BPF costs at each, unless ctx ends first.
+func (s *LoadSpec) readEdges(ctx context.Context, start, end time.Time) (e windowEdges, err error) {
+	at := func(t time.Time) error {
+		select {
+		case <-time.After(time.Until(t)):
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("load interrupted: %w", ctx.Err())
+		}
+	}
+	if err = at(start); err != nil {
+		return e, err
+	}
+	if e.cpuStart, err = readCPU(s.Cgroups); err != nil {
+		return e, err
+	}
+	if e.bpfStart, err = readBPF(s.BPFPinRoot, s.BPFNodes); err != nil {
+		return e, err
+	}
+	if err = at(end); err != nil {
+		return e, err
+	}
+	if e.cpuEnd, err = readCPU(s.Cgroups); err != nil {
+		return e, err
+	}
+	e.bpfEnd, err = readBPF(s.BPFPinRoot, s.BPFNodes)
+	return e, err
 }
 
 // ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT from linux/in.h.

@@ -126,7 +126,7 @@ func (cl *cluster) nodePort(ctx context.Context, rep *report.Report) error {
 				cl.lab.Cgroup(lab.ClientName), lab.ClientName, bpfNodes)
 		})
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("with N=%d: %w", n, err)
 		}
 	}
 	return nil

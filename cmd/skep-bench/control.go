@@ -12,6 +12,7 @@ import (
 	"github.com/skep-io/skep/bench/pods"
 	"github.com/skep-io/skep/bench/programming"
 	"github.com/skep-io/skep/bench/propagation"
+	"github.com/skep-io/skep/bench/setup"
 )
 
 // controlPlaneBenchCommands are the benchmarks of programming and
@@ -113,9 +114,9 @@ func benchPropagation(c *cli.Context) error {
 		return err
 	}
 	cfg := propagation.Config{
-		Binary: bin, Agents: agents, LabNodes: c.Int("lab-nodes"), LabName: c.String("lab-name"),
-		Rounds: n, Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter, WorkDir: c.String("work-dir"),
-		NATS: splitList(c.String("nats")),
+		Binary: bin, Agents: agents, LabNodes: c.Int("lab-nodes"), WorkDir: c.String("work-dir"),
+		NATS:    splitList(c.String("nats")),
+		Options: setup.Options{LabName: c.String("lab-name"), Rounds: n, Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter},
 	}
 	if c.Bool("verbose") {
 		cfg.Logger = slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
@@ -146,9 +147,9 @@ func benchPods(c *cli.Context) error {
 		return fmt.Errorf("--pods %d --rate %g: want at least one pod at a positive rate", c.Int("pods"), c.Float64("rate"))
 	}
 	cfg := pods.Config{
-		LabNodes: c.Int("lab-nodes"), LabName: c.String("lab-name"), Pods: c.Int("pods"), Rate: c.Float64("rate"),
+		LabNodes: c.Int("lab-nodes"), Pods: c.Int("pods"), Rate: c.Float64("rate"),
 		SchedulerNodes: c.Int("sched-nodes"), SchedulerPods: c.Int("sched-pods"), NoFsync: c.Bool("no-fsync"),
-		Rounds: n, Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter,
+		Options: setup.Options{LabName: c.String("lab-name"), Rounds: n, Timeout: c.Duration("timeout"), Progress: c.App.ErrWriter},
 	}
 	if cfg.SchedulerNodes == 0 {
 		cfg.SchedulerNodes = -1 // none, where pods.Config's zero means the default

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/internal/testwait"
 	"github.com/skep-io/skep/lab/labtest"
 )
 
@@ -90,17 +91,23 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	})
 
 	// The node registers itself.
-	waitFor(t, 20*time.Second, "node "+node+" registered and Ready", func() bool {
+	testwait.For(t, 20*time.Second, 100*time.Millisecond, func() error {
 		out, _, _ := p.run("get", "nodes")
-		return strings.Contains(out, node) && strings.Contains(out, "Ready")
-	}, agentLog)
+		if strings.Contains(out, node) && strings.Contains(out, "Ready") {
+			return nil
+		}
+		return fmt.Errorf("node %s not registered and Ready; skep get nodes:\n%s\nagent log:\n%s", node, out, agentLog)
+	})
 
 	// The controller manager in the server gives it a pod CIDR.
 	// (kubectl's tables do not show it, even with -o wide.)
-	waitFor(t, 20*time.Second, "node "+node+" to get a pod CIDR from 10.244.0.0/16", func() bool {
+	testwait.For(t, 20*time.Second, 100*time.Millisecond, func() error {
 		out, _, _ := p.run("get", "node", node, "-o", "json")
-		return strings.Contains(out, `"podCIDR": "10.244.`)
-	}, agentLog)
+		if strings.Contains(out, `"podCIDR": "10.244.`) {
+			return nil
+		}
+		return fmt.Errorf("node %s has no pod CIDR from 10.244.0.0/16:\n%s\nagent log:\n%s", node, out, agentLog)
+	})
 
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
@@ -111,6 +118,7 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 	clusterIP := obj.(*corev1.Service).Spec.ClusterIP
 	var portNum int32
 	fmt.Sscan(port, &portNum)
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write and skep mirrors into EndpointSlices
 	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "slice", Namespace: "default"}, Subsets: []corev1.EndpointSubset{{
 		Addresses: []corev1.EndpointAddress{{IP: "127.0.0.21"}, {IP: "127.0.0.22"}},
 		Ports:     []corev1.EndpointPort{{Port: portNum, Protocol: corev1.ProtocolTCP}},
@@ -122,9 +130,12 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 
 	// Connect only once the dataplane holds the Service: before that a
 	// connect to the ClusterIP would leave the machine by the default route.
-	waitFor(t, 20*time.Second, "the dataplane to hold the Service", func() bool {
-		return strings.Contains(agentLog.String(), "services=1")
-	}, agentLog)
+	testwait.For(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if strings.Contains(agentLog.String(), "services=1") {
+			return nil
+		}
+		return fmt.Errorf("the dataplane does not hold the Service; agent log:\n%s", agentLog)
+	})
 	cgfd, err := os.Open(cgroup)
 	if err != nil {
 		t.Fatal(err)
@@ -137,12 +148,13 @@ func TestServiceAnsweredThroughAgent(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return strings.TrimSpace(string(out)), err
 	}
-	var last string
-	waitFor(t, 20*time.Second, "a connect to "+clusterIP+":80 answered by a backend", func() bool {
+	testwait.For(t, 20*time.Second, 100*time.Millisecond, func() error {
 		out, err := fetch()
-		last = fmt.Sprintf("%s (%v)", out, err)
-		return err == nil && strings.HasPrefix(out, "127.0.0.2")
-	}, agentLog, &last)
+		if err == nil && strings.HasPrefix(out, "127.0.0.2") {
+			return nil
+		}
+		return fmt.Errorf("a connect to %s:80 was not answered by a backend; last: %s (%v)\nagent log:\n%s", clusterIP, out, err, agentLog)
+	})
 	t.Logf("first answer through ClusterIP %s %v after the Endpoints were applied", clusterIP, time.Since(applied).Round(time.Millisecond))
 
 	seen := map[string]int{}
@@ -202,19 +214,4 @@ func loadServerURL(p *serverProc) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no server in %s", p.config)
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool, log fmt.Stringer, last ...*string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(last) > 0 {
-		what += "; last: " + *last[0]
-	}
-	t.Fatalf("waited %v for %s\nlog:\n%s", timeout, what, log)
 }

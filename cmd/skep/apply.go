@@ -271,5 +271,3 @@ func newClient(c *cli.Context) (*client.HTTP, error) {
 func configFlag() cli.Flag {
 	return &cli.StringFlag{Name: "config", Usage: "the client config; default $SKEPCONFIG, then ~/.skep/config"}
 }
-
-func isConflict(err error) bool { return apierrors.IsConflict(err) }

@@ -44,9 +44,11 @@ func describeCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("%s", message(err))
 			}
+			//lint:ignore SA1019 a Service's v1 Endpoints, as kubectl 1.32's describe reads them
 			var eps *corev1.Endpoints
 			if r.Kind == "Service" {
 				if e, err := cl.Get(c.Context, api.MustLookup("endpoints"), obj.GetNamespace(), obj.GetName()); err == nil {
+					//lint:ignore SA1019 a Service's v1 Endpoints, as kubectl 1.32's describe reads them
 					eps = e.(*corev1.Endpoints)
 				}
 			}
@@ -62,6 +64,7 @@ func describeCommand() *cli.Command {
 	}
 }
 
+//lint:ignore SA1019 a Service's v1 Endpoints, as kubectl 1.32's describe reads them
 func describe(w io.Writer, r *api.Resource, obj api.Object, eps *corev1.Endpoints) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	line := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }

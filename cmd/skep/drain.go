@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
@@ -77,23 +78,25 @@ func runCordon(c *cli.Context, unschedulable bool) error {
 // agent's status writes; it reports whether anything changed.
 func setUnschedulable(ctx context.Context, cl client.Interface, name string, unschedulable bool) (bool, error) {
 	nodes := api.MustLookup("nodes")
-	for {
+	changed := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := cl.Get(ctx, nodes, "", name)
 		if err != nil {
-			return false, fmt.Errorf("%s", message(err))
+			return err
 		}
 		n := obj.(*corev1.Node)
 		if n.Spec.Unschedulable == unschedulable {
-			return false, nil
+			return nil
 		}
 		n.Spec.Unschedulable = unschedulable
-		if _, err = cl.Update(ctx, nodes, n); err == nil {
-			return true, nil
-		}
-		if !apierrors.IsConflict(err) {
-			return false, fmt.Errorf("%s", message(err))
-		}
+		_, err = cl.Update(ctx, nodes, n)
+		changed = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("%s", message(err))
 	}
+	return changed, nil
 }
 
 func runDrain(c *cli.Context) error {

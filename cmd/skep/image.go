@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 )
 
@@ -74,10 +75,8 @@ func readyNodes(c *cli.Context, cl *client.HTTP) ([]string, error) {
 	}
 	var ready []string
 	for _, o := range objs {
-		for _, cond := range o.(*corev1.Node).Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-				ready = append(ready, o.GetName())
-			}
+		if conditions.NodeReady(o.(*corev1.Node)) {
+			ready = append(ready, o.GetName())
 		}
 	}
 	if len(ready) == 0 {

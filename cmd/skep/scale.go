@@ -6,9 +6,13 @@ import (
 	"github.com/urfave/cli/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api"
 )
+
+// scalable are the kinds skep scale sets spec.replicas of.
+var scalable = map[string]struct{}{"Deployment": {}, "ReplicaSet": {}, "ReplicationController": {}}
 
 // scaleCommand is `skep scale KIND NAME --replicas N`, as kubectl scale:
 // it sets spec.replicas of a deployment, replicaset or
@@ -37,10 +41,14 @@ func scaleCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			for {
-				obj, err := cl.Get(c.Context, r, namespaceOf(c), c.Args().Get(1))
+			if _, ok := scalable[r.Kind]; !ok {
+				return fmt.Errorf("%s cannot be scaled (deployments, replicasets and replicationcontrollers can)", r.Name)
+			}
+			name := c.Args().Get(1)
+			err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				obj, err := cl.Get(c.Context, r, namespaceOf(c), name)
 				if err != nil {
-					return fmt.Errorf("%s", message(err))
+					return err
 				}
 				replicas := int32(n)
 				switch o := obj.(type) {
@@ -50,18 +58,15 @@ func scaleCommand() *cli.Command {
 					o.Spec.Replicas = &replicas
 				case *corev1.ReplicationController:
 					o.Spec.Replicas = &replicas
-				default:
-					return fmt.Errorf("%s cannot be scaled (deployments, replicasets and replicationcontrollers can)", r.Name)
 				}
 				_, err = cl.Update(c.Context, r, obj)
-				if err == nil {
-					fmt.Fprintf(c.App.Writer, "%s/%s scaled\n", r.Name, obj.GetName())
-					return nil
-				}
-				if !isConflict(err) {
-					return fmt.Errorf("%s", message(err))
-				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s", message(err))
 			}
+			fmt.Fprintf(c.App.Writer, "%s/%s scaled\n", r.Name, name)
+			return nil
 		},
 	}
 }

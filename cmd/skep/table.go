@@ -182,6 +182,7 @@ func externalIP(s *corev1.Service) string {
 	return "<none>"
 }
 
+//lint:ignore SA1019 a Service's v1 Endpoints, as kubectl 1.32's describe reads them
 func endpointList(e *corev1.Endpoints) string {
 	var out []string
 	for _, ss := range e.Subsets {

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -21,7 +21,7 @@ func checkPathSegments(namespace, name string) error {
 		}
 	}
 	if name != "" {
-		if errs := path.IsValidPathSegmentName(name); len(errs) > 0 {
+		if errs := content.IsPathSegmentName(name); len(errs) > 0 {
 			return apierrors.NewBadRequest(fmt.Sprintf("name %q on the URL is not a valid object name: %s", name, strings.Join(errs, "; ")))
 		}
 	}

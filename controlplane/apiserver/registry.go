@@ -358,7 +358,7 @@ func (g *registry) deleteOnce(ctx context.Context, r *api.Resource, ns, name str
 	}
 	if opts.UID != "" && opts.UID != old.GetUID() {
 		// Not a race to read again through: the object is another one.
-		return nil, preconditionFailed{apierrors.NewConflict(gr(r), name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", opts.UID, old.GetUID()))}
+		return nil, preconditionFailed{apierrors.NewConflict(gr(r), name, preconditionMismatch("UID", opts.UID, old.GetUID()))}
 	}
 	if ns, ok := old.(*corev1.Namespace); ok && !namespaceFinalized(ns) {
 		return g.terminateNamespace(ctx, r, cur, ns, opts.DryRun)

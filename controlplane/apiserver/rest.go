@@ -182,12 +182,20 @@ func checkPreconditions(r *api.Resource, name string, pre *metav1.Preconditions,
 		return nil
 	}
 	if pre.UID != nil && *pre.UID != old.GetUID() {
-		return apierrors.NewConflict(r.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *pre.UID, old.GetUID()))
+		return apierrors.NewConflict(r.GroupResource(), name, preconditionMismatch("UID", *pre.UID, old.GetUID()))
 	}
 	if pre.ResourceVersion != nil && *pre.ResourceVersion != old.GetResourceVersion() {
-		return apierrors.NewConflict(r.GroupResource(), name, fmt.Errorf("Precondition failed: ResourceVersion in precondition: %v, ResourceVersion in object meta: %v", *pre.ResourceVersion, old.GetResourceVersion()))
+		return apierrors.NewConflict(r.GroupResource(), name, preconditionMismatch("ResourceVersion", *pre.ResourceVersion, old.GetResourceVersion()))
 	}
 	return nil
+}
+
+// preconditionMismatch is kube-apiserver's message for a precondition an
+// object fails (k8s.io/apiserver's storage.Preconditions.Check), word for
+// word, since clients match it.
+func preconditionMismatch(field string, want, got any) error {
+	//lint:ignore ST1005 kube-apiserver's wording, capital included
+	return fmt.Errorf("Precondition failed: %s in precondition: %v, %s in object meta: %v", field, want, field, got)
 }
 
 // Delete deletes one object, as skep's registry does: a bound pod and a
@@ -208,7 +216,7 @@ func (rr *resourceREST) Delete(ctx context.Context, name string, deleteValidatio
 		// delete must not reach another of that name created since,
 		// bound elsewhere. Its own precondition still holds.
 		if opts.UID != "" && opts.UID != old.GetUID() {
-			return nil, false, apierrors.NewConflict(rr.r.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", opts.UID, old.GetUID()))
+			return nil, false, apierrors.NewConflict(rr.r.GroupResource(), name, preconditionMismatch("UID", opts.UID, old.GetUID()))
 		}
 		opts.UID = old.GetUID()
 	}
@@ -262,9 +270,9 @@ func deleteOptionsOf(o *metav1.DeleteOptions) client.DeleteOptions {
 	opts.GracePeriodSeconds = o.GracePeriodSeconds
 	opts.PropagationPolicy = o.PropagationPolicy
 	//lint:ignore SA1019 kubectl before 1.11 and some clients still send orphanDependents
-	if o.PropagationPolicy == nil && o.OrphanDependents != nil { //nolint:staticcheck
+	if orphan := o.OrphanDependents; o.PropagationPolicy == nil && orphan != nil {
 		p := metav1.DeletePropagationBackground
-		if *o.OrphanDependents { //nolint:staticcheck
+		if *orphan {
 			p = metav1.DeletePropagationOrphan
 		}
 		opts.PropagationPolicy = &p

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 // memClient is an in-memory Interface for one resource with a change log,
@@ -179,17 +180,6 @@ func (r *recorder) events() []string {
 	return append([]string(nil), r.got...)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func startInformer(t *testing.T, m *memClient, rec *recorder) *Informer {
 	t.Helper()
 	inf := NewInformer(m, api.MustLookup("pods"), InformerOptions{})
@@ -198,7 +188,7 @@ func startInformer(t *testing.T, m *memClient, rec *recorder) *Informer {
 	done := make(chan struct{})
 	go func() { inf.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "sync", inf.HasSynced)
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("sync", inf.HasSynced))
 	return inf
 }
 
@@ -212,7 +202,7 @@ func TestInformerListThenWatch(t *testing.T) {
 	m.put("a", "v2")
 	m.del("b")
 	want := []string{"add a v1", "add b v1", "update a v1->v2", "delete b v1"}
-	waitFor(t, "events", func() bool { return len(rec.events()) == len(want) })
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("events", func() bool { return len(rec.events()) == len(want) }))
 	if got := rec.events(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("handlers got %q, want %q", got, want)
 	}
@@ -233,10 +223,10 @@ func TestInformerResumesFromLastRevision(t *testing.T) {
 	rec := &recorder{}
 	inf := startInformer(t, m, rec)
 	m.put("a", "v2") // rev 2
-	waitFor(t, "update", func() bool { return len(rec.events()) == 2 })
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("update", func() bool { return len(rec.events()) == 2 }))
 
 	m.breakStreams()
-	waitFor(t, "second watch", func() bool { return len(m.watchCalls()) == 2 })
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("second watch", func() bool { return len(m.watchCalls()) == 2 }))
 	if got := m.watchCalls(); got[1] != "2" {
 		t.Fatalf("watch resumed from %q, want 2 (the last revision seen); calls %q", got[1], got)
 	}
@@ -244,7 +234,7 @@ func TestInformerResumesFromLastRevision(t *testing.T) {
 		t.Fatalf("a broken stream caused %d lists, want 1 (resume, not relist)", n)
 	}
 	m.put("a", "v3")
-	waitFor(t, "update after resume", func() bool { return len(rec.events()) == 3 })
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("update after resume", func() bool { return len(rec.events()) == 3 }))
 	if o, _ := inf.Get("default", "a"); image(o) != "v3" {
 		t.Fatalf("after resume a has image %s, want v3", image(o))
 	}
@@ -273,8 +263,8 @@ func TestInformerRelistsWhenResumeIsRefused(t *testing.T) {
 	m.put("c", "v1")
 	m.compact()
 
-	waitFor(t, "relist", func() bool { return m.listCalls() == 2 })
-	waitFor(t, "events", func() bool { return len(rec.events()) == 4 })
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("relist", func() bool { return m.listCalls() == 2 }))
+	testwait.For(t, 5*time.Second, 5*time.Millisecond, testwait.Holds("events", func() bool { return len(rec.events()) == 4 }))
 	got := rec.events()
 	want := map[string]bool{"delete b v1": true, "add c v1": true}
 	for _, e := range got[2:] {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
@@ -22,7 +24,7 @@ import (
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
 	"github.com/skep-io/skep/controlplane/leader"
 	"github.com/skep-io/skep/controlplane/nodetest"
-	"github.com/skep-io/skep/controlplane/scheduler"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var deploymentRolloutStatus = deployment.RolloutStatus
@@ -106,7 +108,7 @@ func watchReady(t *testing.T, c client.Interface, app string) *readyWatcher {
 	count := func() {
 		n := 0
 		for _, o := range inf.List() {
-			if p := o.(*corev1.Pod); podstate.Active(p) && podstate.Ready(p) {
+			if p := o.(*corev1.Pod); podstate.Active(p) && conditions.PodReady(p) {
 				n++
 			}
 		}
@@ -169,12 +171,12 @@ func TestRollingUpdateKeepsAvailability(t *testing.T) {
 		t.Fatalf("Rollback: %v", err)
 	}
 	waitRolledOut(t, c, "web", 4, 30*time.Second)
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		d := getDeployment(t, c, "web")
 		if img := d.Spec.Template.Spec.Containers[0].Image; img != "web:v1" || d.Annotations[deployment.RevisionAnnotation] != "3" {
-			return fmt.Sprintf("after undo the deployment runs %s at revision %q, want web:v1 at 3", img, d.Annotations[deployment.RevisionAnnotation])
+			return fmt.Errorf("after undo the deployment runs %s at revision %q, want web:v1 at 3", img, d.Annotations[deployment.RevisionAnnotation])
 		}
-		return ""
+		return nil
 	})
 	waitRolledOut(t, c, "web", 4, 30*time.Second)
 	for _, p := range activePods(t, c, "web") {
@@ -222,17 +224,17 @@ func TestRecreate(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	updateDeployment(t, c, "db", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "db:v2" })
-	poll(t, 30*time.Second, func() string {
+	testwait.For(t, 30*time.Second, 25*time.Millisecond, func() error {
 		pods := activePods(t, c, "db")
 		for _, p := range pods {
-			if p.Spec.Containers[0].Image != "db:v2" || !podstate.Ready(p) {
-				return "pod " + p.Name + " is not a ready db:v2 pod yet"
+			if p.Spec.Containers[0].Image != "db:v2" || !conditions.PodReady(p) {
+				return errors.New("pod " + p.Name + " is not a ready db:v2 pod yet")
 			}
 		}
 		if len(pods) != 2 {
-			return fmt.Sprintf("%d pods, want 2", len(pods))
+			return fmt.Errorf("%d pods, want 2", len(pods))
 		}
-		return ""
+		return nil
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -254,6 +256,7 @@ func TestNodeFailure(t *testing.T) {
 			return nil
 		}
 		out := map[string]string{}
+		//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 		for _, s := range o.(*corev1.Endpoints).Subsets {
 			for _, a := range s.Addresses {
 				out[a.IP] = *a.NodeName
@@ -261,11 +264,11 @@ func TestNodeFailure(t *testing.T) {
 		}
 		return out
 	}
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		if ips := readyIPs(); len(ips) != 3 {
-			return fmt.Sprintf("endpoints web has ready addresses %v, want 3", ips)
+			return fmt.Errorf("endpoints web has ready addresses %v, want 3", ips)
 		}
-		return ""
+		return nil
 	})
 
 	victim := activePods(t, c, "web")[0]
@@ -273,17 +276,17 @@ func TestNodeFailure(t *testing.T) {
 	k.SetAlive(dead, false)
 	t.Logf("stopping the heartbeat of %s, which runs %s", dead, victim.Name)
 
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		o, _ := c.Get(context.Background(), nodesR, "", dead)
-		if n := o.(*corev1.Node); scheduler.NodeReady(n) {
-			return "node " + dead + " is still Ready"
+		if n := o.(*corev1.Node); conditions.NodeReady(n) {
+			return errors.New("node " + dead + " is still Ready")
 		}
 		for _, ip := range readyIPs() {
 			if ip == dead {
-				return "endpoints web still lists a ready address on " + dead
+				return errors.New("endpoints web still lists a ready address on " + dead)
 			}
 		}
-		return ""
+		return nil
 	})
 	o, _ := c.Get(context.Background(), nodesR, "", dead)
 	for _, cond := range o.(*corev1.Node).Status.Conditions {
@@ -293,37 +296,37 @@ func TestNodeFailure(t *testing.T) {
 	}
 
 	// After the eviction timeout its pods are gone and replaced elsewhere.
-	poll(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 		if _, err := c.Get(context.Background(), podsR, "default", victim.Name); !apierrors.IsNotFound(err) {
-			return "pod " + victim.Name + " on the dead node still exists"
+			return errors.New("pod " + victim.Name + " on the dead node still exists")
 		}
 		pods := activePods(t, c, "web")
 		ready := 0
 		for _, p := range pods {
 			if p.Spec.NodeName == dead {
-				return "pod " + p.Name + " was scheduled onto the dead node"
+				return errors.New("pod " + p.Name + " was scheduled onto the dead node")
 			}
-			if podstate.Ready(p) {
+			if conditions.PodReady(p) {
 				ready++
 			}
 		}
 		if ready != 3 || len(pods) != 3 {
-			return fmt.Sprintf("%d pods, %d ready; want 3 ready on the live nodes", len(pods), ready)
+			return fmt.Errorf("%d pods, %d ready; want 3 ready on the live nodes", len(pods), ready)
 		}
 		if ips := readyIPs(); len(ips) != 3 {
-			return fmt.Sprintf("endpoints ready addresses %v, want 3", ips)
+			return fmt.Errorf("endpoints ready addresses %v, want 3", ips)
 		}
-		return ""
+		return nil
 	})
 
 	// The node comes back: Ready again, and nothing is placed twice.
 	k.SetAlive(dead, true)
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		o, _ := c.Get(context.Background(), nodesR, "", dead)
-		if !scheduler.NodeReady(o.(*corev1.Node)) {
-			return "node " + dead + " is not Ready again"
+		if !conditions.NodeReady(o.(*corev1.Node)) {
+			return errors.New("node " + dead + " is not Ready again")
 		}
-		return ""
+		return nil
 	})
 	if pods := activePods(t, c, "web"); len(pods) != 3 {
 		t.Fatalf("after the node came back there are %d pods, want 3", len(pods))
@@ -341,7 +344,9 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 	manual := serviceOf("manual")
 	manual.Spec.Selector = nil
 	mustCreate(t, c, servicesR, manual)
+	//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write
 	mustCreate(t, c, endpointsR, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "manual"},
+		//lint:ignore SA1019 a selectorless Service's Endpoints, which users still write
 		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "198.18.0.10"}}, Ports: []corev1.EndpointPort{{Name: "http", Port: 8080}}}}})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -361,15 +366,16 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 	}()
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 10, "web:v1"))
 	waitRolledOut(t, c, "web", 10, 30*time.Second)
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		o, err := c.Get(context.Background(), endpointsR, "default", "web")
 		if err != nil {
-			return err.Error()
+			return err
 		}
+		//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 		if subsets := o.(*corev1.Endpoints).Subsets; len(subsets) != 1 || len(subsets[0].Addresses) != 10 {
-			return fmt.Sprintf("subsets %+v, want one with 10 ready addresses", subsets)
+			return fmt.Errorf("subsets %+v, want one with 10 ready addresses", subsets)
 		}
-		return ""
+		return nil
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -379,6 +385,7 @@ func TestEndpointsBatchPodChanges(t *testing.T) {
 		t.Fatalf("endpoints web was written %d times for 40 pod changes; want them batched", writes["web"])
 	}
 	o, err := c.Get(context.Background(), endpointsR, "default", "manual")
+	//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 	if err != nil || o.(*corev1.Endpoints).Subsets[0].Addresses[0].IP != "198.18.0.10" || writes["manual"] > 1 {
 		t.Fatalf("the user's Endpoints of a selector-less Service changed: %v, %v, %d writes", o, err, writes["manual"])
 	}
@@ -402,15 +409,15 @@ func TestGarbageCollection(t *testing.T) {
 	if err := gc.DeleteOrphaning(ctx, c, deploymentsR, "default", "kept"); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 		rss, _, _ := c.List(ctx, replicaSetsR, "default", client.ListOptions{LabelSelector: "app=gone"})
 		if len(rss) > 0 {
-			return fmt.Sprintf("%d replicasets of the deleted deployment remain", len(rss))
+			return fmt.Errorf("%d replicasets of the deleted deployment remain", len(rss))
 		}
 		if pods, _, _ := c.List(ctx, podsR, "default", client.ListOptions{LabelSelector: "app=gone"}); len(pods) > 0 {
-			return fmt.Sprintf("%d pods of the deleted deployment remain", len(pods))
+			return fmt.Errorf("%d pods of the deleted deployment remain", len(pods))
 		}
-		return ""
+		return nil
 	})
 	rss, _, _ := c.List(ctx, replicaSetsR, "default", client.ListOptions{LabelSelector: "app=kept"})
 	if len(rss) != 1 {
@@ -435,13 +442,13 @@ func TestReplicationController(t *testing.T) {
 	}
 	mustCreate(t, c, rcR, rc)
 	waitRC := func(n int32) {
-		poll(t, 20*time.Second, func() string {
+		testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 			o, _ := c.Get(ctx, rcR, "default", "legacy")
 			st := o.(*corev1.ReplicationController).Status
 			if pods := activePods(t, c, "legacy"); len(pods) != int(n) || st.ReadyReplicas != n || st.Replicas != n || st.AvailableReplicas != n {
-				return fmt.Sprintf("%d pods, status %+v; want %d ready", len(pods), st, n)
+				return fmt.Errorf("%d pods, status %+v; want %d ready", len(pods), st, n)
 			}
-			return ""
+			return nil
 		})
 	}
 	waitRC(3)
@@ -476,11 +483,11 @@ func TestLeaderFailover(t *testing.T) {
 		return startManager(t, c, cfg), cfg
 	}
 	stop1, _ := manager("cm-1")
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		if h := leaseHolder(t, c); h != "cm-1" {
-			return "lease held by " + h + ", want cm-1 (the only manager)"
+			return errors.New("lease held by " + h + ", want cm-1 (the only manager)")
 		}
-		return ""
+		return nil
 	})
 	manager("cm-2")
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 3, "web:v1"))
@@ -492,11 +499,11 @@ func TestLeaderFailover(t *testing.T) {
 	killed := time.Now()
 	stop1()
 	updateDeployment(t, c, "web", func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(6)) })
-	poll(t, 15*time.Second, func() string {
+	testwait.For(t, 15*time.Second, 25*time.Millisecond, func() error {
 		if h := leaseHolder(t, c); h != "cm-2" {
-			return "lease held by " + h + ", want cm-2 after cm-1 died"
+			return errors.New("lease held by " + h + ", want cm-2 after cm-1 died")
 		}
-		return ""
+		return nil
 	})
 	t.Logf("cm-2 took over %s after cm-1 died", time.Since(killed).Round(100*time.Millisecond))
 	waitRolledOut(t, c, "web", 6, 20*time.Second)

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/nodetest"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var endpointSlicesR = api.MustLookup("endpointslices")
@@ -87,10 +89,10 @@ func TestEndpointSlices(t *testing.T) {
 	mustCreate(t, c, deploymentsR, deploymentOf("web", 4, "web:v1"))
 	waitRolledOut(t, c, "web", 4, 30*time.Second)
 
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		s := slicesOf(t, c, "web")
 		if len(s) != 1 {
-			return fmt.Sprintf("%d slices of web; want 1", len(s))
+			return fmt.Errorf("%d slices of web; want 1", len(s))
 		}
 		ready := 0
 		for _, e := range s[0].Endpoints {
@@ -99,9 +101,9 @@ func TestEndpointSlices(t *testing.T) {
 			}
 		}
 		if ready != 4 {
-			return fmt.Sprintf("slice of web has %d ready endpoints of %d; want 4", ready, len(s[0].Endpoints))
+			return fmt.Errorf("slice of web has %d ready endpoints of %d; want 4", ready, len(s[0].Endpoints))
 		}
-		return ""
+		return nil
 	})
 	s := slicesOf(t, c, "web")[0]
 	if !strings.HasPrefix(s.Name, "web-") || s.Labels[discoveryv1.LabelManagedBy] != api.EndpointSliceController {
@@ -149,11 +151,11 @@ func TestEndpointSlices(t *testing.T) {
 	if err := c.Delete(context.Background(), servicesR, "default", "web", client.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		if s := slicesOf(t, c, "web"); len(s) != 0 {
-			return fmt.Sprintf("%d slices of the deleted Service web remain", len(s))
+			return fmt.Errorf("%d slices of the deleted Service web remain", len(s))
 		}
-		return ""
+		return nil
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -179,11 +181,11 @@ func TestEndpointSlicesSplit(t *testing.T) {
 		sort.Ints(out)
 		return out
 	}
-	poll(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 		if got := fmt.Sprint(sizes()); got != "[30 100]" {
-			return "slices of web hold " + got + " endpoints; want [30 100]"
+			return errors.New("slices of web hold " + got + " endpoints; want [30 100]")
 		}
-		return ""
+		return nil
 	})
 	seen := map[string]bool{}
 	for _, s := range slicesOf(t, c, "web") {
@@ -195,11 +197,11 @@ func TestEndpointSlicesSplit(t *testing.T) {
 		}
 	}
 	updateDeployment(t, c, "web", func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(20)) })
-	poll(t, 30*time.Second, func() string {
+	testwait.For(t, 30*time.Second, 25*time.Millisecond, func() error {
 		if got := fmt.Sprint(sizes()); got != "[20]" {
-			return "slices of web hold " + got + " endpoints; want [20]"
+			return errors.New("slices of web hold " + got + " endpoints; want [20]")
 		}
-		return ""
+		return nil
 	})
 	if _, err := c.Get(context.Background(), servicesR, "default", "web"); apierrors.IsNotFound(err) {
 		t.Fatal("service web vanished")

@@ -17,6 +17,7 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/deployment"
 	"github.com/skep-io/skep/controlplane/nodetest"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 // eventLines lists the Events about one object as "Reason From: Message",
@@ -52,13 +53,13 @@ func TestControllersRecordEvents(t *testing.T) {
 	updateDeployment(t, c, "web", func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(1)) })
 	waitRolledOut(t, c, "web", 1, 20*time.Second)
 
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		want := []string{
 			"ScalingReplicaSet deployment-controller: Scaled down replica set " + rs + " from 2 to 1",
 			"ScalingReplicaSet deployment-controller: Scaled up replica set " + rs + " from 0 to 2",
 		}
 		if got := eventLines(t, c, "Deployment", "default", "web"); !slices.Equal(got, want) {
-			return fmt.Sprintf("events of deployment web: %q, want %q", got, want)
+			return fmt.Errorf("events of deployment web: %q, want %q", got, want)
 		}
 		got := eventLines(t, c, "ReplicaSet", "default", rs)
 		want = []string{
@@ -69,32 +70,32 @@ func TestControllersRecordEvents(t *testing.T) {
 		creates := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return !strings.HasPrefix(s, "SuccessfulCreate") })
 		deletes := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return !strings.HasPrefix(s, "SuccessfulDelete") })
 		if !slices.Equal(creates, want) || len(deletes) != 1 || !strings.HasPrefix(deletes[0], "SuccessfulDelete replicaset-controller: Deleted pod: web-") {
-			return fmt.Sprintf("events of replicaset %s: %q; want %q and one SuccessfulDelete", rs, got, want)
+			return fmt.Errorf("events of replicaset %s: %q; want %q and one SuccessfulDelete", rs, got, want)
 		}
 		for _, p := range pods {
 			want := []string{"Scheduled default-scheduler: Successfully assigned default/" + p.Name + " to node-1"}
 			if got := eventLines(t, c, "Pod", "default", p.Name); !slices.Equal(got, want) {
-				return fmt.Sprintf("events of pod %s: %q, want %q", p.Name, got, want)
+				return fmt.Errorf("events of pod %s: %q, want %q", p.Name, got, want)
 			}
 		}
-		return ""
+		return nil
 	})
 
 	k.SetAlive("node-1", false)
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		want := []string{"NodeNotReady node-controller: Node node-1 status is now: NodeNotReady"}
 		if got := eventLines(t, c, "Node", "", "node-1"); !slices.Equal(got, want) {
-			return fmt.Sprintf("events of node-1: %q, want %q", got, want)
+			return fmt.Errorf("events of node-1: %q, want %q", got, want)
 		}
-		return ""
+		return nil
 	})
 	k.SetAlive("node-1", true)
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 25*time.Millisecond, func() error {
 		got := eventLines(t, c, "Node", "", "node-1")
 		if !slices.Contains(got, "NodeReady node-controller: Node node-1 status is now: NodeReady") {
-			return fmt.Sprintf("events of node-1: %q, want a NodeReady", got)
+			return fmt.Errorf("events of node-1: %q, want a NodeReady", got)
 		}
-		return ""
+		return nil
 	})
 	objs, _, err := c.List(context.Background(), api.MustLookup("events"), "default", client.ListOptions{FieldSelector: "involvedObject.name=node-1"})
 	if err != nil || len(objs) == 0 || objs[0].GetNamespace() != metav1.NamespaceDefault {

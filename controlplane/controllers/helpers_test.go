@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,13 +12,15 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var (
@@ -83,23 +86,6 @@ func mustCreate(t *testing.T, c client.Interface, r *api.Resource, obj api.Objec
 	return out
 }
 
-// poll calls cond until it returns "" or the timeout passes; cond says
-// what it still waits for, which the failure reports.
-func poll(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 func ptr[T any](v T) *T { return &v }
 
 func deploymentOf(name string, replicas int32, image string) *appsv1.Deployment {
@@ -139,18 +125,15 @@ func getDeployment(t *testing.T, c client.Interface, name string) *appsv1.Deploy
 // conflicts with the controller's writes.
 func updateDeployment(t *testing.T, c client.Interface, name string, change func(d *appsv1.Deployment)) {
 	t.Helper()
-	for range 20 {
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		d := getDeployment(t, c, name)
 		change(d)
 		_, err := c.Update(context.Background(), deploymentsR, d)
-		if err == nil {
-			return
-		}
-		if !apierrors.IsConflict(err) {
-			t.Fatalf("update deployment %s: %v", name, err)
-		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("update deployment %s: %v", name, err)
 	}
-	t.Fatalf("update deployment %s: conflicts 20 times", name)
 }
 
 // activePods lists the pods of app that are not terminating.
@@ -173,25 +156,25 @@ func activePods(t *testing.T, c client.Interface, app string) []*corev1.Pod {
 // every pod ready.
 func waitRolledOut(t *testing.T, c client.Interface, name string, replicas int, timeout time.Duration) {
 	t.Helper()
-	poll(t, timeout, func() string {
+	testwait.For(t, timeout, 25*time.Millisecond, func() error {
 		d := getDeployment(t, c, name)
 		msg, done, err := deploymentRolloutStatus(d)
 		if err != nil {
 			t.Fatalf("rollout of %s: %v", name, err)
 		}
 		if !done {
-			return msg
+			return errors.New(msg)
 		}
 		pods := activePods(t, c, name)
 		ready := 0
 		for _, p := range pods {
-			if podstate.Ready(p) {
+			if conditions.PodReady(p) {
 				ready++
 			}
 		}
 		if len(pods) != replicas || ready != replicas {
-			return fmt.Sprintf("deployment %s: %d active pods, %d ready; want %d", name, len(pods), ready, replicas)
+			return fmt.Errorf("deployment %s: %d active pods, %d ready; want %d", name, len(pods), ready, replicas)
 		}
-		return ""
+		return nil
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var (
@@ -60,15 +61,15 @@ func TestNamespaceDeletion(t *testing.T) {
 		t.Fatalf("DELETE answered deletionTimestamp %v, phase %q; want the namespace Terminating", answer.DeletionTimestamp, answer.Status.Phase)
 	}
 
-	poll(t, 60*time.Second, func() string {
+	testwait.For(t, 60*time.Second, 25*time.Millisecond, func() error {
 		_, err := c.Get(ctx, namespacesR, "", "team")
 		if err == nil {
-			return fmt.Sprintf("namespace team still there; it holds %s", namespaceContent(t, c, "team"))
+			return fmt.Errorf("namespace team still there; it holds %s", namespaceContent(t, c, "team"))
 		}
 		if !apierrors.IsNotFound(err) {
 			t.Fatalf("get namespace team: %v", err)
 		}
-		return ""
+		return nil
 	})
 	if left := namespaceContent(t, c, "team"); left != "nothing" {
 		t.Fatalf("after namespace team was removed, it still holds %s", left)

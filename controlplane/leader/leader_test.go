@@ -14,6 +14,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 // cutOff is a client whose connection can be cut, as a partition would.
@@ -79,17 +80,6 @@ func (tl *timeline) leader() string {
 	return tl.leading
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 var fast = Config{LeaseDuration: 1500 * time.Millisecond, RenewDeadline: time.Second, RenewPeriod: 200 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
 
 type candidate struct {
@@ -127,7 +117,7 @@ func TestReleaseHandsOverAtOnce(t *testing.T) {
 	c := apiservertest.Start(t)
 	tl := &timeline{t: t, started: map[string]time.Time{}}
 	a := campaign(t, c, tl, "a", fast)
-	waitFor(t, 5*time.Second, "a to lead", func() bool { return tl.leader() == "a" })
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, testwait.Holds("a to lead", func() bool { return tl.leader() == "a" }))
 	campaign(t, c, tl, "b", fast)
 	time.Sleep(fast.LeaseDuration) // b must not take a lease a renews
 	if l := tl.leader(); l != "a" {
@@ -135,7 +125,7 @@ func TestReleaseHandsOverAtOnce(t *testing.T) {
 	}
 	stopped := time.Now()
 	a.stop() // releases the lease
-	waitFor(t, 5*time.Second, "b to lead", func() bool { return tl.leader() == "b" })
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, testwait.Holds("b to lead", func() bool { return tl.leader() == "b" }))
 	if d := time.Since(stopped); d > fast.LeaseDuration {
 		t.Errorf("b took %s to lead after a released the lease; want less than the lease duration %s", d, fast.LeaseDuration)
 	}
@@ -150,11 +140,11 @@ func TestCrashedLeaderIsReplacedAfterLeaseExpiry(t *testing.T) {
 	cfg := fast
 	cfg.KeepOnCancel = true // a crash: nothing is released
 	a := campaign(t, c, tl, "a", cfg)
-	waitFor(t, 5*time.Second, "a to lead", func() bool { return tl.leader() == "a" })
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, testwait.Holds("a to lead", func() bool { return tl.leader() == "a" }))
 	campaign(t, c, tl, "b", cfg)
 	killed := time.Now()
 	a.stop()
-	waitFor(t, 10*time.Second, "b to lead", func() bool { return tl.leader() == "b" })
+	testwait.For(t, 10*time.Second, 10*time.Millisecond, testwait.Holds("b to lead", func() bool { return tl.leader() == "b" }))
 	took := time.Since(killed)
 	t.Logf("b took over %s after a crashed (lease duration %s)", took.Round(10*time.Millisecond), cfg.LeaseDuration)
 	if took < cfg.LeaseDuration-cfg.RenewPeriod {
@@ -171,10 +161,10 @@ func TestCutOffLeaderStepsDownFirst(t *testing.T) {
 	c := apiservertest.Start(t)
 	tl := &timeline{t: t, started: map[string]time.Time{}}
 	a := campaign(t, c, tl, "a", fast)
-	waitFor(t, 5*time.Second, "a to lead", func() bool { return tl.leader() == "a" })
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, testwait.Holds("a to lead", func() bool { return tl.leader() == "a" }))
 	campaign(t, c, tl, "b", fast)
 	a.client.cut.Store(true)
-	waitFor(t, 10*time.Second, "b to lead", func() bool { return tl.leader() == "b" })
+	testwait.For(t, 10*time.Second, 10*time.Millisecond, testwait.Holds("b to lead", func() bool { return tl.leader() == "b" }))
 	tl.mu.Lock()
 	got := fmt.Sprint(tl.events)
 	tl.mu.Unlock()

@@ -21,9 +21,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/nodelifecycle"
-	"github.com/skep-io/skep/controlplane/controllers/podstate"
 )
 
 var (
@@ -176,7 +176,7 @@ func (k *Cluster) syncPods(ctx context.Context) {
 			setContainerStatuses(p, false)
 			setPodCondition(p, corev1.PodReady, corev1.ConditionFalse)
 			_, _ = k.c.UpdateStatus(ctx, podsR, p)
-		case !podstate.Ready(p):
+		case !conditions.PodReady(p):
 			k.mu.Lock()
 			since, ok := k.running[string(p.UID)]
 			delay := k.readyDelay

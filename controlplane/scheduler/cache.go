@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/skep-io/skep/controlplane/api/conditions"
 )
 
 // Defaults Kubernetes uses when scoring pods that request nothing, so that
@@ -119,18 +121,8 @@ func (n *nodeInfo) setNode(node *corev1.Node) {
 	if n.allocPods, ok = alloc(corev1.ResourcePods); !ok {
 		n.allocPods = defaultMaxPods
 	}
-	n.ready = NodeReady(node)
+	n.ready = conditions.NodeReady(node)
 	n.schedulable = !node.Spec.Unschedulable
-}
-
-// NodeReady reports whether the node's Ready condition is True.
-func NodeReady(node *corev1.Node) bool {
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // placement is where the cache has a pod, and what it takes there.

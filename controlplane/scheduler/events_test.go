@@ -13,6 +13,7 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/client/events/eventstest"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 // TestSchedulerRecordsEvents checks the Events `kubectl describe pod`
@@ -38,19 +39,19 @@ func TestSchedulerRecordsEvents(t *testing.T) {
 		}
 		return out
 	}
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		e := eventsOf()["FailedScheduling"]
 		if e == nil || e.Type != corev1.EventTypeWarning || e.Message != "0/1 nodes are available: 1 Insufficient memory." || e.Source.Component != "default-scheduler" {
-			return fmt.Sprintf("FailedScheduling event: %+v; want a Warning from default-scheduler saying 0/1 nodes are available: 1 Insufficient memory.", e)
+			return fmt.Errorf("FailedScheduling event: %+v; want a Warning from default-scheduler saying 0/1 nodes are available: 1 Insufficient memory.", e)
 		}
-		return ""
+		return nil
 	})
 	create(t, c, nodesResource, node("node-big", "4", "32Gi"))
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		e := eventsOf()["Scheduled"]
 		if e == nil || e.Type != corev1.EventTypeNormal || e.Message != "Successfully assigned default/big to node-big" {
-			return fmt.Sprintf("Scheduled event: %+v; want Normal \"Successfully assigned default/big to node-big\"", e)
+			return fmt.Errorf("Scheduled event: %+v; want Normal \"Successfully assigned default/big to node-big\"", e)
 		}
-		return ""
+		return nil
 	})
 }

@@ -19,9 +19,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 // Options tune a Scheduler; the zero value is fine.
@@ -188,7 +189,7 @@ func (s *Scheduler) nodeUpdated(oldObj, obj api.Object) {
 	s.cache.setNode(node)
 	// Heartbeats change nodes all the time; only what the filters read
 	// brings parked pods back.
-	if NodeReady(old) != NodeReady(node) || old.Spec.Unschedulable != node.Spec.Unschedulable ||
+	if conditions.NodeReady(old) != conditions.NodeReady(node) || old.Spec.Unschedulable != node.Spec.Unschedulable ||
 		!apiequality.Semantic.DeepEqual(old.Labels, node.Labels) ||
 		!apiequality.Semantic.DeepEqual(old.Status.Allocatable, node.Status.Allocatable) {
 		s.retryUnschedulable()

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var nodesResource = api.MustLookup("nodes")
@@ -39,23 +41,6 @@ func create(t testing.TB, c client.Interface, r *api.Resource, obj api.Object) {
 	}
 }
 
-// poll calls cond until it returns "" or the deadline passes; cond says
-// what it is still waiting for.
-func poll(t testing.TB, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func getPod(t testing.TB, c client.Interface, name string) *corev1.Pod {
 	t.Helper()
 	obj, err := c.Get(context.Background(), podsResource, "default", name)
@@ -76,39 +61,39 @@ func TestSchedulerSpreadsAndExplains(t *testing.T) {
 	}
 	create(t, c, podsResource, pod("big", "100m", "16Gi"))
 
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		used := map[string]string{}
 		for i := range 3 {
 			p := getPod(t, c, fmt.Sprintf("web-%d", i))
 			if p.Spec.NodeName == "" {
-				return p.Name + " is not bound"
+				return errors.New(p.Name + " is not bound")
 			}
 			if other, ok := used[p.Spec.NodeName]; ok {
-				return fmt.Sprintf("%s and %s share %s; want one replica per node", other, p.Name, p.Spec.NodeName)
+				return fmt.Errorf("%s and %s share %s; want one replica per node", other, p.Name, p.Spec.NodeName)
 			}
 			used[p.Spec.NodeName] = p.Name
 			if !hasCondition(p, corev1.ConditionTrue, "") {
-				return p.Name + " is bound without PodScheduled=True"
+				return errors.New(p.Name + " is bound without PodScheduled=True")
 			}
 		}
-		return ""
+		return nil
 	})
 	want := "0/3 nodes are available: 3 Insufficient memory."
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		p := getPod(t, c, "big")
 		if !hasCondition(p, corev1.ConditionFalse, want) {
-			return fmt.Sprintf("pod big has conditions %+v, want PodScheduled=False Unschedulable %q", p.Status.Conditions, want)
+			return fmt.Errorf("pod big has conditions %+v, want PodScheduled=False Unschedulable %q", p.Status.Conditions, want)
 		}
-		return ""
+		return nil
 	})
 
 	// A node that fits arrives: the parked pod is retried without delay.
 	create(t, c, nodesResource, node("node-big", "4", "32Gi"))
-	poll(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if p := getPod(t, c, "big"); p.Spec.NodeName != "node-big" {
-			return fmt.Sprintf("pod big is on %q, want node-big", p.Spec.NodeName)
+			return fmt.Errorf("pod big is on %q, want node-big", p.Spec.NodeName)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -144,13 +129,13 @@ func TestTwoSchedulersNeverBindTwice(t *testing.T) {
 	}
 	startScheduler(t, c, Options{OnBound: record("s1")})
 	startScheduler(t, c, Options{OnBound: record("s2")})
-	poll(t, 30*time.Second, func() string {
+	testwait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(bindings) < pods {
-			return fmt.Sprintf("%d of %d pods bound", len(bindings), pods)
+			return fmt.Errorf("%d of %d pods bound", len(bindings), pods)
 		}
-		return ""
+		return nil
 	})
 	mu.Lock()
 	defer mu.Unlock()

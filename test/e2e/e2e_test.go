@@ -806,6 +806,7 @@ func testNodeKilled(t *testing.T, cl *cluster) {
 		obj, err := cl.c.Get(ctx, api.MustLookup("endpoints"), "default", "echo")
 		on := 0
 		if err == nil {
+			//lint:ignore SA1019 waits on the v1 Endpoints the controller writes
 			for _, ss := range obj.(*corev1.Endpoints).Subsets {
 				for _, a := range ss.Addresses {
 					if a.NodeName != nil && *a.NodeName == victim {

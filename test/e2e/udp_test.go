@@ -219,6 +219,7 @@ func (cl *cluster) endpointsWithout(t *testing.T, svc, pod string, timeout time.
 	deadline := time.Now().Add(timeout)
 	for {
 		obj, err := cl.c.Get(context.Background(), api.MustLookup("endpoints"), "default", svc)
+		//lint:ignore SA1019 waits on the v1 Endpoints the controller writes
 		if err == nil && !listsPod(obj.(*corev1.Endpoints), pod) {
 			return time.Now()
 		}
@@ -229,6 +230,7 @@ func (cl *cluster) endpointsWithout(t *testing.T, svc, pod string, timeout time.
 	}
 }
 
+//lint:ignore SA1019 waits on the v1 Endpoints the controller writes
 func listsPod(e *corev1.Endpoints, pod string) bool {
 	for _, ss := range e.Subsets {
 		for _, a := range ss.Addresses {

@@ -3,6 +3,7 @@ package kubectl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/skep-io/skep/internal/testwait"
 	"github.com/skep-io/skep/lab/labtest"
 )
 
@@ -253,13 +255,13 @@ func startWatch(t *testing.T, args ...string) *watch {
 // one space), at most 10 seconds.
 func (w *watch) waitFor(t *testing.T, s string) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() string {
+	testwait.For(t, 10*time.Second, 200*time.Millisecond, func() error {
 		for _, l := range tableLines(w.out.String()) {
 			if strings.Contains(l+" ", s) {
-				return ""
+				return nil
 			}
 		}
-		return "kubectl " + strings.Join(w.cmd.Args[3:], " ") + " did not print " + s + ":\n" + w.out.String()
+		return errors.New("kubectl " + strings.Join(w.cmd.Args[3:], " ") + " did not print " + s + ":\n" + w.out.String())
 	})
 }
 

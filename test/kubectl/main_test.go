@@ -347,19 +347,6 @@ func writeFile(t *testing.T, name, content string) string {
 	return path
 }
 
-// eventually retries f until it returns "" or timeout passes, then fails
-// the test with f's last complaint.
-func eventually(t *testing.T, timeout time.Duration, f func() string) {
-	t.Helper()
-	var why string
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if why = f(); why == "" {
-			return
-		}
-	}
-	t.Fatalf("after %s: %s", timeout, why)
-}
-
 // deployment is a Deployment manifest: replicas pods of app=name running
 // image, with nodeSelector (a YAML flow map's inside) when it is set.
 func deployment(ns, name, image string, replicas int, nodeSelector string) string {

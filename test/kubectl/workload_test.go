@@ -1,9 +1,12 @@
 package kubectl
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 // TestScale: kubectl scale (the scale subresource) and the pods follow.
@@ -19,12 +22,12 @@ func TestScale(t *testing.T) {
 	// --current-replicas is a precondition the server's scale checks.
 	wantFails(t, []string{"Expected replicas to be 5, was 3"}, "scale", "deployment/sc", "-n", ns, "--replicas=1", "--current-replicas=5")
 	wantOutput(t, "deployment.apps/sc scaled\n", "scale", "deployment/sc", "-n", ns, "--replicas=1", "--current-replicas=3")
-	eventually(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 200*time.Millisecond, func() error {
 		out := kubectl(t, "get", "pods", "-n", ns, "-l", "app=sc", "-o", "name").Stdout
 		if strings.Count(out, "pod/") != 1 {
-			return "after scaling to 1, the pods are:\n" + out
+			return errors.New("after scaling to 1, the pods are:\n" + out)
 		}
-		return ""
+		return nil
 	})
 	out := mustKubectl(t, "get", "replicasets", "-n", ns, "-l", "app=sc")
 	wantRow(t, "kubectl get replicasets", out, "sc-")
@@ -159,20 +162,20 @@ func TestDeleteCascade(t *testing.T) {
 	wantRow(t, "pods after delete --cascade=orphan", mustKubectl(t, "get", "pods", "-n", ns, "-l", "app=orph"), "orph-")
 
 	wantOutput(t, `deployment.apps "bg" deleted`+"\n", "delete", "deployment", "bg", "-n", ns, "--cascade=background")
-	eventually(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 200*time.Millisecond, func() error {
 		r := kubectl(t, "get", "replicasets,pods", "-n", ns, "-l", "app=bg", "-o", "name")
 		if r.Stdout != "" {
-			return "after delete --cascade=background, still there:\n" + r.Stdout
+			return errors.New("after delete --cascade=background, still there:\n" + r.Stdout)
 		}
-		return ""
+		return nil
 	})
 
 	applyAvailable(t, ns, "fg", 1, "")
 	wantOutput(t, `deployment.apps "fg" deleted`+"\n", "delete", "deployment", "fg", "-n", ns, "--cascade=foreground")
-	eventually(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 200*time.Millisecond, func() error {
 		if out := kubectl(t, "get", "deployments,replicasets,pods", "-n", ns, "-l", "app=fg", "-o", "name").Stdout; out != "" {
-			return "after delete --cascade=foreground, still there:\n" + out
+			return errors.New("after delete --cascade=foreground, still there:\n" + out)
 		}
-		return ""
+		return nil
 	})
 }

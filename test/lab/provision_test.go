@@ -24,6 +24,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/skep-io/skep/controlplane/api/conditions"
+	"github.com/skep-io/skep/internal/testwait"
 	"github.com/skep-io/skep/lab"
 	"github.com/skep-io/skep/lab/labtest"
 	"github.com/skep-io/skep/test/images"
@@ -223,9 +225,9 @@ func TestProvisioningOnNetnsLab(t *testing.T) {
 	// it runs while the test starts the server from the unit.
 	port := freePort(t, cpIP) // 6443 in the VM; here the machine is shared
 	serverScript := startScript(t, ctx, root, "./provision-server.sh", cpIP.String(), l.LBPool().String(), strconv.Itoa(port))
-	waitFor(t, ctx, 30*time.Second, "provision-server.sh writes "+serverUnit, func() bool {
+	testwait.For(t, 30*time.Second, 300*time.Millisecond, testwait.Holds("provision-server.sh writes "+serverUnit, func() bool {
 		return strings.Contains(serverScript.output(), "wrote "+serverUnit)
-	})
+	}))
 	srv := readUnit(t, filepath.Join(root, serverUnit))
 	argv := srv.execStart(t)
 	if argv[0] != installedBin || argv[1] != "server" {
@@ -307,26 +309,26 @@ func TestProvisioningOnNetnsLab(t *testing.T) {
 		return string(out), err
 	}
 	var nodes string
-	waitFor(t, ctx, 3*time.Minute, node+" Ready in skep get nodes", func() bool {
+	testwait.For(t, 3*time.Minute, 300*time.Millisecond, testwait.Holds(node+" Ready in skep get nodes", func() bool {
 		if !l.AgentRunning(node) {
 			t.Fatalf("the agent of %s exited", node)
 		}
 		nodes, _ = skep("", "get", "nodes")
 		return nodeReady(nodes, node)
-	})
+	}))
 	t.Logf("skep get nodes:\n%s", nodes)
 
 	if out, err := skep(echoPod, "apply", "-f", "-"); err != nil {
 		t.Fatalf("skep apply: %v\n%s", err, out)
 	}
 	var pod corev1.Pod
-	waitFor(t, ctx, 2*time.Minute, "pod echo Running and Ready", func() bool {
+	testwait.For(t, 2*time.Minute, 300*time.Millisecond, testwait.Holds("pod echo Running and Ready", func() bool {
 		out, err := skep("", "get", "pod", "echo", "-o", "json")
 		if err != nil || json.Unmarshal([]byte(out), &pod) != nil {
 			return false
 		}
-		return pod.Status.Phase == corev1.PodRunning && podReady(&pod) && pod.Status.PodIP != ""
-	})
+		return pod.Status.Phase == corev1.PodRunning && conditions.PodReady(&pod) && pod.Status.PodIP != ""
+	}))
 	if pod.Spec.NodeName != node {
 		t.Errorf("pod echo on node %q, want %q", pod.Spec.NodeName, node)
 	}
@@ -466,15 +468,6 @@ func nodeReady(table, node string) bool {
 	return false
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func contains(list []string, s string) bool {
 	for _, e := range list {
 		if e == s {
@@ -542,18 +535,6 @@ func runScript(t *testing.T, ctx context.Context, root string, argv ...string) s
 		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, s.output())
 	}
 	return s.output()
-}
-
-// waitFor polls cond until it holds; the test fails when d has passed.
-func waitFor(t *testing.T, ctx context.Context, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
 }
 
 // freePort is a free TCP port on addr.

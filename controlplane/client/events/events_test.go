@@ -16,6 +16,7 @@ import (
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/client/events/eventstest"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var eventsResource = api.MustLookup("events")
@@ -31,22 +32,6 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// poll checks cond until it returns "" or the deadline passes.
-func poll(t *testing.T, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func listEvents(t *testing.T, c client.Interface, selector string) []*corev1.Event {
@@ -92,17 +77,17 @@ func TestRepeatsAggregate(t *testing.T) {
 	rec.Eventf(p, corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", p.Namespace, p.Name, "node-1")
 
 	sel := "involvedObject.kind=Pod,involvedObject.name=web-1,involvedObject.namespace=default,involvedObject.uid=" + string(p.UID)
-	poll(t, func() string {
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		got := listEvents(t, c, sel)
 		if len(got) != 2 {
-			return fmt.Sprintf("%d events about the pod, want 2 (one aggregated FailedScheduling, one Scheduled)", len(got))
+			return fmt.Errorf("%d events about the pod, want 2 (one aggregated FailedScheduling, one Scheduled)", len(got))
 		}
 		for _, e := range got {
 			if e.Reason == "FailedScheduling" && e.Count != 3 {
-				return fmt.Sprintf("FailedScheduling count %d, want 3", e.Count)
+				return fmt.Errorf("FailedScheduling count %d, want 3", e.Count)
 			}
 		}
-		return ""
+		return nil
 	})
 	for _, e := range listEvents(t, c, sel) {
 		if !strings.HasPrefix(e.Name, "web-1.") || e.Source.Component != "default-scheduler" || e.InvolvedObject.APIVersion != "v1" {
@@ -125,19 +110,19 @@ func TestRepeatAfterWindowOrTTL(t *testing.T) {
 	b := eventstest.Start(t, c, events.Options{Now: clk.now, Window: 5 * time.Minute})
 	rec := b.Recorder(corev1.EventSource{Component: "kubelet", Host: "node-1"})
 	p := pod(c, t, "web-2")
-	count := func(n int) func() string {
-		return func() string {
+	count := func(n int) func() error {
+		return func() error {
 			if got := listEvents(t, c, "involvedObject.name=web-2"); len(got) != n {
-				return fmt.Sprintf("%d events, want %d", len(got), n)
+				return fmt.Errorf("%d events, want %d", len(got), n)
 			}
-			return ""
+			return nil
 		}
 	}
 	rec.Event(p, corev1.EventTypeNormal, "Pulled", "Container image \"web:1\" already present on machine")
-	poll(t, count(1))
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, count(1))
 	clk.add(6 * time.Minute)
 	rec.Event(p, corev1.EventTypeNormal, "Pulled", "Container image \"web:1\" already present on machine")
-	poll(t, count(2))
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, count(2))
 
 	for _, e := range listEvents(t, c, "involvedObject.name=web-2") {
 		if err := c.Delete(t.Context(), eventsResource, e.Namespace, e.Name, client.DeleteOptions{}); err != nil {
@@ -146,7 +131,7 @@ func TestRepeatAfterWindowOrTTL(t *testing.T) {
 	}
 	clk.add(time.Second)
 	rec.Event(p, corev1.EventTypeNormal, "Pulled", "Container image \"web:1\" already present on machine")
-	poll(t, count(1))
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, count(1))
 	if e := listEvents(t, c, "involvedObject.name=web-2")[0]; e.Count != 1 {
 		t.Errorf("the repeat of a deleted Event has count %d, want a new Event with count 1", e.Count)
 	}
@@ -159,12 +144,12 @@ func TestNodeEventsGoToDefault(t *testing.T) {
 	b := eventstest.Start(t, c, events.Options{})
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", UID: "node-uid"}}
 	b.Recorder(corev1.EventSource{Component: "node-controller"}).Eventf(node, corev1.EventTypeNormal, "NodeNotReady", "Node %s status is now: NodeNotReady", node.Name)
-	poll(t, func() string {
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		got := listEvents(t, c, "involvedObject.kind=Node,involvedObject.name=node-1")
 		if len(got) != 1 || got[0].Namespace != "default" || got[0].InvolvedObject.Namespace != "" {
-			return fmt.Sprintf("events about node-1: %v; want one in namespace default", got)
+			return fmt.Errorf("events about node-1: %v; want one in namespace default", got)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -220,20 +205,20 @@ func TestSpamFilter(t *testing.T) {
 		rec.Eventf(noisy, corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: attempt %d", i)
 	}
 	rec.Event(quiet, corev1.EventTypeNormal, "Started", "Started container web")
-	count := func(name string, n int) func() string {
-		return func() string {
+	count := func(name string, n int) func() error {
+		return func() error {
 			if got := listEvents(t, c, "involvedObject.name="+name); len(got) != n {
-				return fmt.Sprintf("%d events about %s, want %d", len(got), name, n)
+				return fmt.Errorf("%d events about %s, want %d", len(got), name, n)
 			}
-			return ""
+			return nil
 		}
 	}
-	poll(t, count("quiet", 1))
-	poll(t, count("noisy", 25))
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, count("quiet", 1))
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, count("noisy", 25))
 	if got := b.Filtered(); got != 5 {
 		t.Errorf("Filtered() = %d, want 5 of 30 with a burst of 25", got)
 	}
 	clk.add(5 * time.Minute)
 	rec.Eventf(noisy, corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: later")
-	poll(t, count("noisy", 26))
+	testwait.For(t, 5*time.Second, 10*time.Millisecond, count("noisy", 26))
 }

@@ -28,7 +28,7 @@ import (
 	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 // Condition reasons, as Kubernetes spells them.

@@ -23,10 +23,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/controllers/podstate"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
-	"github.com/skep-io/skep/controlplane/scheduler"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 var endpointsResource = api.MustLookup("endpoints")
@@ -66,7 +65,7 @@ func New(c client.Interface, services, endpoints, pods, nodes *client.Informer, 
 	nodes.AddHandlers(client.Handlers{OnUpdate: func(old, o api.Object) {
 		// A node that stops (or starts) being Ready moves its pods between
 		// addresses and notReadyAddresses at once, without batching.
-		if scheduler.NodeReady(old.(*corev1.Node)) != scheduler.NodeReady(o.(*corev1.Node)) {
+		if conditions.NodeReady(old.(*corev1.Node)) != conditions.NodeReady(o.(*corev1.Node)) {
 			ec.nodeChanged(o.GetName())
 		}
 	}})
@@ -183,7 +182,7 @@ func (ec *Controller) nodeReady(name string) bool {
 	if !ok {
 		return true
 	}
-	return scheduler.NodeReady(o.(*corev1.Node))
+	return conditions.NodeReady(o.(*corev1.Node))
 }
 
 // Subsets builds the Endpoints subsets of svc from pods (already matched
@@ -225,7 +224,7 @@ func Subsets(svc *corev1.Service, pods []*corev1.Pod, nodeReady func(node string
 		if p.Spec.Hostname != "" && p.Spec.Subdomain == svc.Name {
 			addr.Hostname = p.Spec.Hostname
 		}
-		ready := podstate.Ready(p) && p.DeletionTimestamp == nil && (p.Spec.NodeName == "" || nodeReady(p.Spec.NodeName))
+		ready := conditions.PodReady(p) && p.DeletionTimestamp == nil && (p.Spec.NodeName == "" || nodeReady(p.Spec.NodeName))
 		if ready || svc.Spec.PublishNotReadyAddresses {
 			g.ready = append(g.ready, addr)
 		} else {

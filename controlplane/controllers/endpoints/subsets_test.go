@@ -43,6 +43,8 @@ func service(ports ...corev1.ServicePort) *corev1.Service {
 }
 
 // summary renders subsets compactly: "ports | ready | notReady" per subset.
+//
+//lint:ignore SA1019 the v1 Endpoints the controller writes, as kube-controller-manager does
 func summary(subsets []corev1.EndpointSubset) []string {
 	var out []string
 	for _, s := range subsets {

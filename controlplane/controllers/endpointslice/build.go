@@ -9,8 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
-	"github.com/skep-io/skep/controlplane/controllers/podstate"
 )
 
 // DefaultMaxEndpointsPerSlice is Kubernetes' default for
@@ -64,7 +64,7 @@ func podEndpoint(svc *corev1.Service, p *corev1.Pod, node NodeInfo) discoveryv1.
 	if p.Spec.NodeName != "" {
 		nodeReady, zone = node(p.Spec.NodeName)
 	}
-	serving := podstate.Ready(p) && nodeReady
+	serving := conditions.PodReady(p) && nodeReady
 	terminating := p.DeletionTimestamp != nil
 	ready := serving && !terminating || svc.Spec.PublishNotReadyAddresses
 	ep := discoveryv1.Endpoint{

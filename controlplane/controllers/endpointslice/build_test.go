@@ -57,8 +57,8 @@ func nodes(name string) (bool, string) {
 	return true, ""
 }
 
-// conditions renders an endpoint as "ip ready/serving/terminating".
-func conditions(e discoveryv1.Endpoint) string {
+// endpointConditions renders an endpoint as "ip ready/serving/terminating".
+func endpointConditions(e discoveryv1.Endpoint) string {
 	c := e.Conditions
 	return fmt.Sprintf("%s %t/%t/%t", e.Addresses[0], *c.Ready, *c.Serving, *c.Terminating)
 }
@@ -93,7 +93,7 @@ func TestConditionsMatchEndpoints(t *testing.T) {
 			}
 			var conds, ready, notReadyIPs []string
 			for _, e := range got[0].Endpoints {
-				conds = append(conds, conditions(e))
+				conds = append(conds, endpointConditions(e))
 				if *e.Conditions.Ready {
 					ready = append(ready, e.Addresses[0])
 				} else {
@@ -176,7 +176,7 @@ func TestFromEndpoints(t *testing.T) {
 	}
 	var conds []string
 	for _, e := range got[0].Endpoints {
-		conds = append(conds, conditions(e))
+		conds = append(conds, endpointConditions(e))
 	}
 	if want := []string{"198.18.0.10 true/true/false", "198.18.0.11 false/false/false"}; !slices.Equal(conds, want) {
 		t.Errorf("mirrored endpoints %q; want %q", conds, want)

@@ -29,10 +29,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/controllers/endpoints"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
-	"github.com/skep-io/skep/controlplane/scheduler"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 var slicesR = api.MustLookup("endpointslices")
@@ -90,7 +90,7 @@ func New(c client.Interface, services, slices, endpoints, pods, nodes *client.In
 		// A node that stops (or starts) being Ready changes its pods'
 		// conditions at once, without batching; a zone change, their zone.
 		was, is := old.(*corev1.Node), o.(*corev1.Node)
-		if scheduler.NodeReady(was) != scheduler.NodeReady(is) || was.Labels[corev1.LabelTopologyZone] != is.Labels[corev1.LabelTopologyZone] {
+		if conditions.NodeReady(was) != conditions.NodeReady(is) || was.Labels[corev1.LabelTopologyZone] != is.Labels[corev1.LabelTopologyZone] {
 			ec.nodeChanged(is.Name)
 		}
 	}})
@@ -142,7 +142,7 @@ func (ec *Controller) node(name string) (bool, string) {
 		return true, ""
 	}
 	n := o.(*corev1.Node)
-	return scheduler.NodeReady(n), n.Labels[corev1.LabelTopologyZone]
+	return conditions.NodeReady(n), n.Labels[corev1.LabelTopologyZone]
 }
 
 func (ec *Controller) sync(ctx context.Context, key string) error {

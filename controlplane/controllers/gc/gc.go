@@ -20,7 +20,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 // Controller collects garbage among the objects of its informers.

@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
@@ -79,7 +80,17 @@ func DeleteOrphaning(ctx context.Context, c client.Interface, r *api.Resource, n
 
 // dropOwner removes the references to uid from d, retrying on conflicts.
 func dropOwner(ctx context.Context, c client.Interface, r *api.Resource, d api.Object, uid types.UID) error {
-	for attempt := 0; ; attempt++ {
+	ns, name := d.GetNamespace(), d.GetName()
+	first := true
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first { // d was stale: read it again
+			obj, err := c.Get(ctx, r, ns, name)
+			if err != nil {
+				return err
+			}
+			d = obj
+		}
+		first = false
 		refs := d.GetOwnerReferences()
 		kept := slices.DeleteFunc(slices.Clone(refs), func(ref metav1.OwnerReference) bool { return ref.UID == uid })
 		if len(kept) == len(refs) {
@@ -87,19 +98,10 @@ func dropOwner(ctx context.Context, c client.Interface, r *api.Resource, d api.O
 		}
 		d.SetOwnerReferences(kept)
 		_, err := c.Update(ctx, r, d)
-		switch {
-		case err == nil || apierrors.IsNotFound(err):
-			return nil
-		case apierrors.IsConflict(err) && attempt < 10:
-			name := d.GetName()
-			if d, err = c.Get(ctx, r, d.GetNamespace(), name); err != nil {
-				if apierrors.IsNotFound(err) {
-					return nil
-				}
-				return fmt.Errorf("get %s %s: %w", r.Kind, name, err)
-			}
-		default:
-			return fmt.Errorf("orphan %s %s: %w", r.Kind, d.GetName(), err)
-		}
+		return err
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("orphan %s %s: %w", r.Kind, name, err)
 	}
+	return nil
 }

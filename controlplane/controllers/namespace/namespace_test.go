@@ -16,6 +16,7 @@ import (
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/apiserver/apiservertest"
 	"github.com/skep-io/skep/controlplane/client"
+	"github.com/skep-io/skep/internal/testwait"
 )
 
 var (
@@ -78,11 +79,11 @@ func TestNamespaceDeletionSurvivesRestart(t *testing.T) {
 	first := &stopAfter{Interface: c}
 	first.n.Store(50)
 	stopFirst := start(t, first, Config{BatchSize: 20, Parallel: 2, RecheckPeriod: 50 * time.Millisecond})
-	poll(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 		if first.n.Load() >= 0 {
-			return fmt.Sprintf("the first controller has %d deletes to go before it stops", first.n.Load())
+			return fmt.Errorf("the first controller has %d deletes to go before it stops", first.n.Load())
 		}
-		return ""
+		return nil
 	})
 	stopFirst()
 	left := count(t, c, configMapsR, "team")
@@ -96,15 +97,15 @@ func TestNamespaceDeletionSurvivesRestart(t *testing.T) {
 	// A new one carries on; the bound pod is marked terminating and the
 	// namespace waits for its node.
 	start(t, c, Config{BatchSize: 20, Parallel: 2, RecheckPeriod: 50 * time.Millisecond})
-	poll(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 		if n := count(t, c, configMapsR, "team"); n > 0 {
-			return fmt.Sprintf("%d configmaps left", n)
+			return fmt.Errorf("%d configmaps left", n)
 		}
 		p, err := c.Get(ctx, podsR, "team", "bound")
 		if err != nil || p.GetDeletionTimestamp() == nil {
-			return fmt.Sprintf("bound pod: %v %v; want it terminating, waiting for its node", p, err)
+			return fmt.Errorf("bound pod: %v %v; want it terminating, waiting for its node", p, err)
 		}
-		return ""
+		return nil
 	})
 	time.Sleep(300 * time.Millisecond) // several rechecks
 	if ns := getNamespace(t, c, "team"); ns == nil {
@@ -115,11 +116,11 @@ func TestNamespaceDeletionSurvivesRestart(t *testing.T) {
 	if err := c.Delete(ctx, podsR, "team", "bound", client.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 20*time.Second, func() string {
+	testwait.For(t, 20*time.Second, 25*time.Millisecond, func() error {
 		if ns := getNamespace(t, c, "team"); ns != nil {
-			return fmt.Sprintf("namespace team still there: finalizers %v", ns.Spec.Finalizers)
+			return fmt.Errorf("namespace team still there: finalizers %v", ns.Spec.Finalizers)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -150,21 +151,4 @@ func getNamespace(t *testing.T, c client.Interface, name string) *corev1.Namespa
 		t.Fatalf("get namespace %s: %v", name, err)
 	}
 	return o.(*corev1.Namespace)
-}
-
-// poll calls cond until it returns "" or the timeout passes; cond says
-// what it still waits for, which the failure reports.
-func poll(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }

@@ -18,7 +18,7 @@ import (
 
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 var nodesResource = api.MustLookup("nodes")

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
 )
@@ -141,15 +142,6 @@ func (nc *Controller) lastHeartbeat(node string, now time.Time) time.Time {
 	return h.probed
 }
 
-func readyCondition(n *corev1.Node) *corev1.NodeCondition {
-	for i := range n.Status.Conditions {
-		if n.Status.Conditions[i].Type == corev1.NodeReady {
-			return &n.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
 func (nc *Controller) monitor(ctx context.Context) error {
 	now := nc.now()
 	var errs []error
@@ -173,7 +165,7 @@ func (nc *Controller) monitor(ctx context.Context) error {
 
 func (nc *Controller) check(ctx context.Context, node *corev1.Node, now time.Time) error {
 	silent := now.Sub(nc.lastHeartbeat(node.Name, now)) > nc.cfg.GracePeriod
-	ready := readyCondition(node)
+	ready := conditions.NodeReadyCondition(node)
 	switch {
 	case silent && (ready == nil || ready.Status != corev1.ConditionUnknown):
 		nc.logger.Warn("node stopped renewing its lease: status unknown", "node", node.Name, "grace", nc.cfg.GracePeriod)
@@ -229,13 +221,9 @@ func (nc *Controller) setReady(ctx context.Context, node *corev1.Node, now time.
 	t := metav1.NewTime(now)
 	cond := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: ReasonNodeHeartbeat,
 		Message: "node lease is being renewed", LastTransitionTime: t, LastHeartbeatTime: t}
-	replaced := false
-	for i := range n.Status.Conditions {
-		if n.Status.Conditions[i].Type == corev1.NodeReady {
-			n.Status.Conditions[i], replaced = cond, true
-		}
-	}
-	if !replaced {
+	if cur := conditions.NodeReadyCondition(n); cur != nil {
+		*cur = cond
+	} else {
 		n.Status.Conditions = append(n.Status.Conditions, cond)
 	}
 	if _, err := nc.c.UpdateStatus(ctx, nodesResource, n); err != nil {

@@ -1,6 +1,6 @@
 // Package podstate answers the questions controllers ask about a pod:
-// is it still running its course, is it ready, is it available, who
-// controls it.
+// is it still running its course, is it available, who controls it
+// (whether it is ready, conditions answers).
 package podstate
 
 import (
@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-io/skep/controlplane/api/conditions"
 )
 
 // Active is a pod that counts towards a controller's replicas: not
@@ -16,25 +18,9 @@ func Active(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
 }
 
-// readyCondition returns the pod's Ready condition, if any.
-func readyCondition(p *corev1.Pod) *corev1.PodCondition {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == corev1.PodReady {
-			return &p.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
-// Ready reports the pod's Ready condition.
-func Ready(p *corev1.Pod) bool {
-	c := readyCondition(p)
-	return c != nil && c.Status == corev1.ConditionTrue
-}
-
 // Available is ready for at least minReadySeconds.
 func Available(p *corev1.Pod, minReadySeconds int32, now time.Time) bool {
-	c := readyCondition(p)
+	c := conditions.PodReadyCondition(p)
 	if c == nil || c.Status != corev1.ConditionTrue {
 		return false
 	}
@@ -47,7 +33,7 @@ func Available(p *corev1.Pod, minReadySeconds int32, now time.Time) bool {
 // AvailableIn is how long until a ready pod becomes available, 0 if it
 // is or never will be without another change.
 func AvailableIn(p *corev1.Pod, minReadySeconds int32, now time.Time) time.Duration {
-	c := readyCondition(p)
+	c := conditions.PodReadyCondition(p)
 	if c == nil || c.Status != corev1.ConditionTrue || minReadySeconds == 0 || c.LastTransitionTime.IsZero() {
 		return 0
 	}

@@ -21,11 +21,12 @@ import (
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/skep-io/skep/controlplane/api"
+	"github.com/skep-io/skep/controlplane/api/conditions"
 	"github.com/skep-io/skep/controlplane/client"
 	"github.com/skep-io/skep/controlplane/client/events"
 	"github.com/skep-io/skep/controlplane/controllers/gc"
 	"github.com/skep-io/skep/controlplane/controllers/podstate"
-	"github.com/skep-io/skep/controlplane/controllers/queue"
+	"github.com/skep-io/skep/controlplane/queue"
 )
 
 var podsResource = api.MustLookup("pods")
@@ -340,7 +341,7 @@ func Victims(pods []*corev1.Pod, n int) []*corev1.Pod {
 		if p.Status.Phase != corev1.PodPending {
 			r[1] = 1
 		}
-		if podstate.Ready(p) {
+		if conditions.PodReady(p) {
 			r[2] = 1
 		}
 		return r
@@ -372,7 +373,7 @@ func (rc *Controller) updateStatus(ctx context.Context, owner api.Object, active
 		if tmplLabels.Matches(labels.Set(p.Labels)) {
 			st.FullyLabeledReplicas++
 		}
-		if podstate.Ready(p) {
+		if conditions.PodReady(p) {
 			st.ReadyReplicas++
 		}
 		if podstate.Available(p, minReady, now) {

@@ -162,7 +162,8 @@ func TestServedTypesHaveSchemas(t *testing.T) {
 
 // TestEveryReferenceIsGenerated walks the generated definitions: a type that
 // refers to one outside the generated packages (a package left off the
-// go:generate line) would make the server fail when it serves that type.
+// generate line in doc.go) would make the server fail when it serves that
+// type.
 func TestEveryReferenceIsGenerated(t *testing.T) {
 	defs := Definitions(func(name string) spec.Ref { return spec.MustCreateRef("#/definitions/" + name) })
 	for name, def := range defs {
