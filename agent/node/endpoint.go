@@ -29,7 +29,6 @@ import (
 	"github.com/skep-io/skep/agent/runtime"
 	"github.com/skep-io/skep/controlplane/api"
 	"github.com/skep-io/skep/controlplane/client"
-	"github.com/skep-io/skep/controlplane/pki"
 )
 
 // The agent's HTTPS endpoint is kubelet's port 10250: the API server
@@ -39,7 +38,7 @@ import (
 // WebSocket-to-SPDY translation work as they do against a kubelet. It
 // listens on the node's InternalIP (--agent-port), with a serving
 // certificate the API server signed for that address, and answers only a
-// client presenting the API server's certificate (pki.APIServerClientName,
+// client presenting the API server's certificate (client.APIServerClientName,
 // signed by the same node CA); anyone else gets 401.
 //
 //	GET      /containerLogs/NS/POD/CONTAINER?follow=&previous=&tailLines=&sinceSeconds=&sinceTime=&timestamps=&limitBytes=&podUID=
@@ -93,7 +92,7 @@ func (a *Agent) listenEndpoint() (net.Listener, error) {
 // address (the key stays in memory and is made anew at every start) and
 // returns the endpoint's TLS config.
 func (a *Agent) servingTLS(ctx context.Context) (*tls.Config, error) {
-	csr, key, err := pki.NewServingRequest(a.cfg.Name, []netip.Addr{a.cfg.NodeIP})
+	csr, key, err := client.NewServingRequest(a.cfg.Name, []netip.Addr{a.cfg.NodeIP})
 	if err != nil {
 		return nil, err
 	}
@@ -168,8 +167,8 @@ func (ep *endpoint) handler() http.Handler {
 			writeStatus(w, apierrors.NewUnauthorized("the agent answers only the API server: present its client certificate"))
 			return
 		}
-		if cn := r.TLS.PeerCertificates[0].Subject.CommonName; cn != pki.APIServerClientName {
-			writeStatus(w, apierrors.NewUnauthorized(fmt.Sprintf("the agent answers only %s, not %s", pki.APIServerClientName, cn)))
+		if cn := r.TLS.PeerCertificates[0].Subject.CommonName; cn != client.APIServerClientName {
+			writeStatus(w, apierrors.NewUnauthorized(fmt.Sprintf("the agent answers only %s, not %s", client.APIServerClientName, cn)))
 			return
 		}
 		mux.ServeHTTP(w, r)

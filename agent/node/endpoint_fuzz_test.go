@@ -14,7 +14,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/skep-io/skep/controlplane/pki"
+	"github.com/skep-io/skep/controlplane/client"
 )
 
 // FuzzEndpoint sends the agent's endpoint arbitrary methods, paths,
@@ -42,7 +42,7 @@ func FuzzEndpoint(f *testing.F) {
 		req.Method, req.URL, req.RequestURI = method, u, ""
 		cn := "someone-else"
 		if fromAPIServer {
-			cn = pki.APIServerClientName
+			cn = client.APIServerClientName
 		}
 		req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{Subject: pkix.Name{CommonName: cn}}}}
 		rec := httptest.NewRecorder()

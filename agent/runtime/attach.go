@@ -41,6 +41,7 @@ func (r *Runtime) Attach(ctx context.Context, uid types.UID, container string, s
 		return fmt.Errorf("attach to container %s of pod %s: container is not running", container, v.podName)
 	}
 	if stdin != nil && !v.spec.Stdin {
+		//lint:ignore ST1005 kubelet's wording, which users search for
 		return fmt.Errorf("Unable to use stdin: container %q in pod %q does not have stdin (stdin: true in its spec)", container, v.podName)
 	}
 	ctx, cancel := context.WithCancel(ctx)

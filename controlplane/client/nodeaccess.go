@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-
 )
 
 // What the API server proxies to a node's agent on skep's own path, and
