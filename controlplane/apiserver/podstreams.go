@@ -1,7 +1,9 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	upgradeproxy "k8s.io/apimachinery/pkg/util/proxy"
@@ -155,9 +158,32 @@ func (r *podLogREST) Get(ctx context.Context, name string, options runtime.Objec
 		Transport:       to.transport,
 		ContentType:     "text/plain",
 		Flush:           opts.Follow,
-		ResponseChecker: genericrest.NewGenericHttpResponseChecker(corev1.Resource("pods/log"), name),
+		ResponseChecker: agentResponseChecker{generic: genericrest.NewGenericHttpResponseChecker(corev1.Resource("pods/log"), name)},
 		RedirectChecker: genericrest.PreventRedirects,
 	}}, nil
+}
+
+// agentResponseChecker passes on an agent's refusal as the Status the
+// agent wrote (its code and message: "previous terminated container ...
+// not found"), where the generic checker would quote the whole JSON
+// body as a message. An answer that is not a Status is the generic
+// checker's.
+type agentResponseChecker struct {
+	generic genericrest.HttpResponseChecker
+}
+
+func (c agentResponseChecker) Check(resp *http.Response) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	var st metav1.Status
+	if json.Unmarshal(body, &st) == nil && st.Kind == "Status" && st.Message != "" && st.Code == int32(resp.StatusCode) {
+		return &apierrors.StatusError{ErrStatus: st}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return c.generic.Check(resp)
 }
 
 // agentStreamer streams an agent's answer; an agent that cannot be

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	restclient "k8s.io/client-go/rest"
 	clientforward "k8s.io/client-go/tools/portforward"
 	clientcommand "k8s.io/client-go/tools/remotecommand"
@@ -310,4 +312,31 @@ func (k *fakeKubelet) PortForward(_ context.Context, _, _ string, port int32, st
 	}
 	_, err = fmt.Fprintf(stream, "pod port %d: %s", port, b)
 	return err
+}
+
+// TestAgentLogRefusal: an agent's refusal of a log request (a Status,
+// as the agent writes it) reaches the client as that Status, its code and
+// message, not as JSON quoted inside another message.
+func TestAgentLogRefusal(t *testing.T) {
+	s := apiservertest.StartServer(t)
+	admin := httpClient(t, s, s.AdminToken)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := joinNode(t, s, "node-a", "127.0.0.1", int32(ln.Addr().(*net.TCPAddr).Port))
+	const refusal = `previous terminated container "app" in pod "one" not found`
+	startStandInAgent(t, node, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":%q,"reason":"BadRequest","code":400}`, refusal)
+	}))
+	if _, err := admin.Create(t.Context(), pods, podOn("one", "node-a", "app")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.Logs(t.Context(), "default", "one", &corev1.PodLogOptions{Previous: true})
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) || se.Status().Code != 400 || se.Status().Message != refusal {
+		t.Errorf("logs --previous refused by the agent: %v; want 400 %q", err, refusal)
+	}
 }
